@@ -1,0 +1,71 @@
+"""The model catalog: data that maps public model ids to adapters, prices and capabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.generation.aspect import nearest_native, parse_ratio
+
+
+class CatalogModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9-]+/[A-Za-z0-9._-]+$")
+    adapter: str
+    upstream_model: str
+    price: int = Field(ge=0, description="credits per delivered image")
+    native_aspect_ratios: tuple[str, ...] = Field(min_length=1)
+    image_to_image: bool = False
+    description: str = ""
+
+    @field_validator("native_aspect_ratios")
+    @classmethod
+    def _ratios_parse(cls, ratios: tuple[str, ...]) -> tuple[str, ...]:
+        for ratio in ratios:
+            width, height = parse_ratio(ratio)
+            if width <= 0 or height <= 0:
+                raise ValueError(f"invalid aspect ratio {ratio!r}")
+        return ratios
+
+    @property
+    def provider(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    def upstream_ratio(self, requested: str) -> str:
+        """The ratio to ask upstream for: the requested one if native, else the nearest."""
+        return nearest_native(requested, self.native_aspect_ratios)
+
+
+class _CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: tuple[CatalogModel, ...] = Field(min_length=1)
+
+
+class Catalog:
+    def __init__(self, models: tuple[CatalogModel, ...]) -> None:
+        self._models = {model.id: model for model in models}
+        if len(self._models) != len(models):
+            raise ValueError("catalog lists a model id twice")
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Catalog:
+        if path is None:
+            text = resources.files("app.providers").joinpath("catalog.json").read_text("utf-8")
+        else:
+            text = path.read_text("utf-8")
+        return cls(_CatalogFile.model_validate_json(text).models)
+
+    def get(self, model_id: str) -> CatalogModel | None:
+        return self._models.get(model_id)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(self._models)
+
+    def __iter__(self) -> Iterator[CatalogModel]:
+        return iter(self._models.values())

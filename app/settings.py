@@ -1,0 +1,83 @@
+"""All configuration, read once from the environment (prefix IMAGEGATE_).
+
+Nothing else in the package reads os.environ; everything receives a Settings object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _key_field(*names: str) -> str | None:
+    return Field(default=None, validation_alias=AliasChoices(*names))  # type: ignore[no-any-return]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAGEGATE_", extra="ignore")
+
+    # Embedded defaults: a SQLite file and a local directory under ./data.
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    image_dir: Path | None = None
+
+    # S3-compatible storage; credentials come the standard AWS way (env, profile, role).
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # Public base for stored objects (a CDN in front of the bucket); presigned URLs otherwise.
+    public_base_url: str | None = None
+
+    # Signed URLs served by the gateway for the local backend.
+    url_signing_secret: str | None = None
+    url_ttl_seconds: int = Field(default=3600, ge=60)
+
+    # Provider credentials: IMAGEGATE_* first, then the variables the SDKs use by habit.
+    gemini_api_key: str | None = _key_field(
+        "IMAGEGATE_GEMINI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"
+    )
+    openai_api_key: str | None = _key_field("IMAGEGATE_OPENAI_API_KEY", "OPENAI_API_KEY")
+    bfl_api_key: str | None = _key_field("IMAGEGATE_BFL_API_KEY", "BFL_API_KEY")
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    openai_base_url: str = "https://api.openai.com/v1"
+    bfl_base_url: str = "https://api.bfl.ai"
+
+    # Model catalog (JSON); the packaged one by default.
+    catalog: Path | None = None
+
+    # Serve built-in provider emulators and point the adapters at them.
+    emulate: bool = False
+
+    # Upstream calls: attempts per image and one deadline for the whole request.
+    upstream_max_attempts: int = Field(default=3, ge=1, le=10)
+    upstream_attempt_timeout_seconds: float = Field(default=60.0, gt=0)
+    upstream_deadline_seconds: float = Field(default=180.0, gt=0)
+    retry_base_delay_seconds: float = Field(default=0.5, ge=0)
+    retry_max_delay_seconds: float = Field(default=8.0, ge=0)
+
+    # Credits: a hold outlives any request; the sweeper releases what a dead process left.
+    hold_ttl_seconds: int = Field(default=900, ge=1)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
+
+    # Input bounds.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_source_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_source_image_pixels: int = Field(default=40_000_000, ge=1024)
+
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'imagegate.db'}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_image_dir(self) -> Path:
+        return self.image_dir if self.image_dir is not None else self.data_dir / "images"
