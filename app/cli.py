@@ -1,0 +1,198 @@
+"""The `imagegate` console script: serve, migrate, and admin commands.
+
+With --json an admin command prints exactly one JSON object on stdout (errors too, as
+{"error", "code"}), so scripts can rely on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.credits import ledger
+from app.credits.audit import audit_ledger
+from app.db.engine import create_engine, create_sessionmaker
+from app.db.migrate import upgrade
+from app.errors import GatewayError
+from app.settings import Settings
+from app.tenants import service as tenants
+
+Command = Callable[[AsyncSession, argparse.Namespace], Awaitable[tuple[dict[str, Any], int]]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        sys.exit(2)
+    sys.exit(args.run(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagegate", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the HTTP gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--emulate", action="store_true", help="serve built-in provider emulators (no real models)"
+    )
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--json", action="store_true")
+    migrate.set_defaults(run=_migrate)
+
+    tenant_cmds = commands.add_parser("tenants", help="manage tenants").add_subparsers()
+    create = tenant_cmds.add_parser("create", help="create a tenant")
+    create.add_argument("name")
+    _admin(create, _tenants_create)
+
+    key_cmds = commands.add_parser("keys", help="manage API keys").add_subparsers()
+    key_create = key_cmds.add_parser("create", help="create a key (shown once)")
+    key_create.add_argument("--tenant", required=True)
+    key_create.add_argument("--label")
+    _admin(key_create, _keys_create)
+    key_revoke = key_cmds.add_parser("revoke", help="revoke a key by its prefix")
+    key_revoke.add_argument("prefix")
+    _admin(key_revoke, _keys_revoke)
+
+    credit_cmds = commands.add_parser("credits", help="credits ledger").add_subparsers()
+    grant = credit_cmds.add_parser("grant", help="grant credits to a tenant")
+    grant.add_argument("--tenant", required=True)
+    grant.add_argument("amount", type=int)
+    _admin(grant, _credits_grant)
+    balance = credit_cmds.add_parser("balance", help="show a tenant's balance")
+    balance.add_argument("--tenant", required=True)
+    _admin(balance, _credits_balance)
+    audit = credit_cmds.add_parser("audit", help="check the ledger invariant for every account")
+    _admin(audit, _credits_audit)
+    return parser
+
+
+def _admin(parser: argparse.ArgumentParser, command: Command) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=lambda args: _run_admin(command, args))
+
+
+def _run_admin(command: Command, args: argparse.Namespace) -> int:
+    settings = Settings()
+    if settings.is_embedded_database:
+        upgrade(settings.resolved_database_url)
+    try:
+        result, code = asyncio.run(_in_transaction(settings, command, args))
+    except GatewayError as exc:
+        _emit(args, {"error": exc.message, "code": exc.code}, error=True)
+        return 1
+    _emit(args, result, error=code != 0)
+    return code
+
+
+async def _in_transaction(
+    settings: Settings, command: Command, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    engine = create_engine(settings.resolved_database_url, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await command(session, args)
+    finally:
+        await engine.dispose()
+
+
+def _emit(args: argparse.Namespace, result: dict[str, Any], *, error: bool) -> None:
+    if args.json:
+        print(json.dumps(result))
+        return
+    stream = sys.stderr if error else sys.stdout
+    for key, value in result.items():
+        print(f"{key}: {value}", file=stream)
+
+
+async def _tenants_create(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    tenant = await tenants.create_tenant(session, args.name)
+    return {"tenant": tenant.name, "id": tenant.id, "created_at": tenant.created_at.isoformat()}, 0
+
+
+async def _keys_create(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    tenant = await tenants.get_tenant(session, args.tenant)
+    created = await tenants.create_key(session, tenant, args.label)
+    return {
+        "key": created.plaintext,
+        "prefix": created.key.prefix,
+        "tenant": tenant.name,
+        "label": created.key.label,
+        "note": "the key is shown once; store it now",
+    }, 0
+
+
+async def _keys_revoke(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    key = await tenants.revoke_key(session, args.prefix)
+    assert key.revoked_at is not None
+    return {"prefix": key.prefix, "revoked_at": key.revoked_at.isoformat()}, 0
+
+
+async def _credits_grant(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    tenant = await tenants.get_tenant(session, args.tenant)
+    balance = await ledger.grant(session, tenant.id, args.amount, note="granted by CLI")
+    return {"tenant": tenant.name, "granted": args.amount, "balance": balance}, 0
+
+
+async def _credits_balance(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    tenant = await tenants.get_tenant(session, args.tenant)
+    return {"tenant": tenant.name, "balance": await ledger.get_balance(session, tenant.id)}, 0
+
+
+async def _credits_audit(
+    session: AsyncSession, _args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    report = await audit_ledger(session)
+    return {
+        "ok": report.ok,
+        "accounts": report.accounts,
+        "holds": report.holds,
+        "problems": [
+            {"tenant": p.tenant, "tenant_id": p.tenant_id, "problem": p.problem}
+            for p in report.problems
+        ],
+    }, (0 if report.ok else 1)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    settings = Settings()
+    upgrade(settings.resolved_database_url)
+    result = {"migrated": True, "database": settings.resolved_database_url.split("://", 1)[0]}
+    _emit(args, result, error=False)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = Settings(emulate=True) if args.emulate else Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,103 @@
+"""The ledger invariant, checked for every account.
+
+1. An account's balance equals the sum of its entries.
+2. Every hold has exactly one `hold` entry of -amount and is open (nothing else),
+   captured (one `capture` entry returning amount - captured, captured > 0) or
+   released (one `release` entry returning amount, captured == 0): settled exactly once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.credits.ledger import entry_sums
+from app.db.models import CreditAccount, CreditHold, LedgerEntry, Tenant
+
+
+@dataclass(frozen=True, slots=True)
+class AuditProblem:
+    tenant_id: str
+    tenant: str
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    accounts: int
+    holds: int
+    problems: tuple[AuditProblem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def audit_ledger(session: AsyncSession) -> AuditReport:
+    names = {row.id: row.name for row in await session.execute(select(Tenant.id, Tenant.name))}
+    problems: list[AuditProblem] = []
+
+    def report(tenant_id: str, problem: str) -> None:
+        problems.append(AuditProblem(tenant_id, names.get(tenant_id, "?"), problem))
+
+    sums = await entry_sums(session)
+    balances = {
+        row.tenant_id: int(row.balance)
+        for row in await session.execute(select(CreditAccount.tenant_id, CreditAccount.balance))
+    }
+    for tenant_id, balance in balances.items():
+        total = sums.get(tenant_id, 0)
+        if balance != total:
+            report(tenant_id, f"balance {balance} != sum of entries {total}")
+    for tenant_id in sums.keys() - balances.keys():
+        report(tenant_id, "ledger entries without an account")
+
+    # (hold_id, kind) -> (count, sum of amounts)
+    per_hold: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+    rows = await session.execute(
+        select(
+            LedgerEntry.hold_id,
+            LedgerEntry.kind,
+            func.count(),
+            func.coalesce(func.sum(LedgerEntry.amount), 0),
+        )
+        .where(LedgerEntry.kind.in_(("hold", "capture", "release")))
+        .group_by(LedgerEntry.hold_id, LedgerEntry.kind)
+    )
+    for hold_id, kind, count, total in rows:
+        if hold_id is None:
+            report("?", f"{count} {kind} entries reference no hold")
+            continue
+        per_hold[hold_id][kind] = (int(count), int(total))
+
+    holds = (await session.scalars(select(CreditHold))).all()
+    for hold in holds:
+        problem = _hold_problem(hold, per_hold.pop(hold.id, {}))
+        if problem:
+            report(hold.tenant_id, f"hold {hold.id}: {problem}")
+    for hold_id in per_hold:
+        report("?", f"entries reference missing hold {hold_id}")
+
+    return AuditReport(accounts=len(balances), holds=len(holds), problems=tuple(problems))
+
+
+def _hold_problem(hold: CreditHold, entries: dict[str, tuple[int, int]]) -> str | None:
+    if entries.get("hold") != (1, -hold.amount):
+        return f"expected one hold entry of {-hold.amount}, found {entries.get('hold')}"
+    capture, release = entries.get("capture"), entries.get("release")
+    if hold.status == "open":
+        if capture or release:
+            return "open but has a settlement entry"
+    elif hold.status == "captured":
+        expected = (1, hold.amount - hold.captured)
+        if hold.captured <= 0 or capture != expected or release:
+            return f"captured {hold.captured}: expected capture entry {expected}, found {capture}"
+    elif hold.status == "released":
+        if hold.captured != 0 or release != (1, hold.amount) or capture:
+            return f"released: expected one release entry of {hold.amount}, found {release}"
+    else:
+        return f"unknown status {hold.status!r}"
+    return None

@@ -1,0 +1,174 @@
+"""The credits ledger. Services flush; the caller owns the transaction and commits.
+
+Every balance change is one conditional UPDATE plus one append-only entry, so the
+database (not Python) decides whether credits are there. Entry amounts are signed
+balance deltas: grant +n, hold -n, and a hold settles exactly once with either a
+`capture` entry (returning the uncaptured remainder, possibly 0) or a `release`
+entry (returning all of it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import CreditAccount, CreditHold, LedgerEntry, utcnow
+from app.errors import InsufficientCredits, InvalidRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    id: str
+    tenant_id: str
+    amount: int
+    balance_after: int
+
+
+async def ensure_account(session: AsyncSession, tenant_id: str) -> None:
+    if await session.get(CreditAccount, tenant_id) is None:
+        session.add(CreditAccount(tenant_id=tenant_id, balance=0))
+        await session.flush()
+
+
+async def get_balance(session: AsyncSession, tenant_id: str) -> int:
+    balance = await session.scalar(
+        select(CreditAccount.balance).where(CreditAccount.tenant_id == tenant_id)
+    )
+    return int(balance or 0)
+
+
+async def grant(session: AsyncSession, tenant_id: str, amount: int, note: str | None = None) -> int:
+    """Add credits; returns the new balance."""
+    if amount <= 0:
+        raise InvalidRequest("amount must be a positive integer")
+    await ensure_account(session, tenant_id)
+    balance = await _change_balance(session, tenant_id, amount)
+    session.add(LedgerEntry(tenant_id=tenant_id, kind="grant", amount=amount, note=note))
+    await session.flush()
+    return balance
+
+
+async def reserve(
+    session: AsyncSession,
+    tenant_id: str,
+    amount: int,
+    *,
+    generation_id: str,
+    ttl: timedelta,
+) -> Hold:
+    """Move `amount` out of the balance into an open hold, or raise InsufficientCredits."""
+    now = utcnow()
+    result = await session.execute(
+        update(CreditAccount)
+        .where(CreditAccount.tenant_id == tenant_id, CreditAccount.balance >= amount)
+        .values(balance=CreditAccount.balance - amount, updated_at=now)
+        .returning(CreditAccount.balance)
+    )
+    balance_after = result.scalar_one_or_none()
+    if balance_after is None:
+        raise InsufficientCredits(required=amount, available=await get_balance(session, tenant_id))
+    hold = CreditHold(
+        tenant_id=tenant_id,
+        generation_id=generation_id,
+        amount=amount,
+        captured=0,
+        status="open",
+        created_at=now,
+        expires_at=now + ttl,
+    )
+    session.add(hold)
+    await session.flush()
+    session.add(
+        LedgerEntry(
+            tenant_id=tenant_id,
+            kind="hold",
+            amount=-amount,
+            hold_id=hold.id,
+            generation_id=generation_id,
+            note=f"reserved {amount}",
+        )
+    )
+    await session.flush()
+    return Hold(id=hold.id, tenant_id=tenant_id, amount=amount, balance_after=int(balance_after))
+
+
+async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
+    """Capture `captured` credits of an open hold and return the rest.
+
+    Returns False if the hold was already settled (e.g. the sweeper released it after
+    expiry); then nothing changes and the caller was not charged.
+    """
+    now = utcnow()
+    status = "captured" if captured > 0 else "released"
+    result = await session.execute(
+        update(CreditHold)
+        .where(CreditHold.id == hold_id, CreditHold.status == "open")
+        .where(CreditHold.amount >= captured)
+        .values(status=status, captured=captured, settled_at=now)
+        .returning(CreditHold.tenant_id, CreditHold.amount, CreditHold.generation_id)
+    )
+    row = result.one_or_none()
+    if row is None:
+        return False
+    tenant_id, amount, generation_id = row
+    returned = int(amount) - captured
+    if returned:
+        await _change_balance(session, tenant_id, returned)
+    kind = "capture" if captured > 0 else "release"
+    note = f"captured {captured} of {amount}" if captured else f"released {amount}"
+    session.add(
+        LedgerEntry(
+            tenant_id=tenant_id,
+            kind=kind,
+            amount=returned,
+            hold_id=hold_id,
+            generation_id=generation_id,
+            note=note,
+        )
+    )
+    await session.flush()
+    return True
+
+
+async def expired_hold_ids(session: AsyncSession, now: datetime, limit: int = 100) -> list[str]:
+    rows = await session.scalars(
+        select(CreditHold.id)
+        .where(CreditHold.status == "open", CreditHold.expires_at < now)
+        .order_by(CreditHold.expires_at)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def recent_entries(
+    session: AsyncSession, tenant_id: str, limit: int = 20
+) -> list[LedgerEntry]:
+    rows = await session.scalars(
+        select(LedgerEntry)
+        .where(LedgerEntry.tenant_id == tenant_id)
+        .order_by(LedgerEntry.id.desc())
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def _change_balance(session: AsyncSession, tenant_id: str, delta: int) -> int:
+    result = await session.execute(
+        update(CreditAccount)
+        .where(CreditAccount.tenant_id == tenant_id)
+        .values(balance=CreditAccount.balance + delta, updated_at=utcnow())
+        .returning(CreditAccount.balance)
+    )
+    return int(result.scalar_one())
+
+
+async def entry_sums(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(LedgerEntry.tenant_id, func.coalesce(func.sum(LedgerEntry.amount), 0)).group_by(
+            LedgerEntry.tenant_id
+        )
+    )
+    return {tenant_id: int(total) for tenant_id, total in rows}

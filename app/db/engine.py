@@ -1,0 +1,51 @@
+"""Engine and session factory, created once per process and reused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
+    if database_url.startswith("sqlite"):
+        return _create_sqlite_engine(database_url)
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+    )
+
+
+def _create_sqlite_engine(database_url: str) -> AsyncEngine:
+    # Take the write lock at BEGIN: a deferred transaction that upgrades to a writer later
+    # fails with SQLITE_BUSY instead of waiting, which concurrent requests would hit.
+    engine = create_async_engine(
+        database_url, connect_args={"timeout": 30, "isolation_level": None}
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

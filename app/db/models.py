@@ -1,0 +1,197 @@
+"""SQLAlchemy models. No image bytes, base64 or plaintext keys are ever stored here."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; Postgres gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite would hand back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use UTC-aware values")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_api_keys_tenant_id", "tenant_id"),)
+
+
+class CreditAccount(Base):
+    __tablename__ = "credit_accounts"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("balance >= 0", name="ck_credit_accounts_balance"),)
+
+
+LEDGER_KINDS = ("grant", "hold", "capture", "release", "adjustment")
+HOLD_STATUSES = ("open", "captured", "released")
+
+
+class CreditHold(Base):
+    __tablename__ = "credit_holds"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("credit_accounts.tenant_id"))
+    generation_id: Mapped[str | None] = mapped_column(String(36))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    captured: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="ck_credit_holds_amount"),
+        CheckConstraint("captured >= 0 AND captured <= amount", name="ck_credit_holds_captured"),
+        CheckConstraint(
+            "status IN ('open', 'captured', 'released')", name="ck_credit_holds_status"
+        ),
+        Index("ix_credit_holds_status_expires", "status", "expires_at"),
+    )
+
+
+class LedgerEntry(Base):
+    """Append-only. `amount` is the signed change to the account balance."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("credit_accounts.tenant_id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    hold_id: Mapped[str | None] = mapped_column(ForeignKey("credit_holds.id"))
+    generation_id: Mapped[str | None] = mapped_column(String(36))
+    note: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN ('grant', 'hold', 'capture', 'release', 'adjustment')",
+            name="ck_ledger_entries_kind",
+        ),
+        Index("ix_ledger_entries_tenant_id", "tenant_id", "id"),
+        Index("ix_ledger_entries_hold_id", "hold_id"),
+    )
+
+
+GENERATION_STATUSES = ("pending", "succeeded", "partial", "failed", "rejected", "abandoned")
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    model: Mapped[str] = mapped_column(String(100))
+    provider: Mapped[str] = mapped_column(String(50))
+    prompt: Mapped[str] = mapped_column(Text)
+    style_preset: Mapped[str] = mapped_column(String(50))
+    aspect_ratio: Mapped[str] = mapped_column(String(10))
+    num_images: Mapped[int] = mapped_column(Integer)
+    image_to_image: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    credits_charged: Mapped[int] = mapped_column(BigInteger, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    upstream_ms: Mapped[int | None] = mapped_column(Integer)
+    total_ms: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'succeeded', 'partial', 'failed', 'rejected', 'abandoned')",
+            name="ck_generations_status",
+        ),
+        Index("ix_generations_tenant_created", "tenant_id", "created_at"),
+    )
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    index: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(100))
+    storage_key: Mapped[str] = mapped_column(String(300), unique=True)
+    mime_type: Mapped[str] = mapped_column(String(50))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("ix_images_generation_id", "generation_id"),
+        Index("ix_images_tenant_created", "tenant_id", "created_at"),
+    )

@@ -1,0 +1,134 @@
+"""Validation of the generate-image request body, with messages that name the field."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.errors import InvalidRequest
+from app.generation.aspect import CONTRACT_RATIOS
+from app.generation.presets import PRESET_NAMES
+from app.providers.catalog import Catalog, CatalogModel
+
+DEFAULT_MODEL = "google/gemini-2.5-flash-image"
+MAX_PROMPT_CHARS = 4000
+MAX_IMAGES = 4
+
+
+class GenerateImageBody(BaseModel):
+    """The documented request shape (for OpenAPI); parsing is done by parse_generate_request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    model: str = DEFAULT_MODEL
+    aspectRatio: str = Field(default="1:1", json_schema_extra={"enum": list(CONTRACT_RATIOS)})
+    numImages: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    stylePreset: str = Field(default="none", json_schema_extra={"enum": list(PRESET_NAMES)})
+    sourceImage: str | None = Field(
+        default=None, description="data:image/(png|jpeg|webp);base64,... for image-to-image"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    prompt: str
+    model: CatalogModel
+    aspect_ratio: str
+    num_images: int
+    style_preset: str
+    source_image: str | None
+
+
+def parse_generate_request(payload: Any, catalog: Catalog) -> GenerateRequest:
+    if not isinstance(payload, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    return GenerateRequest(
+        prompt=_prompt(payload.get("prompt")),
+        model=_model(payload.get("model"), catalog),
+        aspect_ratio=_choice(payload.get("aspectRatio"), "aspectRatio", CONTRACT_RATIOS, "1:1"),
+        num_images=_num_images(payload.get("numImages")),
+        style_preset=_choice(payload.get("stylePreset"), "stylePreset", PRESET_NAMES, "none"),
+        source_image=_source_image(payload.get("sourceImage")),
+    )
+
+
+def _prompt(value: Any) -> str:
+    if value is None:
+        raise InvalidRequest("prompt is required: a non-empty string", field="prompt")
+    if not isinstance(value, str):
+        raise InvalidRequest("prompt must be a string", field="prompt")
+    prompt = value.strip()
+    if not prompt:
+        raise InvalidRequest("prompt must not be empty", field="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(
+            f"prompt is {len(prompt)} characters; the maximum is {MAX_PROMPT_CHARS}",
+            field="prompt",
+        )
+    for char in prompt:
+        # Newlines and tabs are fine in a prompt; other control and format characters
+        # (NUL, escape sequences, bidi overrides, lone surrogates) are not.
+        if char in "\n\t\r":
+            continue
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            raise InvalidRequest(
+                f"prompt contains a disallowed control or format character U+{ord(char):04X}",
+                field="prompt",
+            )
+    return prompt
+
+
+def _model(value: Any, catalog: Catalog) -> CatalogModel:
+    if value is None:
+        value = DEFAULT_MODEL
+    model = catalog.get(value) if isinstance(value, str) else None
+    if model is None:
+        raise InvalidRequest(
+            f"model {_show(value)} is not available; use one of: {', '.join(catalog.ids)}",
+            field="model",
+        )
+    return model
+
+
+def _choice(value: Any, field: str, allowed: tuple[str, ...], default: str) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidRequest(
+            f"{field} {_show(value)} is not supported; use one of: {', '.join(allowed)}",
+            field=field,
+        )
+    return value
+
+
+def _num_images(value: Any) -> int:
+    if value is None:
+        return 1
+    # bool is an int in Python; 2.0 is not an integer in the contract.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_IMAGES:
+        raise InvalidRequest(
+            f"numImages must be an integer from 1 to {MAX_IMAGES}; got {_show(value)}",
+            field="numImages",
+        )
+    return value
+
+
+def _source_image(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            "sourceImage must be a string: a data URL like data:image/png;base64,...",
+            field="sourceImage",
+        )
+    return value
+
+
+def _show(value: Any) -> str:
+    """A short, safe rendering of a rejected value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

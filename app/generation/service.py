@@ -1,0 +1,325 @@
+"""One generation: reserve credits, call the provider, store WebP, settle, record.
+
+Any failure after the reservation settles the hold for only what was delivered (often
+nothing) and removes stored objects the caller will not get; a process that dies
+mid-way leaves an expiring hold that the sweeper releases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.credits.ledger import Hold, get_balance, reserve, settle
+from app.db.models import Generation, Image, new_id, utcnow
+from app.errors import (
+    ContentRejected,
+    DependencyUnavailable,
+    GatewayError,
+    GenerationFailed,
+    InvalidRequest,
+    ProviderNotConfigured,
+)
+from app.generation.presets import apply_preset
+from app.generation.request import GenerateRequest
+from app.generation.source_image import parse_source_image
+from app.providers.base import ImageRequest, Moderated, ProviderAdapter, ProviderError, SourceImage
+from app.providers.retry import RetryPolicy, call_with_retries
+from app.settings import Settings
+from app.storage.base import ImageStore, StorageUnavailable, object_key
+from app.storage.images import EncodedImage, ImageDecodeError, normalise_to_webp
+from app.tenants.service import AuthContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    index: int
+    key: str
+    image: EncodedImage
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFailure:
+    index: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationResult:
+    generation_id: str
+    model: str
+    images: tuple[StoredImage, ...]
+    failures: tuple[ImageFailure, ...]
+    credits_charged: int
+    credits_remaining: int
+
+
+class GenerationService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        adapters: dict[str, ProviderAdapter],
+        image_store: ImageStore,
+        retry_policy: RetryPolicy,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._adapters = adapters
+        self._store = image_store
+        self._retry = retry_policy
+
+    async def generate(self, auth: AuthContext, request: GenerateRequest) -> GenerationResult:
+        started = time.monotonic()
+        model = request.model
+        adapter = self._adapters.get(model.adapter)
+        if adapter is None:
+            raise ProviderNotConfigured(
+                f"model {model.id} is served by provider '{model.adapter}', which is not "
+                "configured on this gateway"
+            )
+        source = await self._source_image(request)
+        upstream = ImageRequest(
+            upstream_model=model.upstream_model,
+            prompt=apply_preset(request.style_preset, request.prompt),
+            aspect_ratio=model.upstream_ratio(request.aspect_ratio),
+            source_image=source,
+        )
+        generation_id = new_id()
+        created = utcnow()
+        hold = await self._reserve(auth, request, generation_id, created)
+
+        stored: list[StoredImage] = []
+        try:
+            deadline = time.monotonic() + self._settings.upstream_deadline_seconds
+            outcomes = await asyncio.gather(
+                *(
+                    self._one_image(
+                        adapter, upstream, request, auth, generation_id, created, i, deadline
+                    )
+                    for i in range(request.num_images)
+                ),
+                return_exceptions=True,
+            )
+            upstream_ms = int((time.monotonic() - started) * 1000)
+            stored.extend(o for o in outcomes if isinstance(o, StoredImage))
+            errors = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, StoredImage)]
+            failures = [_failure(index, error) for index, error in errors]
+            charged = model.price * len(stored)
+            async with self._sessions() as session, session.begin():
+                settled = await settle(session, hold.id, charged)
+                if not settled:
+                    # The sweeper released an expired hold first: the images are free.
+                    log.warning("hold settled by sweeper before delivery", extra={"hold": hold.id})
+                    charged = 0
+                await self._record(
+                    session,
+                    auth.tenant_id,
+                    generation_id,
+                    stored,
+                    model.id,
+                    charged,
+                    failures,
+                    upstream_ms,
+                    started,
+                )
+                remaining = await get_balance(session, auth.tenant_id)
+        except BaseException:
+            await asyncio.shield(self._abort(hold, generation_id, stored))
+            raise
+        if not stored:
+            raise _all_failed([error for _, error in errors])
+        return GenerationResult(
+            generation_id=generation_id,
+            model=model.id,
+            images=tuple(stored),
+            failures=tuple(failures),
+            credits_charged=charged,
+            credits_remaining=remaining,
+        )
+
+    async def _source_image(self, request: GenerateRequest) -> SourceImage | None:
+        if request.source_image is None:
+            return None
+        if not request.model.image_to_image:
+            raise InvalidRequest(
+                f"model {request.model.id} does not support image-to-image (sourceImage)",
+                field="sourceImage",
+            )
+        return await asyncio.to_thread(
+            parse_source_image,
+            request.source_image,
+            max_bytes=self._settings.max_source_image_bytes,
+            max_pixels=self._settings.max_source_image_pixels,
+        )
+
+    async def _reserve(
+        self, auth: AuthContext, request: GenerateRequest, generation_id: str, created: datetime
+    ) -> Hold:
+        async with self._sessions() as session, session.begin():
+            session.add(
+                Generation(
+                    id=generation_id,
+                    tenant_id=auth.tenant_id,
+                    api_key_id=auth.api_key_id,
+                    model=request.model.id,
+                    provider=request.model.provider,
+                    prompt=request.prompt,
+                    style_preset=request.style_preset,
+                    aspect_ratio=request.aspect_ratio,
+                    num_images=request.num_images,
+                    image_to_image=request.source_image is not None,
+                    status="pending",
+                    created_at=created,
+                )
+            )
+            await session.flush()
+            return await reserve(
+                session,
+                auth.tenant_id,
+                request.model.price * request.num_images,
+                generation_id=generation_id,
+                ttl=timedelta(seconds=self._settings.hold_ttl_seconds),
+            )
+
+    async def _one_image(
+        self,
+        adapter: ProviderAdapter,
+        upstream: ImageRequest,
+        request: GenerateRequest,
+        auth: AuthContext,
+        generation_id: str,
+        created: datetime,
+        index: int,
+        deadline: float,
+    ) -> StoredImage:
+        image = await call_with_retries(
+            lambda: adapter.generate(upstream),
+            self._retry,
+            deadline=deadline,
+            what=f"{request.model.id} image {index}",
+        )
+        encoded = await asyncio.to_thread(
+            normalise_to_webp,
+            image.data,
+            request.aspect_ratio,
+            max_pixels=self._settings.max_source_image_pixels,
+        )
+        key = object_key(auth.tenant_id, generation_id, index, created)
+        await self._store.put(key, encoded.data, encoded.mime_type)
+        return StoredImage(index=index, key=key, image=encoded, text=image.text)
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        tenant_id: str,
+        generation_id: str,
+        stored: list[StoredImage],
+        model_id: str,
+        charged: int,
+        failures: list[ImageFailure],
+        upstream_ms: int,
+        started: float,
+    ) -> None:
+        if stored:
+            status = "partial" if failures else "succeeded"
+        else:
+            status = (
+                "rejected"
+                if failures and all(f.code == ContentRejected.code for f in failures)
+                else "failed"
+            )
+        first_failure = failures[0] if failures else None
+        await session.execute(
+            update(Generation)
+            .where(Generation.id == generation_id)
+            .values(
+                status=status,
+                credits_charged=charged,
+                error_code=first_failure.code if first_failure else None,
+                error_message=first_failure.message[:500] if first_failure else None,
+                completed_at=utcnow(),
+                upstream_ms=upstream_ms,
+                total_ms=int((time.monotonic() - started) * 1000),
+            )
+        )
+        for item in stored:
+            session.add(
+                Image(
+                    generation_id=generation_id,
+                    tenant_id=tenant_id,
+                    index=item.index,
+                    model=model_id,
+                    storage_key=item.key,
+                    mime_type=item.image.mime_type,
+                    bytes=len(item.image.data),
+                    width=item.image.width,
+                    height=item.image.height,
+                    text=item.text,
+                )
+            )
+
+    async def _abort(self, hold: Hold, generation_id: str, stored: list[StoredImage]) -> None:
+        """Best effort after an unexpected failure: refund, mark failed, drop objects."""
+        for item in stored:
+            try:
+                await self._store.delete(item.key)
+            except StorageUnavailable:
+                log.warning("could not delete an undelivered object", extra={"key": item.key})
+        try:
+            async with self._sessions() as session, session.begin():
+                await settle(session, hold.id, 0)
+                await session.execute(
+                    update(Generation)
+                    .where(Generation.id == generation_id, Generation.status == "pending")
+                    .values(status="failed", error_code="internal_error", completed_at=utcnow())
+                )
+        except Exception:
+            # The hold expires and the sweeper releases it; nothing is lost.
+            log.exception("could not release hold after a failure", extra={"hold": hold.id})
+
+
+def _failure(index: int, error: BaseException) -> ImageFailure:
+    if isinstance(error, Moderated):
+        return ImageFailure(index, ContentRejected.code, error.message)
+    if isinstance(error, StorageUnavailable):
+        return ImageFailure(index, DependencyUnavailable.code, "image storage is unavailable")
+    if isinstance(error, ProviderError):
+        return ImageFailure(index, GenerationFailed.code, error.message)
+    if isinstance(error, ImageDecodeError):
+        return ImageFailure(
+            index, GenerationFailed.code, "the provider returned an unreadable image"
+        )
+    if isinstance(error, GatewayError):
+        return ImageFailure(index, error.code, error.message)
+    # A defect, not an upstream answer: log it, count the image as failed, charge nothing.
+    log.error("unexpected error producing an image", exc_info=error)
+    return ImageFailure(index, GenerationFailed.code, "internal error producing this image")
+
+
+def _all_failed(errors: list[BaseException]) -> GatewayError:
+    if errors and all(isinstance(e, Moderated) for e in errors):
+        reasons = sorted({e.message for e in errors if isinstance(e, Moderated)})
+        return ContentRejected(
+            f"The provider rejected this request: {'; '.join(reasons)}. No credits were charged."
+        )
+    if any(isinstance(e, StorageUnavailable) for e in errors):
+        return DependencyUnavailable(
+            "Image storage is unavailable; no credits were charged. Retry shortly."
+        )
+    details = sorted({e.message for e in errors if isinstance(e, ProviderError)})
+    suffix = f" ({'; '.join(details)})" if details else ""
+    return GenerationFailed(
+        f"Generation failed{suffix}. Your credits were refunded; retry or try a different model."
+    )

@@ -1,0 +1,121 @@
+"""Google Gemini adapter on the google-genai async client (one image per call)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from app.providers.base import (
+    ImageRequest,
+    Moderated,
+    ProviderError,
+    ProviderImage,
+    RateLimited,
+    Unavailable,
+    UpstreamBadRequest,
+    UpstreamTimeout,
+)
+
+_RETRY_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
+
+
+class GeminiAdapter:
+    name = "gemini"
+
+    def __init__(self, *, api_key: str, base_url: str, http_client: httpx.AsyncClient) -> None:
+        # Retries belong to our one policy (app.providers.retry): the SDK's stay off.
+        self._http_client = http_client
+        self._client = genai.Client(
+            api_key=api_key,
+            http_options=types.HttpOptions(
+                base_url=base_url,
+                api_version="v1beta",
+                httpx_async_client=http_client,
+            ),
+        )
+
+    async def generate(self, request: ImageRequest) -> ProviderImage:
+        parts: list[types.Part] = []
+        if request.source_image is not None:
+            parts.append(
+                types.Part.from_bytes(
+                    data=request.source_image.data, mime_type=request.source_image.mime_type
+                )
+            )
+        parts.append(types.Part.from_text(text=request.prompt))
+        config = types.GenerateContentConfig(
+            response_modalities=["IMAGE"],
+            candidate_count=1,
+            image_config=types.ImageConfig(aspect_ratio=request.aspect_ratio),
+        )
+        try:
+            response = await self._client.aio.models.generate_content(
+                model=request.upstream_model,
+                contents=[types.Content(role="user", parts=parts)],
+                config=config,
+            )
+        except genai_errors.APIError as exc:
+            raise _translate_api_error(exc) from None
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("Gemini did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise Unavailable(f"Gemini unreachable: {type(exc).__name__}") from None
+        return _image_from_response(response)
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+
+
+def _image_from_response(response: types.GenerateContentResponse) -> ProviderImage:
+    if not response.candidates:
+        feedback = response.prompt_feedback
+        reason = feedback.block_reason if feedback and feedback.block_reason else None
+        if reason is not None:
+            raise Moderated(f"prompt blocked by the provider ({_enum_name(reason)})")
+        raise Unavailable("Gemini returned no candidates")
+    candidate = response.candidates[0]
+    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    # Pro models send interim "thought" images; the answer is the last non-thought image.
+    images = [p for p in parts if p.inline_data and p.inline_data.data and not p.thought]
+    texts = [p.text for p in parts if p.text and not p.thought]
+    if not images:
+        reason = _enum_name(candidate.finish_reason) if candidate.finish_reason else "NO_IMAGE"
+        raise Moderated(f"the provider returned no image ({reason})")
+    blob = images[-1].inline_data
+    assert blob is not None and blob.data is not None
+    return ProviderImage(
+        data=blob.data,
+        mime_type=blob.mime_type or "image/png",
+        text=" ".join(texts) or None,
+    )
+
+
+def _translate_api_error(exc: genai_errors.APIError) -> ProviderError:
+    message = f"Gemini {exc.code} {exc.status or ''}".strip()
+    if exc.code == 429:
+        return RateLimited(message, retry_after=_retry_delay(exc.details))
+    if exc.code in (500, 502, 503, 504) or exc.code >= 500:
+        return Unavailable(message)
+    if exc.code == 408:
+        return UpstreamTimeout(message)
+    return UpstreamBadRequest(f"{message}: {exc.message or ''}".strip(": "))
+
+
+def _retry_delay(details: Any) -> float | None:
+    """Seconds from a google.rpc.RetryInfo detail, if the error carries one."""
+    error = details.get("error") if isinstance(details, dict) else None
+    for detail in (error or {}).get("details") or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            match = _RETRY_DELAY.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+def _enum_name(value: Any) -> str:
+    return str(getattr(value, "value", value))

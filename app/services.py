@@ -1,0 +1,23 @@
+"""The long-lived objects of one gateway process, created once in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.generation.service import GenerationService
+from app.providers.catalog import Catalog
+from app.settings import Settings
+from app.storage.base import ImageStore
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    catalog: Catalog
+    image_store: ImageStore
+    generation: GenerationService
+    emulated: bool

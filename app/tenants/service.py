@@ -1,0 +1,111 @@
+"""Tenants and API keys. Keys are shown once; only their SHA-256 and a display prefix are kept."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.credits.ledger import ensure_account
+from app.db.models import ApiKey, Tenant, utcnow
+from app.errors import InvalidRequest, NotFound, Unauthorized
+
+KEY_SCHEME = "ig_"
+# The prefix (scheme + 8 random chars) identifies a key for lookup and display; the
+# rest is secret. 8 chars of the URL-safe alphabet: collisions are retried below.
+PREFIX_LENGTH = len(KEY_SCHEME) + 8
+_KEY_SHAPE = re.compile(r"^ig_[A-Za-z0-9_-]{40,100}$")
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Write last_used_at at most this often, so each request is not a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    tenant_id: str
+    api_key_id: str
+    key_prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    plaintext: str
+    key: ApiKey
+
+
+def hash_key(plaintext: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is safe; no salt or KDF needed.
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+async def create_tenant(session: AsyncSession, name: str) -> Tenant:
+    if not _TENANT_NAME.match(name):
+        raise InvalidRequest(
+            "tenant name must be 1-100 characters of letters, digits, '.', '_' or '-'"
+        )
+    if await session.scalar(select(Tenant.id).where(Tenant.name == name)):
+        raise InvalidRequest(f"tenant {name!r} already exists")
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    await session.flush()
+    await ensure_account(session, tenant.id)
+    return tenant
+
+
+async def get_tenant(session: AsyncSession, name: str) -> Tenant:
+    tenant = await session.scalar(select(Tenant).where(Tenant.name == name))
+    if tenant is None:
+        raise NotFound(f"no tenant named {name!r}")
+    return tenant
+
+
+async def create_key(session: AsyncSession, tenant: Tenant, label: str | None = None) -> CreatedKey:
+    for _ in range(5):
+        plaintext = KEY_SCHEME + secrets.token_urlsafe(32)
+        prefix = plaintext[:PREFIX_LENGTH]
+        if await session.scalar(select(ApiKey.id).where(ApiKey.prefix == prefix)) is None:
+            break
+    else:  # pragma: no cover - 64^8 prefixes make this practically unreachable
+        raise RuntimeError("could not find a free key prefix")
+    key = ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=hash_key(plaintext), label=label)
+    session.add(key)
+    await session.flush()
+    return CreatedKey(plaintext=plaintext, key=key)
+
+
+async def revoke_key(session: AsyncSession, prefix: str) -> ApiKey:
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise NotFound(f"no API key with prefix {prefix!r}")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await session.flush()
+    return key
+
+
+async def authenticate(session: AsyncSession, authorization: str | None) -> AuthContext:
+    """Resolve `Authorization: Bearer <key>` to a tenant, or raise Unauthorized."""
+    if not authorization:
+        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Malformed Authorization header: expected 'Bearer <key>'")
+    if not _KEY_SHAPE.match(token):
+        raise Unauthorized("Invalid API key")
+    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == token[:PREFIX_LENGTH]))
+    # Compare hashes in constant time so timing says nothing about how much matched.
+    if key is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
+        raise Unauthorized("Invalid API key")
+    if key.revoked_at is not None:
+        raise Unauthorized("This API key has been revoked")
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+    return AuthContext(tenant_id=key.tenant_id, api_key_id=key.id, key_prefix=key.prefix)

@@ -1,0 +1,174 @@
+"""A live gateway (uvicorn on loopback, emulated providers) over one of two stacks:
+
+- "embedded": SQLite file + local image directory, the defaults a new user gets;
+- "postgres": embedded Postgres + SeaweedFS S3, the production shape.
+
+Tests act as a client over real HTTP and check the database through their own engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.credits import ledger
+from app.credits.audit import AuditReport, audit_ledger
+from app.db.engine import create_engine, create_sessionmaker
+from app.db.migrate import upgrade
+from app.main import create_app
+from app.settings import Settings
+from app.tenants import service as tenants
+from tests.support.servers import serve_in_thread
+
+__all__ = [
+    "Stack",
+    "TenantHandle",
+    "embedded_settings",
+    "embedded_stack",
+    "postgres_settings",
+    "postgres_stack",
+    "stack",
+]
+
+FAULTS_PATH = "/emulators/gemini/_emulator/faults"
+
+
+@dataclass(frozen=True)
+class TenantHandle:
+    name: str
+    id: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@dataclass
+class Stack:
+    name: str
+    settings: Settings
+    base_url: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def new_tenant(self, credits: int = 0) -> TenantHandle:
+        async with self.sessions() as session, session.begin():
+            tenant = await tenants.create_tenant(session, f"t-{uuid.uuid4().hex[:12]}")
+            key = await tenants.create_key(session, tenant, "test")
+            if credits:
+                await ledger.grant(session, tenant.id, credits, note="test grant")
+        return TenantHandle(tenant.name, tenant.id, key.plaintext)
+
+    async def balance(self, tenant: TenantHandle) -> int:
+        async with self.sessions() as session:
+            return await ledger.get_balance(session, tenant.id)
+
+    async def audit(self) -> AuditReport:
+        async with self.sessions() as session:
+            return await audit_ledger(session)
+
+    async def set_faults(self, *faults: dict[str, Any]) -> None:
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+            await client.delete(FAULTS_PATH)
+            if faults:
+                response = await client.post(FAULTS_PATH, json={"faults": list(faults)})
+                response.raise_for_status()
+
+    def client(self, timeout: float = 60.0) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+
+def gateway_settings(**overrides: Any) -> Settings:
+    defaults: dict[str, Any] = {
+        "emulate": True,
+        "retry_base_delay_seconds": 0.01,
+        "retry_max_delay_seconds": 0.05,
+        "upstream_deadline_seconds": 20.0,
+        "url_signing_secret": "test-signing-secret",
+    }
+    defaults.update(overrides)
+    return Settings(_env_file=None, **defaults)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def embedded_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return gateway_settings(data_dir=tmp_path_factory.mktemp("embedded-data"))
+
+
+@pytest.fixture(scope="session")
+def postgres_settings(
+    postgres_url: str, s3_endpoint: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    database_url = asyncio.run(create_database(postgres_url))
+    upgrade(database_url)
+    bucket = s3_endpoint.create_bucket("imagegate")
+    # boto3 takes credentials the standard AWS way, as in production.
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ["AWS_ACCESS_KEY_ID"] = s3_endpoint.access_key
+    os.environ["AWS_SECRET_ACCESS_KEY"] = s3_endpoint.secret_key
+    try:
+        yield gateway_settings(
+            data_dir=tmp_path_factory.mktemp("postgres-data"),
+            database_url=database_url,
+            s3_bucket=bucket,
+            s3_endpoint_url=s3_endpoint.endpoint_url,
+            s3_region=s3_endpoint.region,
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+async def create_database(server_url: str) -> str:
+    """A fresh database on the server, so runs never see each other's rows."""
+    name = f"imagegate_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server_url, pool_size=1)
+    try:
+        async with admin.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def embedded_stack(embedded_settings: Settings) -> AsyncIterator[Stack]:
+    async for running in _run_stack("embedded", embedded_settings):
+        yield running
+
+
+@pytest_asyncio.fixture(scope="session")
+async def postgres_stack(postgres_settings: Settings) -> AsyncIterator[Stack]:
+    async for running in _run_stack("postgres", postgres_settings):
+        yield running
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The same test on both stacks; each stack's gateway lives for the whole session."""
+    running: Stack = request.getfixturevalue(f"{request.param}_stack")
+    return running
+
+
+async def _run_stack(name: str, settings: Settings) -> AsyncIterator[Stack]:
+    with serve_in_thread(create_app(settings)) as base_url:
+        engine = create_engine(settings.resolved_database_url, pool_size=5)
+        try:
+            yield Stack(name, settings, base_url, engine, create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
