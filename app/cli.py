@@ -196,3 +196,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
+
+
+if __name__ == "__main__":
+    main()
