@@ -88,7 +88,7 @@ async def _running_services(
     upstreams = configured_upstreams(
         settings, {name: httpx.ASGITransport(app=emu) for name, emu in emulators.items()}
     )
-    adapters = build_adapters(upstreams)
+    adapters = build_adapters(upstreams, settings)
     generation = GenerationService(
         settings=settings,
         sessions=sessions,

@@ -1,4 +1,8 @@
-"""Builds the adapters that are configured: a dict registry keyed by catalog adapter name."""
+"""Builds the adapters that are configured: a dict registry keyed by catalog adapter name.
+
+Several adapters can share one upstream (OpenAI's Images and Responses APIs share a key,
+a base URL and a connection pool).
+"""
 
 from __future__ import annotations
 
@@ -11,21 +15,35 @@ from app.providers.base import ProviderAdapter
 from app.providers.gemini import GeminiAdapter
 from app.settings import Settings
 
+PROVIDERS = ("gemini", "openai", "bfl")
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
     """Where an adapter sends its calls: a real API or an in-process emulator."""
 
+    provider: str
     api_key: str
     base_url: str
     http_client: httpx.AsyncClient
+    emulated: bool = False
 
 
-AdapterFactory = Callable[[Upstream], ProviderAdapter]
+AdapterFactory = Callable[[Upstream, Settings], ProviderAdapter]
 
-FACTORIES: dict[str, AdapterFactory] = {
-    "gemini": lambda up: GeminiAdapter(
-        api_key=up.api_key, base_url=up.base_url, http_client=up.http_client
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    provider: str
+    factory: AdapterFactory
+
+
+ADAPTERS: dict[str, AdapterSpec] = {
+    "gemini": AdapterSpec(
+        "gemini",
+        lambda up, _settings: GeminiAdapter(
+            api_key=up.api_key, base_url=up.base_url, http_client=up.http_client
+        ),
     ),
 }
 
@@ -40,24 +58,36 @@ def configured_upstreams(
         "openai": (settings.openai_api_key, settings.openai_base_url),
         "bfl": (settings.bfl_api_key, settings.bfl_base_url),
     }
-    for name, (api_key, base_url) in real.items():
-        if emulator_transports and name in emulator_transports:
+    for provider, (api_key, base_url) in real.items():
+        if emulator_transports and provider in emulator_transports:
             client = httpx.AsyncClient(
-                transport=emulator_transports[name], timeout=_timeout(settings)
+                transport=emulator_transports[provider], timeout=_timeout(settings)
             )
-            upstreams[name] = Upstream("emulated", f"http://{name}.emulator", client)
+            upstreams[provider] = Upstream(
+                provider, "emulated", emulated_base_url(provider), client, emulated=True
+            )
         elif api_key:
             client = httpx.AsyncClient(
                 timeout=_timeout(settings),
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             )
-            upstreams[name] = Upstream(api_key, base_url, client)
+            upstreams[provider] = Upstream(provider, api_key, base_url, client)
     return upstreams
 
 
-def build_adapters(upstreams: dict[str, Upstream]) -> dict[str, ProviderAdapter]:
+def emulated_base_url(provider: str) -> str:
+    """The base URL adapters use for an in-process emulator (never resolved by DNS)."""
+    suffix = "/v1" if provider == "openai" else ""
+    return f"http://{provider}.emulator{suffix}"
+
+
+def build_adapters(
+    upstreams: dict[str, Upstream], settings: Settings
+) -> dict[str, ProviderAdapter]:
     return {
-        name: FACTORIES[name](upstream) for name, upstream in upstreams.items() if name in FACTORIES
+        name: spec.factory(upstreams[spec.provider], settings)
+        for name, spec in ADAPTERS.items()
+        if spec.provider in upstreams
     }
 
 
