@@ -1,0 +1,88 @@
+"""The one retry policy: bounded attempts, provider delays honoured, one deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from app.providers.base import Moderated, ProviderImage, RateLimited, Unavailable, UpstreamTimeout
+from app.providers.retry import RetryPolicy, call_with_retries
+
+FAST = RetryPolicy(max_attempts=3, attempt_timeout=5, base_delay=0.001, max_delay=0.002)
+
+
+class Script:
+    """Answers each call with the next scripted error, then an image."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> ProviderImage:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return ProviderImage(b"img", "image/png")
+
+
+async def test_retryable_errors_are_retried_until_success() -> None:
+    script = Script(Unavailable("a"), RateLimited("b"))
+    result = await call_with_retries(script, FAST, deadline=time.monotonic() + 5, what="t")
+    assert result.data == b"img" and script.calls == 3
+
+
+async def test_attempts_are_bounded() -> None:
+    script = Script(*(Unavailable(str(i)) for i in range(10)))
+    with pytest.raises(Unavailable, match="2"):
+        await call_with_retries(script, FAST, deadline=time.monotonic() + 5, what="t")
+    assert script.calls == 3
+
+
+async def test_final_errors_are_not_retried() -> None:
+    script = Script(Moderated("no"))
+    with pytest.raises(Moderated):
+        await call_with_retries(script, FAST, deadline=time.monotonic() + 5, what="t")
+    assert script.calls == 1
+
+
+async def test_retry_after_beyond_the_deadline_gives_up_at_once() -> None:
+    script = Script(RateLimited("slow down", retry_after=30))
+    started = time.monotonic()
+    with pytest.raises(RateLimited):
+        await call_with_retries(script, FAST, deadline=time.monotonic() + 2, what="t")
+    assert script.calls == 1
+    assert time.monotonic() - started < 1.5  # did not sleep towards a hopeless retry
+
+
+async def test_retry_after_is_honoured() -> None:
+    script = Script(RateLimited("wait", retry_after=0.2))
+    started = time.monotonic()
+    await call_with_retries(script, FAST, deadline=time.monotonic() + 5, what="t")
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_a_hanging_attempt_times_out_and_is_retried() -> None:
+    calls = 0
+
+    async def hang_once() -> ProviderImage:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(10)
+        return ProviderImage(b"img", "image/png")
+
+    policy = RetryPolicy(max_attempts=2, attempt_timeout=0.1, base_delay=0.001, max_delay=0.001)
+    result = await call_with_retries(hang_once, policy, deadline=time.monotonic() + 5, what="t")
+    assert result.data == b"img" and calls == 2
+
+
+async def test_deadline_bounds_the_whole_call() -> None:
+    async def hang() -> ProviderImage:
+        await asyncio.sleep(10)
+        raise AssertionError("unreachable")
+
+    policy = RetryPolicy(max_attempts=10, attempt_timeout=5, base_delay=0.001, max_delay=0.001)
+    with pytest.raises(UpstreamTimeout):
+        await call_with_retries(hang, policy, deadline=time.monotonic() + 0.2, what="t")
