@@ -18,6 +18,7 @@ from app.credits.sweeper import run_sweeper
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.emulators.gemini import create_gemini_emulator
+from app.generation.producer import ImageProducer
 from app.generation.service import GenerationService
 from app.providers.catalog import Catalog
 from app.providers.registry import build_adapters, configured_upstreams
@@ -89,9 +90,7 @@ async def _running_services(
         settings, {name: httpx.ASGITransport(app=emu) for name, emu in emulators.items()}
     )
     adapters = build_adapters(upstreams, settings)
-    generation = GenerationService(
-        settings=settings,
-        sessions=sessions,
+    producer = ImageProducer(
         adapters=adapters,
         image_store=image_store,
         retry_policy=RetryPolicy(
@@ -100,6 +99,19 @@ async def _running_services(
             base_delay=settings.retry_base_delay_seconds,
             max_delay=settings.retry_max_delay_seconds,
         ),
+        max_pixels=settings.max_source_image_pixels,
+        limiters={
+            model.id: asyncio.Semaphore(model.max_concurrency)
+            for model in catalog
+            if model.max_concurrency
+        },
+    )
+    generation = GenerationService(
+        settings=settings,
+        sessions=sessions,
+        catalog=catalog,
+        producer=producer,
+        image_store=image_store,
     )
     app.state.services = Services(
         settings=settings,

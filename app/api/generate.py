@@ -59,7 +59,7 @@ async def render_result(
                 "width": item.image.width,
                 "height": item.image.height,
                 "index": item.index,
-                "model": result.model,
+                "model": item.model.id,
             }
             for url, item in zip(urls, result.images, strict=True)
         ],

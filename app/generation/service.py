@@ -1,4 +1,4 @@
-"""One generation: reserve credits, call the provider, store WebP, settle, record.
+"""One generation: reserve credits, produce images, settle, record.
 
 Any failure after the reservation settles the hold for only what was delivered (often
 nothing) and removes stored objects the caller will not get; a process that dies
@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,24 +27,17 @@ from app.errors import (
     ProviderNotConfigured,
 )
 from app.generation.presets import apply_preset
+from app.generation.producer import ImageProducer, Job, StoredImage
 from app.generation.request import GenerateRequest
 from app.generation.source_image import parse_source_image
-from app.providers.base import ImageRequest, Moderated, ProviderAdapter, ProviderError, SourceImage
-from app.providers.retry import RetryPolicy, call_with_retries
+from app.providers.base import Moderated, ProviderError, SourceImage
+from app.providers.catalog import Catalog
 from app.settings import Settings
-from app.storage.base import ImageStore, StorageUnavailable, object_key
-from app.storage.images import EncodedImage, ImageDecodeError, normalise_to_webp
+from app.storage.base import ImageStore, StorageUnavailable
+from app.storage.images import ImageDecodeError
 from app.tenants.service import AuthContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredImage:
-    index: int
-    key: str
-    image: EncodedImage
-    text: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,56 +63,55 @@ class GenerationService:
         *,
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
-        adapters: dict[str, ProviderAdapter],
+        catalog: Catalog,
+        producer: ImageProducer,
         image_store: ImageStore,
-        retry_policy: RetryPolicy,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
-        self._adapters = adapters
+        self._catalog = catalog
+        self._producer = producer
         self._store = image_store
-        self._retry = retry_policy
 
     async def generate(self, auth: AuthContext, request: GenerateRequest) -> GenerationResult:
         started = time.monotonic()
         model = request.model
-        adapter = self._adapters.get(model.adapter)
-        if adapter is None:
-            raise ProviderNotConfigured(
-                f"model {model.id} is served by provider '{model.adapter}', which is not "
-                "configured on this gateway"
-            )
         source = await self._source_image(request)
-        upstream = ImageRequest(
-            upstream_model=model.upstream_model,
-            prompt=apply_preset(request.style_preset, request.prompt),
-            aspect_ratio=model.upstream_ratio(request.aspect_ratio),
-            source_image=source,
-        )
+        chain = self._producer.usable_chain(self._catalog.chain(model), source is not None)
+        if not chain or chain[0] != model:
+            raise ProviderNotConfigured(
+                f"model {model.id} is served by '{model.adapter}', which is not configured on "
+                "this gateway"
+            )
         generation_id = new_id()
         created = utcnow()
-        hold = await self._reserve(auth, request, generation_id, created)
-
+        # Reserve for the dearest model that may serve, and capture what actually did.
+        hold = await self._reserve(
+            auth, request, generation_id, max(m.price for m in chain) * request.num_images
+        )
+        job = Job(
+            tenant_id=auth.tenant_id,
+            generation_id=generation_id,
+            created=created,
+            prompt=apply_preset(request.style_preset, request.prompt),
+            aspect_ratio=request.aspect_ratio,
+            source_image=source,
+            chain=chain,
+            deadline=time.monotonic() + self._settings.upstream_deadline_seconds,
+        )
         stored: list[StoredImage] = []
         try:
-            deadline = time.monotonic() + self._settings.upstream_deadline_seconds
             outcomes = await asyncio.gather(
-                *(
-                    self._one_image(
-                        adapter, upstream, request, auth, generation_id, created, i, deadline
-                    )
-                    for i in range(request.num_images)
-                ),
+                *(self._producer.produce(job, i) for i in range(request.num_images)),
                 return_exceptions=True,
             )
             upstream_ms = int((time.monotonic() - started) * 1000)
             stored.extend(o for o in outcomes if isinstance(o, StoredImage))
             errors = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, StoredImage)]
             failures = [_failure(index, error) for index, error in errors]
-            charged = model.price * len(stored)
+            charged = sum(item.model.price for item in stored)
             async with self._sessions() as session, session.begin():
-                settled = await settle(session, hold.id, charged)
-                if not settled:
+                if not await settle(session, hold.id, charged):
                     # The sweeper released an expired hold first: the images are free.
                     log.warning("hold settled by sweeper before delivery", extra={"hold": hold.id})
                     charged = 0
@@ -128,7 +120,6 @@ class GenerationService:
                     auth.tenant_id,
                     generation_id,
                     stored,
-                    model.id,
                     charged,
                     failures,
                     upstream_ms,
@@ -165,7 +156,7 @@ class GenerationService:
         )
 
     async def _reserve(
-        self, auth: AuthContext, request: GenerateRequest, generation_id: str, created: datetime
+        self, auth: AuthContext, request: GenerateRequest, generation_id: str, amount: int
     ) -> Hold:
         async with self._sessions() as session, session.begin():
             session.add(
@@ -181,44 +172,16 @@ class GenerationService:
                     num_images=request.num_images,
                     image_to_image=request.source_image is not None,
                     status="pending",
-                    created_at=created,
                 )
             )
             await session.flush()
             return await reserve(
                 session,
                 auth.tenant_id,
-                request.model.price * request.num_images,
+                amount,
                 generation_id=generation_id,
                 ttl=timedelta(seconds=self._settings.hold_ttl_seconds),
             )
-
-    async def _one_image(
-        self,
-        adapter: ProviderAdapter,
-        upstream: ImageRequest,
-        request: GenerateRequest,
-        auth: AuthContext,
-        generation_id: str,
-        created: datetime,
-        index: int,
-        deadline: float,
-    ) -> StoredImage:
-        image = await call_with_retries(
-            lambda: adapter.generate(upstream),
-            self._retry,
-            deadline=deadline,
-            what=f"{request.model.id} image {index}",
-        )
-        encoded = await asyncio.to_thread(
-            normalise_to_webp,
-            image.data,
-            request.aspect_ratio,
-            max_pixels=self._settings.max_source_image_pixels,
-        )
-        key = object_key(auth.tenant_id, generation_id, index, created)
-        await self._store.put(key, encoded.data, encoded.mime_type)
-        return StoredImage(index=index, key=key, image=encoded, text=image.text)
 
     async def _record(
         self,
@@ -226,7 +189,6 @@ class GenerationService:
         tenant_id: str,
         generation_id: str,
         stored: list[StoredImage],
-        model_id: str,
         charged: int,
         failures: list[ImageFailure],
         upstream_ms: int,
@@ -234,12 +196,10 @@ class GenerationService:
     ) -> None:
         if stored:
             status = "partial" if failures else "succeeded"
+        elif failures and all(f.code == ContentRejected.code for f in failures):
+            status = "rejected"
         else:
-            status = (
-                "rejected"
-                if failures and all(f.code == ContentRejected.code for f in failures)
-                else "failed"
-            )
+            status = "failed"
         first_failure = failures[0] if failures else None
         await session.execute(
             update(Generation)
@@ -260,7 +220,7 @@ class GenerationService:
                     generation_id=generation_id,
                     tenant_id=tenant_id,
                     index=item.index,
-                    model=model_id,
+                    model=item.model.id,
                     storage_key=item.key,
                     mime_type=item.image.mime_type,
                     bytes=len(item.image.data),

@@ -21,6 +21,11 @@ class CatalogModel(BaseModel):
     native_aspect_ratios: tuple[str, ...] = Field(min_length=1)
     image_to_image: bool = False
     description: str = ""
+    # Upstream calls in flight at once for this model (BFL allows 6 active kontext-max
+    # tasks); more wait their turn instead of failing. None: unlimited.
+    max_concurrency: int | None = Field(default=None, ge=1)
+    # Models to try, in order, when this one's upstream stays unavailable or rate limited.
+    fallbacks: tuple[str, ...] = ()
 
     @field_validator("native_aspect_ratios")
     @classmethod
@@ -51,6 +56,14 @@ class Catalog:
         self._models = {model.id: model for model in models}
         if len(self._models) != len(models):
             raise ValueError("catalog lists a model id twice")
+        for model in models:
+            for fallback in model.fallbacks:
+                if fallback == model.id or fallback not in self._models:
+                    raise ValueError(f"{model.id}: fallback {fallback!r} is not another model")
+
+    def chain(self, model: CatalogModel) -> tuple[CatalogModel, ...]:
+        """The model followed by its fallbacks."""
+        return (model, *(self._models[fallback] for fallback in model.fallbacks))
 
     @classmethod
     def load(cls, path: Path | None = None) -> Catalog:

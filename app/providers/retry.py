@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,20 +36,27 @@ async def call_with_retries(
     *,
     deadline: float,
     what: str,
+    limiter: asyncio.Semaphore | None = None,
 ) -> T:
     """Run `call` until it succeeds, fails for good, attempts run out or `deadline`
-    (a time.monotonic() value) would pass. Raises the last ProviderError."""
+    (a time.monotonic() value) would pass. Raises the last ProviderError.
+
+    With a `limiter`, each attempt first waits for a slot (bounded by the deadline, not
+    by the attempt timeout), so a capped upstream queues callers instead of failing them.
+    """
     attempt = 0
     while True:
         attempt += 1
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise UpstreamTimeout(f"{what}: deadline passed before attempt {attempt}")
         try:
-            async with asyncio.timeout(min(policy.attempt_timeout, remaining)):
-                return await call()
-        except TimeoutError:
-            error: ProviderError = UpstreamTimeout(f"{what}: upstream did not answer in time")
+            async with _slot(limiter, deadline, what):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise UpstreamTimeout(f"{what}: deadline passed before attempt {attempt}")
+                try:
+                    async with asyncio.timeout(min(policy.attempt_timeout, remaining)):
+                        return await call()
+                except TimeoutError:
+                    raise UpstreamTimeout(f"{what}: upstream did not answer in time") from None
         except ProviderError as exc:
             error = exc
         if not error.retryable or attempt >= policy.max_attempts:
@@ -66,3 +74,21 @@ async def call_with_retries(
             },
         )
         await asyncio.sleep(delay)
+
+
+@contextlib.asynccontextmanager
+async def _slot(
+    limiter: asyncio.Semaphore | None, deadline: float, what: str
+) -> AsyncIterator[None]:
+    if limiter is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            await limiter.acquire()
+    except TimeoutError:
+        raise UpstreamTimeout(f"{what}: no upstream slot free before the deadline") from None
+    try:
+        yield
+    finally:
+        limiter.release()

@@ -343,3 +343,26 @@ async def test_concurrent_requests_never_overspend(postgres_stack: Stack) -> Non
     assert await postgres_stack.balance(tenant) == 0
     report = await postgres_stack.audit()
     assert report.ok, report.problems
+
+
+async def test_fallback_model_serves_and_bills_its_own_price(stack: Stack) -> None:
+    """gemini-3.1-flash-image-preview (5 credits) falls back to 2.5-flash (4 credits)."""
+    tenant = await stack.new_tenant(credits=5)
+    attempts = stack.settings.upstream_max_attempts
+    await stack.set_faults({"kind": "error", "status": 503, "count": attempts})
+    try:
+        response = await _generate(stack, tenant, model="google/gemini-3.1-flash-image-preview")
+    finally:
+        await stack.set_faults()
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "google/gemini-3.1-flash-image-preview"
+    assert body["images"][0]["model"] == "google/gemini-2.5-flash-image"
+    assert body["creditsCharged"] == PRICE
+    assert await stack.balance(tenant) == 5 - PRICE
+    async with stack.sessions() as session:
+        row = await session.scalar(
+            select(ImageRow).where(ImageRow.generation_id == body["id"])
+        )
+    assert row is not None and row.model == "google/gemini-2.5-flash-image"
+    assert (await stack.audit()).ok

@@ -1,0 +1,108 @@
+"""Producing one image: provider call (retries, concurrency cap, fallbacks), WebP, store."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.providers.base import (
+    ImageRequest,
+    ProviderAdapter,
+    ProviderError,
+    RateLimited,
+    SourceImage,
+    Unavailable,
+    UpstreamTimeout,
+)
+from app.providers.catalog import CatalogModel
+from app.providers.retry import RetryPolicy, call_with_retries
+from app.storage.base import ImageStore, object_key
+from app.storage.images import EncodedImage, normalise_to_webp
+
+# Errors that say "this upstream cannot serve right now", which a fallback model may fix.
+FALLBACK_ON = (RateLimited, Unavailable, UpstreamTimeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What every image of one generation shares."""
+
+    tenant_id: str
+    generation_id: str
+    created: datetime
+    prompt: str
+    aspect_ratio: str
+    source_image: SourceImage | None
+    chain: tuple[CatalogModel, ...]  # the requested model, then its usable fallbacks
+    deadline: float  # time.monotonic() by which every upstream call must be done
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    index: int
+    key: str
+    image: EncodedImage
+    text: str | None
+    model: CatalogModel  # the model that delivered it, and so the price charged
+
+
+class ImageProducer:
+    def __init__(
+        self,
+        *,
+        adapters: dict[str, ProviderAdapter],
+        image_store: ImageStore,
+        retry_policy: RetryPolicy,
+        max_pixels: int,
+        limiters: dict[str, asyncio.Semaphore],
+    ) -> None:
+        self._adapters = adapters
+        self._store = image_store
+        self._retry = retry_policy
+        self._max_pixels = max_pixels
+        self._limiters = limiters
+
+    def usable_chain(
+        self, chain: tuple[CatalogModel, ...], image_to_image: bool
+    ) -> tuple[CatalogModel, ...]:
+        """The models of `chain` whose provider is configured and that can do the job."""
+        return tuple(
+            model
+            for model in chain
+            if model.adapter in self._adapters and (model.image_to_image or not image_to_image)
+        )
+
+    async def produce(self, job: Job, index: int) -> StoredImage:
+        last_error: ProviderError | None = None
+        for model in job.chain:
+            request = ImageRequest(
+                upstream_model=model.upstream_model,
+                prompt=job.prompt,
+                aspect_ratio=model.upstream_ratio(job.aspect_ratio),
+                source_image=job.source_image,
+            )
+            adapter = self._adapters[model.adapter]
+            try:
+                image = await call_with_retries(
+                    functools.partial(adapter.generate, request),
+                    self._retry,
+                    deadline=job.deadline,
+                    what=f"{model.id} image {index}",
+                    limiter=self._limiters.get(model.id),
+                )
+            except FALLBACK_ON as exc:
+                last_error = exc
+                if time.monotonic() >= job.deadline:
+                    break
+                continue
+            encoded = await asyncio.to_thread(
+                normalise_to_webp, image.data, job.aspect_ratio, max_pixels=self._max_pixels
+            )
+            key = object_key(job.tenant_id, job.generation_id, index, job.created)
+            await self._store.put(key, encoded.data, encoded.mime_type)
+            return StoredImage(index=index, key=key, image=encoded, text=image.text, model=model)
+        assert last_error is not None
+        raise last_error
