@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     create = tenant_cmds.add_parser("create", help="create a tenant")
     create.add_argument("name")
     _admin(create, _tenants_create)
+    limits = tenant_cmds.add_parser("limits", help="set a tenant's rate limits (per minute)")
+    limits.add_argument("name")
+    limits.add_argument("--per-minute", type=int, help="tenant-wide; omit for the default")
+    limits.add_argument("--key-per-minute", type=int, help="per key; omit for the default")
+    _admin(limits, _tenants_limits)
 
     key_cmds = commands.add_parser("keys", help="manage API keys").add_subparsers()
     key_create = key_cmds.add_parser("create", help="create a key (shown once)")
@@ -122,6 +127,20 @@ async def _tenants_create(
 ) -> tuple[dict[str, Any], int]:
     tenant = await tenants.create_tenant(session, args.name)
     return {"tenant": tenant.name, "id": tenant.id, "created_at": tenant.created_at.isoformat()}, 0
+
+
+async def _tenants_limits(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    tenant = await tenants.get_tenant(session, args.name)
+    await tenants.set_rate_limits(
+        session, tenant, per_minute=args.per_minute, key_per_minute=args.key_per_minute
+    )
+    return {
+        "tenant": tenant.name,
+        "rate_limit_per_minute": tenant.rate_limit_per_minute,
+        "key_rate_limit_per_minute": tenant.key_rate_limit_per_minute,
+    }, 0
 
 
 async def _keys_create(

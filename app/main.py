@@ -23,6 +23,7 @@ from app.generation.service import GenerationService
 from app.providers.catalog import Catalog
 from app.providers.registry import build_adapters, configured_upstreams
 from app.providers.retry import RetryPolicy
+from app.ratelimit import create_rate_limiter, describe
 from app.services import Services
 from app.settings import Settings
 from app.storage.factory import create_image_store
@@ -56,12 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        services: Services = app.state.services
+        return {"status": "ok", "rateLimiter": describe(services.rate_limiter)}
 
     for name, emulator in emulators.items():
         app.mount(f"/emulators/{name}", emulator)
-    if emulators:
-        app.add_middleware(_EmulatedHeader)
+    app.add_middleware(_ResponseHeaders, emulated=bool(emulators))
 
     original_openapi = app.openapi
 
@@ -113,6 +114,7 @@ async def _running_services(
         producer=producer,
         image_store=image_store,
     )
+    rate_limiter = create_rate_limiter(settings)
     app.state.services = Services(
         settings=settings,
         engine=engine,
@@ -120,6 +122,7 @@ async def _running_services(
         catalog=catalog,
         image_store=image_store,
         generation=generation,
+        rate_limiter=rate_limiter,
         emulated=bool(emulators),
     )
     app.state.image_store = image_store
@@ -142,25 +145,34 @@ async def _running_services(
         for upstream in upstreams.values():
             await upstream.http_client.aclose()
         await image_store.aclose()
+        await rate_limiter.aclose()
         await engine.dispose()
 
 
-class _EmulatedHeader:
-    """Marks every response so nobody mistakes emulator output for a real model's."""
+class _ResponseHeaders:
+    """Adds headers decided during the request: rate-limit state (set by the auth
+    dependency in scope state, so errors carry it too) and the emulation marker."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, emulated: bool) -> None:
         self.app = app
+        self.emulated = emulated
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_with_header(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.append((EMULATED_HEADER.lower().encode(), b"true"))
+                extra: dict[str, str] = scope.get("state", {}).get("rate_limit_headers", {})
+                present = {name.lower() for name, _ in headers}
+                for name, value in extra.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode()))
+                if self.emulated:
+                    headers.append((EMULATED_HEADER.lower().encode(), b"true"))
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_header)
+        await self.app(scope, receive, send_with_headers)

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.generation.service import GenerationService
 from app.providers.catalog import Catalog
+from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.storage.base import ImageStore
 
@@ -20,4 +21,5 @@ class Services:
     catalog: Catalog
     image_store: ImageStore
     generation: GenerationService
+    rate_limiter: RateLimiter
     emulated: bool

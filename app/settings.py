@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     max_source_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_source_image_pixels: int = Field(default=40_000_000, ge=1024)
 
+    # Rate limits (requests per minute) unless a tenant has its own; Redis shares them
+    # between replicas, otherwise each process counts alone.
+    redis_url: str | None = None
+    rate_limit_key_per_minute: int = Field(default=60, ge=1)
+    rate_limit_tenant_per_minute: int = Field(default=120, ge=1)
+
     log_level: str = "INFO"
 
     @property

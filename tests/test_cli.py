@@ -18,7 +18,11 @@ def _imagegate(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env["IMAGEGATE_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
 
 
@@ -47,6 +51,8 @@ def test_admin_flow_on_the_embedded_default(data_dir: Path) -> None:
     audit = _json(data_dir, "credits", "audit")
     assert audit["ok"] is True and audit["problems"] == []
     assert _json(data_dir, "keys", "revoke", prefix)["prefix"] == prefix
+    limits = _json(data_dir, "tenants", "limits", "acme", "--per-minute", "30")
+    assert (limits["rate_limit_per_minute"], limits["key_rate_limit_per_minute"]) == (30, None)
 
     # The plaintext key is stored nowhere: only its hash and prefix.
     database = sqlite3.connect(data_dir / "imagegate.db")

@@ -1,11 +1,18 @@
-"""Request dependencies: the process's services and the authenticated caller."""
+"""Request dependencies: the process's services and the authenticated, rate-limited caller."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
+from app.errors import GatewayError
+from app.ratelimit import Limit
 from app.services import Services
 from app.tenants.service import AuthContext, authenticate
+
+
+class RateLimitExceeded(GatewayError):
+    status_code = 429
+    code = "rate_limited"
 
 
 def get_services(request: Request) -> Services:
@@ -14,9 +21,29 @@ def get_services(request: Request) -> Services:
 
 
 async def authenticated(request: Request) -> AuthContext:
+    """Authenticate, then rate-limit by key id and tenant (never by the raw key string)."""
     services = get_services(request)
     async with services.sessions() as session, session.begin():
-        return await authenticate(session, request.headers.get("authorization"))
+        auth = await authenticate(session, request.headers.get("authorization"))
+    settings = services.settings
+    decision = await services.rate_limiter.hit(
+        [f"key:{auth.api_key_id}", f"tenant:{auth.tenant_id}"],
+        [
+            Limit(auth.key_rate_limit or settings.rate_limit_key_per_minute),
+            Limit(auth.tenant_rate_limit or settings.rate_limit_tenant_per_minute),
+        ],
+    )
+    # The middleware in app.main copies these onto every response, errors included.
+    request.state.rate_limit_headers = decision.headers()
+    if not decision.allowed:
+        error = RateLimitExceeded(
+            f"Rate limit exceeded: {decision.limit} requests per minute. "
+            f"Retry after {decision.headers()['Retry-After']} seconds.",
+            retry_after=int(decision.headers()["Retry-After"]),
+        )
+        error.headers = decision.headers()
+        raise error
+    return auth
 
 
 def external_base_url(request: Request) -> str:

@@ -60,6 +60,9 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Requests per minute; NULL means the gateway's default.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    key_rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
 
 
 class ApiKey(Base):

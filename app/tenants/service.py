@@ -31,6 +31,8 @@ class AuthContext:
     tenant_id: str
     api_key_id: str
     key_prefix: str
+    tenant_rate_limit: int | None = None  # per minute; None: the gateway default
+    key_rate_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +101,39 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Auth
         raise Unauthorized("Malformed Authorization header: expected 'Bearer <key>'")
     if not _KEY_SHAPE.match(token):
         raise Unauthorized("Invalid API key")
-    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == token[:PREFIX_LENGTH]))
+    row = (
+        await session.execute(
+            select(ApiKey, Tenant.rate_limit_per_minute, Tenant.key_rate_limit_per_minute)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.prefix == token[:PREFIX_LENGTH])
+        )
+    ).one_or_none()
     # Compare hashes in constant time so timing says nothing about how much matched.
-    if key is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
+    if row is None or not hmac.compare_digest(row[0].key_hash, hash_key(token)):
         raise Unauthorized("Invalid API key")
+    key, tenant_limit, key_limit = row
     if key.revoked_at is not None:
         raise Unauthorized("This API key has been revoked")
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-    return AuthContext(tenant_id=key.tenant_id, api_key_id=key.id, key_prefix=key.prefix)
+    return AuthContext(
+        tenant_id=key.tenant_id,
+        api_key_id=key.id,
+        key_prefix=key.prefix,
+        tenant_rate_limit=tenant_limit,
+        key_rate_limit=key_limit,
+    )
+
+
+async def set_rate_limits(
+    session: AsyncSession, tenant: Tenant, *, per_minute: int | None, key_per_minute: int | None
+) -> Tenant:
+    """Set a tenant's own limits (requests per minute); None restores the default."""
+    for value in (per_minute, key_per_minute):
+        if value is not None and value < 1:
+            raise InvalidRequest("rate limits must be positive integers (requests per minute)")
+    tenant.rate_limit_per_minute = per_minute
+    tenant.key_rate_limit_per_minute = key_per_minute
+    await session.flush()
+    return tenant

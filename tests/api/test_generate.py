@@ -366,3 +366,30 @@ async def test_fallback_model_serves_and_bills_its_own_price(stack: Stack) -> No
         )
     assert row is not None and row.model == "google/gemini-2.5-flash-image"
     assert (await stack.audit()).ok
+
+
+async def test_rate_limit_headers_and_429_after_auth(stack: Stack) -> None:
+    from app.tenants.service import get_tenant, set_rate_limits
+
+    tenant = await stack.new_tenant(credits=100)
+    async with stack.sessions() as session, session.begin():
+        row = await get_tenant(session, tenant.name)
+        await set_rate_limits(session, row, per_minute=2, key_per_minute=None)
+    async with stack.client() as client:
+        # Unauthenticated requests are refused before the limiter and do not count.
+        for _ in range(3):
+            anonymous = await client.post(PATH, json={"prompt": "x"})
+            assert anonymous.status_code == 401
+            assert "x-ratelimit-limit" not in anonymous.headers
+        invalid = await client.post(PATH, json={"prompt": ""}, headers=tenant.auth)
+        ok = await client.post(PATH, json={"prompt": "x"}, headers=tenant.auth)
+        limited = await client.post(PATH, json={"prompt": "x"}, headers=tenant.auth)
+    assert invalid.status_code == 400
+    assert invalid.headers["x-ratelimit-remaining"] == "1"
+    assert ok.status_code == 200
+    assert (ok.headers["x-ratelimit-limit"], ok.headers["x-ratelimit-remaining"]) == ("2", "0")
+    assert int(ok.headers["x-ratelimit-reset"]) > 0
+    assert limited.status_code == 429
+    assert limited.json()["code"] == "rate_limited"
+    assert int(limited.headers["retry-after"]) >= 1
+    assert await stack.balance(tenant) == 100 - PRICE
