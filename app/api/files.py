@@ -1,0 +1,65 @@
+"""`GET /files/{key}`: serve locally stored images behind signed, expiring URLs."""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from app.storage.base import ImageStore, ObjectNotFound, StorageUnavailable
+from app.storage.signing import UrlSigner
+
+router = APIRouter()
+
+# Unix seconds fit in this many digits until the year 33658; longer is garbage.
+_MAX_EXPIRES_DIGITS = 12
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "code": code},
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/files/{key:path}", include_in_schema=False)
+async def get_file(
+    request: Request, key: str, expires: str | None = None, signature: str | None = None
+) -> Response:
+    # Query parameters are optional and parsed by hand so that a missing or malformed
+    # one is a 403 like any other bad signature, not a 422 validation error.
+    signer = cast(UrlSigner, request.app.state.url_signer)
+    store = cast(ImageStore, request.app.state.image_store)
+    if (
+        expires is None
+        or signature is None
+        # isascii: str.isdigit() also accepts digits like "²" that int() rejects.
+        or not (expires.isascii() and expires.isdigit())
+        or len(expires) > _MAX_EXPIRES_DIGITS
+        or not signer.signature_matches(key, int(expires), signature)
+    ):
+        return _error(403, "This file URL is not valid", "invalid_signature")
+    expires_at = int(expires)
+    now = time.time()
+    if not signer.verify(key, expires_at, signature, now):
+        return _error(403, "This file URL has expired; request a new one", "url_expired")
+
+    try:
+        data = await store.get(key)
+    except (ObjectNotFound, ValueError):
+        return _error(404, "File not found", "not_found")
+    except StorageUnavailable:
+        return _error(503, "Image storage is unavailable", "dependency_unavailable")
+
+    remaining = max(0, int(expires_at - now))
+    return Response(
+        content=data,
+        media_type="image/webp",
+        headers={
+            "Cache-Control": f"private, max-age={remaining}",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -1,0 +1,112 @@
+"""Validate the `sourceImage` data URL of an image-to-image request.
+
+The gateway never fetches URLs: only inline `data:image/...;base64,` payloads are
+accepted. Every check that can run before decoding does (size from the base64 length,
+magic bytes, header pixel count), so a hostile payload costs little. Synchronous and
+CPU-bound: callers run `parse_source_image` via `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from app.errors import InvalidRequest
+from app.providers.base import SourceImage
+from app.storage.images import ImageDecodeError, open_bounded
+
+FIELD = "sourceImage"
+_FORMAT_HINT = f"{FIELD} must be a data URL like data:image/png;base64,... (png, jpeg or webp)"
+
+# Declared subtype -> (canonical MIME type, Pillow format name).
+_DECLARED: dict[str, tuple[str, str]] = {
+    "png": ("image/png", "PNG"),
+    "jpeg": ("image/jpeg", "JPEG"),
+    "jpg": ("image/jpeg", "JPEG"),
+    "webp": ("image/webp", "WEBP"),
+}
+_HEADER = re.compile(r"data:image/(?P<subtype>[a-z]+);base64", re.IGNORECASE)
+
+
+def parse_source_image(value: str, *, max_bytes: int, max_pixels: int) -> SourceImage:
+    """Return the decoded image, or raise InvalidRequest saying what is wrong with it."""
+    header, comma, payload = value.partition(",")
+    # The header is tiny; bound it so a huge string without a comma is not regex-scanned.
+    match = _HEADER.fullmatch(header) if comma and len(header) <= 64 else None
+    if match is None:
+        raise InvalidRequest(_FORMAT_HINT, field=FIELD)
+    subtype = match.group("subtype").lower()
+    if subtype not in _DECLARED:
+        raise InvalidRequest(
+            f"{FIELD} has unsupported type image/{subtype}; use png, jpeg or webp", field=FIELD
+        )
+    mime_type, pil_format = _DECLARED[subtype]
+
+    data = _decode_base64(payload, max_bytes=max_bytes)
+    actual = _sniff(data)
+    if actual is None:
+        raise InvalidRequest(f"{FIELD} is not a png, jpeg or webp image", field=FIELD)
+    if actual != mime_type:
+        raise InvalidRequest(
+            f"{FIELD} is declared as {mime_type} but its bytes are {actual}", field=FIELD
+        )
+
+    try:
+        image = open_bounded(data, max_pixels=max_pixels, formats=(pil_format,))
+        try:
+            image.load()
+        finally:
+            image.close()
+    except ImageDecodeError as exc:
+        raise InvalidRequest(f"{FIELD} is not usable: {exc}", field=FIELD) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Pixel data that is truncated or corrupt only fails at load().
+        raise InvalidRequest(
+            f"{FIELD} is not usable: image data is corrupt or truncated", field=FIELD
+        ) from exc
+    return SourceImage(mime_type=mime_type, data=data)
+
+
+def _decode_base64(payload: str, *, max_bytes: int) -> bytes:
+    if not payload:
+        raise InvalidRequest(f"{FIELD} has no image data after the comma", field=FIELD)
+    # Refuse oversize payloads from their length alone, before allocating the decode.
+    if (len(payload) // 4) * 3 - 2 > max_bytes:
+        raise InvalidRequest(
+            f"{FIELD} is too large: at most {max_bytes} bytes of image data are allowed",
+            field=FIELD,
+        )
+    if len(payload) % 4:
+        raise InvalidRequest(
+            f"{FIELD} has invalid base64: the length is not a multiple of 4 "
+            "(truncated or missing padding)",
+            field=FIELD,
+        )
+    try:
+        # validate=True: standard alphabet only and padding only at the end, instead of
+        # silently skipping stray characters.
+        data = base64.b64decode(payload.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise InvalidRequest(
+            f"{FIELD} has invalid base64: only A-Z, a-z, 0-9, '+' and '/' are allowed, "
+            "with '=' padding only at the end",
+            field=FIELD,
+        ) from None
+    if len(data) > max_bytes:
+        raise InvalidRequest(
+            f"{FIELD} is too large: at most {max_bytes} bytes of image data are allowed",
+            field=FIELD,
+        )
+    return data
+
+
+def _sniff(data: bytes) -> str | None:
+    """The MIME type the magic bytes say, independent of what the client declared."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None

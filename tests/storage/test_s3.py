@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.storage.base import ObjectNotFound, StorageUnavailable
+from app.storage.s3 import CACHE_CONTROL, S3ImageStore
+from tests.support.servers import free_port
+from tests.support.services import S3Service
+
+KEY = "tenant-a/2025/03/gen-1-0.webp"
+
+
+@pytest.fixture
+async def store(s3_endpoint: S3Service) -> AsyncIterator[S3ImageStore]:
+    bucket = s3_endpoint.create_bucket()
+    store = S3ImageStore(**s3_endpoint.store_kwargs(bucket), ttl_seconds=300)
+    yield store
+    await store.aclose()
+
+
+async def test_put_get_delete(store: S3ImageStore) -> None:
+    await store.put(KEY, b"webp-bytes", "image/webp")
+    assert await store.get(KEY) == b"webp-bytes"
+    await store.delete(KEY)
+    with pytest.raises(ObjectNotFound):
+        await store.get(KEY)
+    # S3 deletes are idempotent, and so is ours.
+    await store.delete(KEY)
+
+
+async def test_object_metadata(store: S3ImageStore, s3_endpoint: S3Service) -> None:
+    await store.put(KEY, b"webp-bytes", "image/webp")
+    head = s3_endpoint.client().head_object(Bucket=store.bucket, Key=KEY)
+    assert head["ContentType"] == "image/webp"
+    assert head["CacheControl"] == CACHE_CONTROL
+
+
+async def test_missing_object(store: S3ImageStore) -> None:
+    with pytest.raises(ObjectNotFound):
+        await store.get("tenant-a/2025/03/missing-0.webp")
+
+
+async def test_list_keys(store: S3ImageStore) -> None:
+    keys = [
+        "tenant-a/2025/03/g1-0.webp",
+        "tenant-a/2025/04/g2-0.webp",
+        "tenant-b/2025/03/g3-0.webp",
+    ]
+    await asyncio.gather(*(store.put(k, b"x", "image/webp") for k in keys))
+    assert await store.list_keys() == sorted(keys)
+    assert await store.list_keys("tenant-a/") == keys[:2]
+    assert await store.list_keys("tenant-c/") == []
+
+
+async def test_concurrent_puts_share_one_client(store: S3ImageStore) -> None:
+    keys = [f"tenant-a/2025/03/gen-{i}-0.webp" for i in range(30)]
+    await asyncio.gather(*(store.put(k, k.encode(), "image/webp") for k in keys))
+    results = await asyncio.gather(*(store.get(k) for k in keys))
+    assert results == [k.encode() for k in keys]
+
+
+async def test_presigned_url_serves_the_bytes(store: S3ImageStore) -> None:
+    await store.put(KEY, b"presigned-bytes", "image/webp")
+    url = await store.url(KEY, "https://gateway.example.com")
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=300" in url
+    async with httpx.AsyncClient() as client:
+        response = await client.get(url)
+        assert response.status_code == 200
+        assert response.content == b"presigned-bytes"
+        assert response.headers["content-type"] == "image/webp"
+        # Without the signature the bucket is private.
+        unsigned = await client.get(url.split("?", 1)[0])
+        assert unsigned.status_code == 403
+
+
+async def test_public_base_url_mode(s3_endpoint: S3Service) -> None:
+    bucket = s3_endpoint.create_bucket()
+    store = S3ImageStore(
+        **s3_endpoint.store_kwargs(bucket), public_base_url="https://cdn.example.com/images/"
+    )
+    try:
+        url = await store.url(KEY, "https://gateway.example.com")
+        assert url == f"https://cdn.example.com/images/{KEY}"
+    finally:
+        await store.aclose()
+
+
+async def test_invalid_key_is_refused(store: S3ImageStore) -> None:
+    with pytest.raises(ValueError):
+        await store.put("../escape.webp", b"x", "image/webp")
+
+
+async def test_missing_bucket_is_unavailable(s3_endpoint: S3Service) -> None:
+    # A misconfigured bucket is the store's problem (503), not a missing image (404).
+    store = S3ImageStore(**s3_endpoint.store_kwargs("no-such-bucket-for-imagegate"))
+    try:
+        with pytest.raises(StorageUnavailable):
+            await store.get(KEY)
+        with pytest.raises(StorageUnavailable):
+            await store.check()
+    finally:
+        await store.aclose()
+
+
+async def test_wrong_credentials_are_unavailable(
+    s3_endpoint: S3Service, store: S3ImageStore
+) -> None:
+    kwargs = s3_endpoint.store_kwargs(store.bucket) | {"secret_key": "wrong-secret"}
+    bad = S3ImageStore(**kwargs)
+    try:
+        with pytest.raises(StorageUnavailable):
+            await bad.put(KEY, b"x", "image/webp")
+    finally:
+        await bad.aclose()
+
+
+async def test_closed_port_is_unavailable() -> None:
+    store = S3ImageStore(
+        bucket="images",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        access_key="k",
+        secret_key="s",
+        connect_timeout=1,
+        read_timeout=1,
+    )
+    try:
+        with pytest.raises(StorageUnavailable) as info:
+            await store.put(KEY, b"x", "image/webp")
+        assert info.value.status_code == 503
+        with pytest.raises(StorageUnavailable):
+            await store.get(KEY)
+        with pytest.raises(StorageUnavailable):
+            await store.list_keys()
+        with pytest.raises(StorageUnavailable):
+            await store.check()
+    finally:
+        await store.aclose()
+
+
+async def test_check_passes_for_a_reachable_bucket(store: S3ImageStore) -> None:
+    await store.check()
+
+
+async def test_server_outage_is_unavailable_and_recovers(
+    s3_endpoint: S3Service, store: S3ImageStore
+) -> None:
+    if not s3_endpoint.can_stop:
+        pytest.skip("external S3 endpoint")
+    await store.put(KEY, b"before-outage", "image/webp")
+    with s3_endpoint.stopped():
+        with pytest.raises(StorageUnavailable):
+            await store.get(KEY)
+        with pytest.raises(StorageUnavailable):
+            await store.put(KEY, b"x", "image/webp")
+    # The same client reconnects once the server is back, and the data survived.
+    assert await store.get(KEY) == b"before-outage"
