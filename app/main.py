@@ -14,12 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import files, generate
 from app.api.errors import install_error_handlers
-from app.credits.sweeper import run_sweeper
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.emulators.gemini import create_gemini_emulator
 from app.generation.producer import ImageProducer
 from app.generation.service import GenerationService
+from app.housekeeping import run_housekeeping
 from app.providers.catalog import Catalog
 from app.providers.registry import build_adapters, configured_upstreams
 from app.providers.retry import RetryPolicy
@@ -133,7 +133,7 @@ async def _running_services(
         "imagegate ready",
         extra={"providers": sorted(adapters), "storage": type(image_store).__name__},
     )
-    sweeper = asyncio.create_task(run_sweeper(sessions, settings.sweep_interval_seconds))
+    sweeper = asyncio.create_task(run_housekeeping(sessions, settings.sweep_interval_seconds))
     try:
         yield
     finally:

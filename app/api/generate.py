@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
+from app import idempotency
 from app.api.body import read_json_body
 from app.api.deps import authenticated, external_base_url, get_services
 from app.generation.request import GenerateImageBody, parse_generate_request
@@ -31,28 +33,50 @@ _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/sche
             },
         }
     },
-    responses={code: _ERROR for code in (400, 401, 402, 413, 415, 429, 500, 503)},
+    responses={code: _ERROR for code in (400, 401, 402, 409, 413, 415, 429, 500, 503)},
 )
 async def generate_image(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     payload = await read_json_body(request, services.settings.max_body_bytes)
     generate_request = parse_generate_request(payload, services.catalog)
-    result = await services.generation.generate(auth, generate_request)
-    body = await render_result(result, services.image_store, external_base_url(request))
-    return JSONResponse(body)
+    base_url = external_base_url(request)
+    if idempotency_key is None:
+        result = await services.generation.generate(auth, generate_request)
+        body, keys = result_body(result)
+        return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
+
+    claim = await idempotency.claim(
+        services.sessions,
+        auth.tenant_id,
+        idempotency.validate_key(idempotency_key),
+        idempotency.request_hash(payload),
+        lock_for=timedelta(seconds=services.settings.upstream_deadline_seconds + 60),
+    )
+    if claim.replay is not None:
+        body = await with_urls(
+            claim.replay["body"], claim.replay["keys"], services.image_store, base_url
+        )
+        return JSONResponse(body, headers={"Idempotent-Replayed": "true"})
+    try:
+        result = await services.generation.generate(auth, generate_request)
+    except BaseException:
+        await asyncio.shield(idempotency.release(services.sessions, claim.record_id))
+        raise
+    body, keys = result_body(result)
+    await idempotency.complete(services.sessions, claim.record_id, {"body": body, "keys": keys})
+    return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
 
 
-async def render_result(
-    result: GenerationResult, store: ImageStore, base_url: str
-) -> dict[str, Any]:
-    urls = await asyncio.gather(*(store.url(item.key, base_url) for item in result.images))
+def result_body(result: GenerationResult) -> tuple[dict[str, Any], list[str]]:
+    """The response without URLs (they are signed per response) and the storage keys."""
     body: dict[str, Any] = {
         "images": [
             {
-                "url": url,
+                "url": None,
                 "text": item.text,
                 "mimeType": item.image.mime_type,
                 "fileSize": len(item.image.data),
@@ -61,7 +85,7 @@ async def render_result(
                 "index": item.index,
                 "model": item.model.id,
             }
-            for url, item in zip(urls, result.images, strict=True)
+            for item in result.images
         ],
         "numImages": len(result.images),
         "id": result.generation_id,
@@ -73,6 +97,15 @@ async def render_result(
         body["failures"] = [
             {"index": f.index, "code": f.code, "error": f.message} for f in result.failures
         ]
+    return body, [item.key for item in result.images]
+
+
+async def with_urls(
+    body: dict[str, Any], keys: list[str], store: ImageStore, base_url: str
+) -> dict[str, Any]:
+    urls = await asyncio.gather(*(store.url(key, base_url) for key in keys))
+    for image, url in zip(body["images"], urls, strict=True):
+        image["url"] = url
     return body
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -197,4 +198,33 @@ class Image(Base):
     __table_args__ = (
         Index("ix_images_generation_id", "generation_id"),
         Index("ix_images_tenant_created", "tenant_id", "created_at"),
+    )
+
+
+class IdempotencyRecord(Base):
+    """A client's Idempotency-Key: the body it came with and, once done, the response.
+
+    The stored response holds storage keys, not URLs (re-signed on replay) and never
+    image bytes.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # An in-progress claim whose process died is taken over after this.
+    locked_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "key", name="uq_idempotency_keys_tenant_key"),
+        CheckConstraint(
+            "status IN ('in_progress', 'completed')", name="ck_idempotency_keys_status"
+        ),
+        Index("ix_idempotency_keys_expires_at", "expires_at"),
     )

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits import ledger
 from app.credits.audit import audit_ledger
-from app.credits.sweeper import release_expired_holds
+from app.housekeeping import release_expired_holds
 from app.db.models import CreditAccount, CreditHold, Generation, LedgerEntry, utcnow
 from app.errors import InsufficientCredits, InvalidRequest
 from app.tenants.service import create_tenant

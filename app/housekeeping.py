@@ -1,4 +1,5 @@
-"""Releases holds that outlived their process (crash, kill -9) once they expire."""
+"""Periodic jobs: release holds that outlived their process (crash, kill -9) once they
+expire, and forget expired idempotency keys."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits.ledger import expired_hold_ids, settle
 from app.db.models import CreditHold, Generation, utcnow
+from app.idempotency import purge_expired
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,13 @@ async def release_expired_holds(sessions: async_sessionmaker[AsyncSession]) -> i
                 released += 1
 
 
-async def run_sweeper(sessions: async_sessionmaker[AsyncSession], interval: float) -> None:
+async def run_housekeeping(sessions: async_sessionmaker[AsyncSession], interval: float) -> None:
     while True:
         try:
             released = await release_expired_holds(sessions)
             if released:
                 log.info("released expired holds", extra={"count": released})
+            await purge_expired(sessions)
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("hold sweeper failed; will retry", extra={"error": type(exc).__name__})
+            log.warning("housekeeping failed; will retry", extra={"error": type(exc).__name__})
         await asyncio.sleep(interval)

@@ -1,0 +1,160 @@
+"""Idempotency-Key: the same key and body replay the first response, with no new
+generation and no new charge; another body is a 409; a duplicate of a request still
+running gets 409 with Retry-After. Only successes are kept (errors charge nothing, so a
+retry may run again); keys expire after 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.models import IdempotencyRecord, utcnow
+from app.errors import GatewayError, InvalidRequest
+
+KEY_TTL = timedelta(hours=24)
+_KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+class IdempotencyConflict(GatewayError):
+    status_code = 409
+    code = "idempotency_conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Either ours to run (`replay` is None) or a finished response to send again."""
+
+    record_id: str
+    replay: dict[str, Any] | None = None
+
+
+def validate_key(value: str) -> str:
+    if not _KEY_SHAPE.match(value):
+        raise InvalidRequest(
+            "Idempotency-Key must be 1-255 visible ASCII characters", field="Idempotency-Key"
+        )
+    return value
+
+
+def request_hash(payload: Any) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+async def claim(
+    sessions: async_sessionmaker[AsyncSession],
+    tenant_id: str,
+    key: str,
+    body_hash: str,
+    lock_for: timedelta,
+) -> Claim:
+    now = utcnow()
+    async with sessions() as session, session.begin():
+        insert = _insert(session).values(
+            tenant_id=tenant_id,
+            key=key,
+            request_hash=body_hash,
+            status="in_progress",
+            created_at=now,
+            locked_until=now + lock_for,
+            expires_at=now + KEY_TTL,
+        )
+        result = await session.execute(
+            insert.on_conflict_do_nothing(index_elements=["tenant_id", "key"]).returning(
+                IdempotencyRecord.id
+            )
+        )
+        inserted = result.scalar_one_or_none()
+        if inserted is not None:
+            return Claim(inserted)
+        # Someone holds the key: take it over only if it expired or its holder died.
+        taken = await session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.tenant_id == tenant_id,
+                IdempotencyRecord.key == key,
+                or_(
+                    IdempotencyRecord.expires_at < now,
+                    (IdempotencyRecord.status == "in_progress")
+                    & (IdempotencyRecord.locked_until < now),
+                ),
+            )
+            .values(
+                request_hash=body_hash,
+                status="in_progress",
+                response_body=None,
+                created_at=now,
+                locked_until=now + lock_for,
+                expires_at=now + KEY_TTL,
+            )
+            .returning(IdempotencyRecord.id)
+        )
+        taken_id = taken.scalar_one_or_none()
+        if taken_id is not None:
+            return Claim(taken_id)
+        record = await session.scalar(
+            select(IdempotencyRecord).where(
+                IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.key == key
+            )
+        )
+    if record is None:  # deleted between our statements: the caller may simply retry
+        raise IdempotencyConflict("Idempotency-Key changed state; retry the request")
+    if record.request_hash != body_hash:
+        raise IdempotencyConflict(
+            "Idempotency-Key was already used with a different request body; use a new key"
+        )
+    if record.status == "in_progress":
+        error = IdempotencyConflict(
+            "A request with this Idempotency-Key is still running; retry shortly"
+        )
+        error.headers = {"Retry-After": "2"}
+        raise error
+    assert record.response_body is not None
+    return Claim(record.id, replay=json.loads(record.response_body))
+
+
+async def complete(
+    sessions: async_sessionmaker[AsyncSession], record_id: str, body: dict[str, Any]
+) -> None:
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.id == record_id)
+            .values(status="completed", response_body=json.dumps(body))
+        )
+
+
+async def release(sessions: async_sessionmaker[AsyncSession], record_id: str) -> None:
+    """Forget a claim whose request failed, so the client's retry runs again."""
+    async with sessions() as session, session.begin():
+        await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.id == record_id, IdempotencyRecord.status == "in_progress"
+            )
+        )
+
+
+async def purge_expired(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session, session.begin():
+        result = await session.execute(
+            delete(IdempotencyRecord)
+            .where(IdempotencyRecord.expires_at < utcnow())
+            .returning(IdempotencyRecord.id)
+        )
+        return len(result.all())
+
+
+def _insert(session: AsyncSession) -> Any:
+    # ON CONFLICT DO NOTHING is spelt the same on both, but lives in each dialect.
+    if session.bind.dialect.name == "postgresql":
+        return postgresql.insert(IdempotencyRecord)
+    return sqlite.insert(IdempotencyRecord)
