@@ -155,6 +155,6 @@ async def purge_expired(sessions: async_sessionmaker[AsyncSession]) -> int:
 
 def _insert(session: AsyncSession) -> Any:
     # ON CONFLICT DO NOTHING is spelt the same on both, but lives in each dialect.
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(IdempotencyRecord)
     return sqlite.insert(IdempotencyRecord)

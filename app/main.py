@@ -86,7 +86,8 @@ async def _running_services(
     engine = create_engine(settings.resolved_database_url)
     sessions = create_sessionmaker(engine)
     catalog = Catalog.load(settings.catalog)
-    image_store = create_image_store(settings)
+    signer = UrlSigner(load_or_create_secret(settings))
+    image_store = create_image_store(settings, signer=signer)
     upstreams = configured_upstreams(
         settings, {name: httpx.ASGITransport(app=emu) for name, emu in emulators.items()}
     )
@@ -126,7 +127,7 @@ async def _running_services(
         emulated=bool(emulators),
     )
     app.state.image_store = image_store
-    app.state.url_signer = UrlSigner(load_or_create_secret(settings))
+    app.state.url_signer = signer
     if emulators:
         log.warning("EMULATED providers: images come from built-in emulators, not real models")
     log.info(

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _key_field(*names: str) -> str | None:
-    return Field(default=None, validation_alias=AliasChoices(*names))  # type: ignore[no-any-return]
+    return Field(default=None, validation_alias=AliasChoices(*names))
 
 
 class Settings(BaseSettings):

@@ -1,5 +1,5 @@
 """Shared fixtures."""
 
-from tests.support.services import *  # noqa: F403
-from tests.support.gateway import *  # noqa: F403
 from tests.support.database import *  # noqa: F403
+from tests.support.gateway import *  # noqa: F403
+from tests.support.services import *  # noqa: F403

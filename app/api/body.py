@@ -38,5 +38,5 @@ async def read_json_body(request: Request, limit: int) -> Any:
         raise InvalidRequest("Request body is not valid UTF-8") from None
     except RecursionError:
         raise InvalidRequest("Request body JSON is nested too deeply") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc.msg}") from None

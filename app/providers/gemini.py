@@ -84,8 +84,8 @@ def _image_from_response(response: types.GenerateContentResponse) -> ProviderIma
     images = [p for p in parts if p.inline_data and p.inline_data.data and not p.thought]
     texts = [p.text for p in parts if p.text and not p.thought]
     if not images:
-        reason = _enum_name(candidate.finish_reason) if candidate.finish_reason else "NO_IMAGE"
-        raise Moderated(f"the provider returned no image ({reason})")
+        finish = _enum_name(candidate.finish_reason) if candidate.finish_reason else "NO_IMAGE"
+        raise Moderated(f"the provider returned no image ({finish})")
     blob = images[-1].inline_data
     assert blob is not None and blob.data is not None
     return ProviderImage(

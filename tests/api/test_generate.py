@@ -151,8 +151,10 @@ async def test_partial_success_charges_only_delivered_images(stack: Stack) -> No
 
 async def test_transient_upstream_errors_are_retried(stack: Stack) -> None:
     tenant = await stack.new_tenant(credits=PRICE)
-    await stack.set_faults({"kind": "error", "status": 503, "count": 1},
-                           {"kind": "error", "status": 429, "count": 1, "retry_after": 0.01})
+    await stack.set_faults(
+        {"kind": "error", "status": 503, "count": 1},
+        {"kind": "error", "status": 429, "count": 1, "retry_after": 0.01},
+    )
     try:
         response = await _generate(stack, tenant)
     finally:
@@ -361,9 +363,7 @@ async def test_fallback_model_serves_and_bills_its_own_price(stack: Stack) -> No
     assert body["creditsCharged"] == PRICE
     assert await stack.balance(tenant) == 5 - PRICE
     async with stack.sessions() as session:
-        row = await session.scalar(
-            select(ImageRow).where(ImageRow.generation_id == body["id"])
-        )
+        row = await session.scalar(select(ImageRow).where(ImageRow.generation_id == body["id"]))
     assert row is not None and row.model == "google/gemini-2.5-flash-image"
     assert (await stack.audit()).ok
 

@@ -97,7 +97,9 @@ async def test_failed_request_releases_the_key(stack: Stack) -> None:
     await stack.set_faults({"kind": "error", "status": 500, "count": 1000})
     try:
         async with stack.client() as client:
-            failed = await client.post(PATH, json={"prompt": "x"}, headers=_headers(tenant.auth, key))
+            failed = await client.post(
+                PATH, json={"prompt": "x"}, headers=_headers(tenant.auth, key)
+            )
     finally:
         await stack.set_faults()
     async with stack.client() as client:

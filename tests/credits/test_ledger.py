@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits import ledger
 from app.credits.audit import audit_ledger
-from app.housekeeping import release_expired_holds
 from app.db.models import CreditAccount, CreditHold, Generation, LedgerEntry, utcnow
 from app.errors import InsufficientCredits, InvalidRequest
+from app.housekeeping import release_expired_holds
 from app.tenants.service import create_tenant
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -32,7 +32,10 @@ async def _tenant(sessions: Sessions, credits: int = 0) -> str:
 async def _reserve(sessions: Sessions, tenant_id: str, amount: int, ttl: float = 600) -> str:
     async with sessions() as session, session.begin():
         hold = await ledger.reserve(
-            session, tenant_id, amount, generation_id=str(uuid.uuid4()),
+            session,
+            tenant_id,
+            amount,
+            generation_id=str(uuid.uuid4()),
             ttl=timedelta(seconds=ttl),
         )
         return hold.id
@@ -61,7 +64,8 @@ async def test_grant_reserve_capture_release(sessions: Sessions) -> None:
     async with sessions() as session:
         kinds = (
             await session.scalars(
-                select(LedgerEntry.kind).where(LedgerEntry.tenant_id == tenant_id)
+                select(LedgerEntry.kind)
+                .where(LedgerEntry.tenant_id == tenant_id)
                 .order_by(LedgerEntry.id)
             )
         ).all()
@@ -100,8 +104,7 @@ async def test_database_refuses_negative_balance(sessions: Sessions) -> None:
     with pytest.raises(IntegrityError):
         async with sessions() as session, session.begin():
             await session.execute(
-                update(CreditAccount).where(CreditAccount.tenant_id == tenant_id)
-                .values(balance=-1)
+                update(CreditAccount).where(CreditAccount.tenant_id == tenant_id).values(balance=-1)
             )
 
 
@@ -130,16 +133,23 @@ async def test_sweeper_releases_only_expired_holds(sessions: Sessions) -> None:
         assert hold is not None
         session.add(
             Generation(
-                id=hold.generation_id, tenant_id=tenant_id, model="m", provider="p",
-                prompt="x", style_preset="none", aspect_ratio="1:1", num_images=1,
+                id=hold.generation_id,
+                tenant_id=tenant_id,
+                model="m",
+                provider="p",
+                prompt="x",
+                style_preset="none",
+                aspect_ratio="1:1",
+                num_images=1,
             )
         )
     assert await release_expired_holds(sessions) >= 1
     async with sessions() as session:
         statuses = {
             h.id: h.status
-            for h in (await session.scalars(select(CreditHold).where(
-                CreditHold.tenant_id == tenant_id))).all()
+            for h in (
+                await session.scalars(select(CreditHold).where(CreditHold.tenant_id == tenant_id))
+            ).all()
         }
         generation = await session.get(Generation, hold.generation_id)
     assert statuses == {expired: "released", live: "open"}
@@ -152,7 +162,8 @@ async def test_audit_names_a_tampered_account(sessions: Sessions) -> None:
     tenant_id = await _tenant(sessions, 10)
     async with sessions() as session, session.begin():
         await session.execute(
-            update(CreditAccount).where(CreditAccount.tenant_id == tenant_id)
+            update(CreditAccount)
+            .where(CreditAccount.tenant_id == tenant_id)
             .values(balance=11, updated_at=utcnow())
         )
     problems = await _problems_for(sessions, tenant_id)
@@ -178,9 +189,14 @@ async def test_audit_finds_a_hold_settled_twice(sessions: Sessions) -> None:
     async with sessions() as session, session.begin():
         await session.execute(
             LedgerEntry.__table__.delete().where(
-                LedgerEntry.hold_id == hold_id, LedgerEntry.kind == "release",
-                LedgerEntry.id == select(LedgerEntry.id).where(LedgerEntry.hold_id == hold_id)
-                .order_by(LedgerEntry.id.desc()).limit(1).scalar_subquery(),
+                LedgerEntry.hold_id == hold_id,
+                LedgerEntry.kind == "release",
+                LedgerEntry.id
+                == select(LedgerEntry.id)
+                .where(LedgerEntry.hold_id == hold_id)
+                .order_by(LedgerEntry.id.desc())
+                .limit(1)
+                .scalar_subquery(),
             )
         )
         await session.execute(

@@ -99,7 +99,8 @@ async def test_last_used_is_written_at_most_once_a_minute(sessions: Sessions) ->
     async with sessions() as session, session.begin():
         assert first is not None
         await session.execute(
-            update(ApiKey).where(ApiKey.id == created.key.id)
+            update(ApiKey)
+            .where(ApiKey.id == created.key.id)
             .values(last_used_at=first - service.LAST_USED_RESOLUTION * 2)
         )
     async with sessions() as session, session.begin():

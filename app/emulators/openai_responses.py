@@ -1,0 +1,353 @@
+"""The Responses API half of the OpenAI emulator: request parsing and the Response object.
+
+Pure functions with no HTTP in them: `app.emulators.openai` authenticates, takes faults,
+validates the image tool's options (shared with the Images API), draws the image and
+calls these to read the request and shape the answer the way `POST /v1/responses` does,
+closely enough that the official SDK deserialises every output item to its typed class.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+INPUT_IMAGE_MIME_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+# The tool's defaults, echoed back in `tools` the way OpenAI fills in what was omitted.
+TOOL_DEFAULTS: dict[str, Any] = {
+    "type": "image_generation",
+    "background": "auto",
+    "model": "gpt-image-1",
+    "moderation": "auto",
+    "output_compression": 100,
+    "output_format": "png",
+    "quality": "auto",
+    "size": "auto",
+}
+INPUT_IMAGE_TOKENS = 85  # billed per input image at low detail, as OpenAI's docs estimate
+REASONING_TOKENS = 128
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^,;]*)*),", re.ASCII)
+
+
+class ResponsesInputError(ValueError):
+    """The request is malformed; rendered as a 400 invalid_request_error naming `param`."""
+
+    def __init__(self, message: str, param: str | None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ResponsesCall:
+    """What the emulator acts on in one `POST /v1/responses` body."""
+
+    model: str
+    prompt: str
+    images: tuple[bytes, ...]  # input_image parts in order; the first is the one edited
+    tool: dict[str, Any] | None  # the image_generation tool as sent, None if it may not run
+    tool_param: str  # where the tool sits in the request, e.g. "tools[0]", for error params
+    tools: list[Any]
+    tool_choice: Any
+
+    @property
+    def text_tokens(self) -> int:
+        return max(1, math.ceil(len(self.prompt) / 4))
+
+
+@dataclass(frozen=True)
+class ImageCallOutcome:
+    """The image_generation_call item: a base64 result, or a failure with its reason."""
+
+    size: str
+    output_format: str
+    quality: str
+    background: str
+    output_tokens: int
+    result_b64: str | None = None
+    refusal_reason: str | None = None
+
+
+def parse_responses_request(body: bytes) -> ResponsesCall:
+    """Validate a Responses body; raises ResponsesInputError. Decodes input images."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResponsesInputError(
+            "We could not parse the JSON body of your request. (HINT: This likely means you "
+            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+            "but what was sent was not valid JSON.)",
+            None,
+        ) from exc
+    if not isinstance(payload, dict):
+        raise ResponsesInputError("The request body must be a JSON object.", None)
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise ResponsesInputError(
+            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+        )
+    if payload.get("stream"):
+        raise ResponsesInputError("The emulator does not stream responses.", "stream")
+
+    texts: list[str] = []
+    images: list[bytes] = []
+    _collect_input(payload.get("input"), texts, images)
+    prompt = "\n".join(t for t in texts if t.strip()).strip()
+    if not prompt and not images:
+        raise ResponsesInputError(
+            "Missing required parameter: 'input'.", "input", "missing_required_parameter"
+        )
+
+    tools = payload.get("tools") or []
+    if not isinstance(tools, list):
+        raise ResponsesInputError("Invalid type for 'tools': expected an array.", "tools")
+    found = [
+        (i, tool)
+        for i, tool in enumerate(tools)
+        if isinstance(tool, dict) and tool.get("type") == "image_generation"
+    ]
+    tool_choice = payload.get("tool_choice", "auto")
+    if (
+        isinstance(tool_choice, dict)
+        and tool_choice.get("type") == "image_generation"
+        and not found
+    ):
+        raise ResponsesInputError(
+            "Tool choice 'image_generation' not found in 'tools' parameter.", "tool_choice"
+        )
+    index, tool = found[0] if found else (0, None)
+    # With the tool offered the emulator always draws: it stands in for a model asked to.
+    if tool_choice == "none":
+        tool = None
+    return ResponsesCall(
+        model=model,
+        prompt=prompt,
+        images=tuple(images),
+        tool=tool,
+        tool_param=f"tools[{index}]",
+        tools=tools,
+        tool_choice=tool_choice,
+    )
+
+
+def _collect_input(value: Any, texts: list[str], images: list[bytes]) -> None:
+    if isinstance(value, str):
+        texts.append(value)
+        return
+    if not isinstance(value, list) or not value:
+        raise ResponsesInputError(
+            "Missing required parameter: 'input'.", "input", "missing_required_parameter"
+        )
+    for i, item in enumerate(value):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise ResponsesInputError(f"Invalid type for '{where}': expected an object.", where)
+        # Earlier turns' outputs (reasoning, image_generation_call, ...) are history only.
+        if item.get("type", "message") != "message":
+            continue
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise ResponsesInputError(
+                f"Invalid value: '{str(role)[:40]}'. Supported values are: 'assistant', "
+                "'system', 'developer', and 'user'.",
+                f"{where}.role",
+                "invalid_value",
+            )
+        content = item.get("content")
+        if isinstance(content, str):
+            if role == "user":
+                texts.append(content)
+            continue
+        if not isinstance(content, list):
+            raise ResponsesInputError(
+                f"Invalid type for '{where}.content': expected a string or an array.",
+                f"{where}.content",
+            )
+        for j, part in enumerate(content):
+            _collect_part(part, f"{where}.content[{j}]", role == "user", texts, images)
+
+
+def _collect_part(
+    part: Any, where: str, from_user: bool, texts: list[str], images: list[bytes]
+) -> None:
+    if not isinstance(part, dict):
+        raise ResponsesInputError(f"Invalid type for '{where}': expected an object.", where)
+    kind = part.get("type")
+    if kind == "input_text":
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise ResponsesInputError(
+                f"Missing required parameter: '{where}.text'.",
+                f"{where}.text",
+                "missing_required_parameter",
+            )
+        if from_user:
+            texts.append(text)
+    elif kind == "input_image":
+        images.append(_decode_data_url(part.get("image_url"), f"{where}.image_url"))
+    elif kind not in ("output_text", "refusal"):  # assistant history carries these
+        raise ResponsesInputError(
+            f"Invalid value: '{str(kind)[:40]}'. Supported values are: 'input_text', "
+            "'input_image', and 'input_file'.",
+            f"{where}.type",
+            "invalid_value",
+        )
+
+
+def _decode_data_url(value: Any, where: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise ResponsesInputError(
+            f"Missing required parameter: '{where}'.", where, "missing_required_parameter"
+        )
+    match = _DATA_URL.match(value)
+    if match is None:
+        # The real API fetches http(s) URLs; an offline emulator cannot.
+        raise ResponsesInputError(
+            f"Invalid '{where}'. The emulator accepts only base64 data URLs "
+            "(e.g. 'data:image/png;base64,...').",
+            where,
+            "invalid_image_url",
+        )
+    mime = match.group("mime").lower()
+    if mime not in INPUT_IMAGE_MIME_TYPES or ";base64" not in match.group("params").lower():
+        raise ResponsesInputError(
+            f"Invalid '{where}'. Expected a base64-encoded data URL with an image MIME type "
+            f"(e.g. 'data:image/png;base64,...'), but got unsupported MIME type '{mime[:40]}'.",
+            where,
+            "invalid_image_format",
+        )
+    try:
+        return base64.b64decode(value[match.end() :], validate=True)
+    except binascii.Error as exc:
+        # Unlike some upstream messages, never echo the value: it is image data.
+        raise ResponsesInputError(
+            f"Invalid '{where}'. The base64 image data could not be decoded.",
+            where,
+            "invalid_image_url",
+        ) from exc
+
+
+def response_object(call: ResponsesCall, outcome: ImageCallOutcome | None) -> dict[str, Any]:
+    """A completed Response: reasoning, the image_generation_call (if any), a message."""
+    now = int(time.time())
+    output: list[dict[str, Any]] = [
+        {"id": _id("rs_"), "type": "reasoning", "summary": []},
+    ]
+    if outcome is not None:
+        output.append(_image_call_item(call, outcome))
+        drew = outcome.result_b64 is not None
+        text = "Here is the image you asked for." if drew else "I can't create that image."
+    else:
+        text = f"(emulated text reply to: {call.prompt[:200]})"
+    output.append(
+        {
+            "id": _id("msg_"),
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+        }
+    )
+    input_tokens = call.text_tokens + INPUT_IMAGE_TOKENS * len(call.images)
+    output_tokens = REASONING_TOKENS + math.ceil(len(text) / 4)
+    body: dict[str, Any] = {
+        "id": _id("resp_"),
+        "object": "response",
+        "created_at": now,
+        "status": "completed",
+        "background": False,
+        "completed_at": now,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "max_tool_calls": None,
+        "metadata": {},
+        "model": call.model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": "medium", "summary": None},
+        "service_tier": "default",
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": call.tool_choice,
+        "tools": [_echo_tool(tool) for tool in call.tools],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": REASONING_TOKENS},
+            "total_tokens": input_tokens + output_tokens,
+        },
+        "user": None,
+    }
+    if outcome is not None:
+        body["tool_usage"] = _tool_usage(call, outcome)
+    return body
+
+
+def _image_call_item(call: ResponsesCall, outcome: ImageCallOutcome) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": _id("ig_"),
+        "type": "image_generation_call",
+        "status": "completed",
+        "action": "edit" if call.images else "generate",
+        "background": outcome.background,
+        "output_format": outcome.output_format,
+        "quality": outcome.quality,
+        "size": outcome.size,
+        "revised_prompt": call.prompt,
+        "result": outcome.result_b64,
+    }
+    if outcome.result_b64 is None:
+        item["status"] = "failed"
+        item["error"] = {
+            "code": "moderation_blocked",
+            "message": "The generated image was rejected by the safety system.",
+            "param": None,
+            "type": "image_generation_user_error",
+            "moderation_details": {
+                "categories": [(outcome.refusal_reason or "other").lower()],
+                "moderation_stage": "output",
+            },
+        }
+    return item
+
+
+def _tool_usage(call: ResponsesCall, outcome: ImageCallOutcome) -> dict[str, Any]:
+    image_tokens = INPUT_IMAGE_TOKENS * len(call.images)
+    input_tokens = call.text_tokens + image_tokens
+    drawn = outcome.output_tokens if outcome.result_b64 is not None else 0
+    return {
+        "image_gen": {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": call.text_tokens},
+            "output_tokens": drawn,
+            "output_tokens_details": {"image_tokens": drawn, "text_tokens": 0},
+            "total_tokens": input_tokens + drawn,
+        },
+        "web_search": {"num_requests": 0},
+    }
+
+
+def _echo_tool(tool: Any) -> Any:
+    if isinstance(tool, dict) and tool.get("type") == "image_generation":
+        return {**TOOL_DEFAULTS, **tool}
+    return tool
+
+
+def _id(prefix: str) -> str:
+    # Real ids are a prefix and 48 hex digits, unique per object.
+    return prefix + secrets.token_hex(24)
