@@ -22,6 +22,8 @@ from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.errors import GatewayError
 from app.settings import Settings
+from app.storage.factory import create_image_store
+from app.storage.orphans import find_orphans, remove_orphans
 from app.tenants import service as tenants
 
 Command = Callable[[AsyncSession, argparse.Namespace], Awaitable[tuple[dict[str, Any], int]]]
@@ -81,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     _admin(balance, _credits_balance)
     audit = credit_cmds.add_parser("audit", help="check the ledger invariant for every account")
     _admin(audit, _credits_audit)
+
+    storage_cmds = commands.add_parser("storage", help="stored images").add_subparsers()
+    orphans = storage_cmds.add_parser(
+        "orphans", help="find stored objects without an image record (exit 1 if any)"
+    )
+    orphans.add_argument("--delete", action="store_true", help="remove them")
+    orphans.add_argument("--json", action="store_true", help="print one JSON object")
+    orphans.set_defaults(run=_storage_orphans)
     return parser
 
 
@@ -193,6 +203,28 @@ async def _credits_audit(
             for p in report.problems
         ],
     }, (0 if report.ok else 1)
+
+
+def _storage_orphans(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if settings.is_embedded_database:
+        upgrade(settings.resolved_database_url)
+
+    async def scan() -> dict[str, Any]:
+        engine = create_engine(settings.resolved_database_url, pool_size=1)
+        store = create_image_store(settings)
+        try:
+            report = await find_orphans(store, create_sessionmaker(engine))
+            removed = await remove_orphans(store, report) if args.delete else 0
+        finally:
+            await store.aclose()
+            await engine.dispose()
+        return {"scanned": report.scanned, "orphans": list(report.orphans), "removed": removed}
+
+    result = asyncio.run(scan())
+    leftover = bool(result["orphans"]) and not args.delete
+    _emit(args, result, error=leftover)
+    return 1 if leftover else 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

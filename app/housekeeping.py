@@ -13,12 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.credits.ledger import expired_hold_ids, settle
 from app.db.models import CreditHold, Generation, utcnow
 from app.idempotency import purge_expired
+from app.storage.base import ImageStore, StorageUnavailable
+from app.storage.orphans import generation_keys
 
 log = logging.getLogger(__name__)
 
 
-async def release_expired_holds(sessions: async_sessionmaker[AsyncSession]) -> int:
-    """Release every expired open hold; returns how many this call released."""
+async def release_expired_holds(
+    sessions: async_sessionmaker[AsyncSession], store: ImageStore | None = None
+) -> int:
+    """Release every expired open hold and drop what its dead generation may have stored;
+    returns how many holds this call released."""
     released = 0
     while True:
         async with sessions() as session:
@@ -32,24 +37,32 @@ async def release_expired_holds(sessions: async_sessionmaker[AsyncSession]) -> i
                 if not await settle(session, hold_id, 0):
                     continue
                 hold = await session.get(CreditHold, hold_id)
+                abandoned = None
                 if hold is not None and hold.generation_id:
-                    await session.execute(
+                    abandoned = await session.scalar(
                         update(Generation)
                         .where(Generation.id == hold.generation_id, Generation.status == "pending")
                         .values(
                             status="abandoned", error_code="hold_expired", completed_at=utcnow()
                         )
+                        .returning(Generation)
                     )
                 released += 1
+            # A generation that never finished recorded no images: its objects are orphans.
+            if abandoned is not None and store is not None:
+                for key in generation_keys(abandoned):
+                    await store.delete(key)
 
 
-async def run_housekeeping(sessions: async_sessionmaker[AsyncSession], interval: float) -> None:
+async def run_housekeeping(
+    sessions: async_sessionmaker[AsyncSession], store: ImageStore, interval: float
+) -> None:
     while True:
         try:
-            released = await release_expired_holds(sessions)
+            released = await release_expired_holds(sessions, store)
             if released:
                 log.info("released expired holds", extra={"count": released})
             await purge_expired(sessions)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, StorageUnavailable) as exc:
             log.warning("housekeeping failed; will retry", extra={"error": type(exc).__name__})
         await asyncio.sleep(interval)

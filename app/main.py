@@ -134,7 +134,9 @@ async def _running_services(
         "imagegate ready",
         extra={"providers": sorted(adapters), "storage": type(image_store).__name__},
     )
-    sweeper = asyncio.create_task(run_housekeeping(sessions, settings.sweep_interval_seconds))
+    sweeper = asyncio.create_task(
+        run_housekeeping(sessions, image_store, settings.sweep_interval_seconds)
+    )
     try:
         yield
     finally:

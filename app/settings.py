@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     rate_limit_tenant_per_minute: int = Field(default=120, ge=1)
 
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _holds_outlive_requests(self) -> Settings:
+        # The sweeper treats an expired hold's generation as dead and deletes its objects,
+        # so no live request may still be running when its hold expires.
+        if self.hold_ttl_seconds <= self.upstream_deadline_seconds + 60:
+            raise ValueError(
+                "IMAGEGATE_HOLD_TTL_SECONDS must exceed IMAGEGATE_UPSTREAM_DEADLINE_SECONDS + 60"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -87,7 +87,7 @@ class GenerationService:
         created = utcnow()
         # Reserve for the dearest model that may serve, and capture what actually did.
         hold = await self._reserve(
-            auth, request, generation_id, max(m.price for m in chain) * request.num_images
+            auth, request, generation_id, created, max(m.price for m in chain) * request.num_images
         )
         job = Job(
             tenant_id=auth.tenant_id,
@@ -156,7 +156,12 @@ class GenerationService:
         )
 
     async def _reserve(
-        self, auth: AuthContext, request: GenerateRequest, generation_id: str, amount: int
+        self,
+        auth: AuthContext,
+        request: GenerateRequest,
+        generation_id: str,
+        created: datetime,
+        amount: int,
     ) -> Hold:
         async with self._sessions() as session, session.begin():
             session.add(
@@ -172,6 +177,8 @@ class GenerationService:
                     num_images=request.num_images,
                     image_to_image=request.source_image is not None,
                     status="pending",
+                    # Object keys are dated from this; the sweeper rebuilds them from it.
+                    created_at=created,
                 )
             )
             await session.flush()

@@ -1,0 +1,66 @@
+"""Stored objects without an image record: what a crash between store and record leaves.
+
+A generation row is written before any of its objects, so an object whose generation is
+unknown, or finished without recording that object, is an orphan. Objects of pending
+generations are in flight and left alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.models import Generation, Image
+from app.storage.base import ImageStore, object_key
+
+_KEY = re.compile(r"^(?P<tenant>[^/]+)/\d{4}/\d{2}/(?P<generation>[^/]+)-(?P<index>\d+)\.webp$")
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanReport:
+    scanned: int
+    orphans: tuple[str, ...]
+
+
+def generation_keys(generation: Generation) -> list[str]:
+    """Every key a generation may have written (one per requested image)."""
+    return [
+        object_key(generation.tenant_id, generation.id, index, generation.created_at)
+        for index in range(generation.num_images)
+    ]
+
+
+async def find_orphans(
+    store: ImageStore, sessions: async_sessionmaker[AsyncSession]
+) -> OrphanReport:
+    keys = await store.list_keys()
+    orphans: list[str] = []
+    async with sessions() as session:
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            recorded = set(
+                await session.scalars(select(Image.storage_key).where(Image.storage_key.in_(batch)))
+            )
+            unrecorded = [key for key in batch if key not in recorded]
+            ids = {m.group("generation") for k in unrecorded if (m := _KEY.match(k))}
+            pending = set(
+                await session.scalars(
+                    select(Generation.id).where(
+                        Generation.id.in_(ids), Generation.status == "pending"
+                    )
+                )
+            )
+            for key in unrecorded:
+                match = _KEY.match(key)
+                if match is None or match.group("generation") not in pending:
+                    orphans.append(key)
+    return OrphanReport(scanned=len(keys), orphans=tuple(orphans))
+
+
+async def remove_orphans(store: ImageStore, report: OrphanReport) -> int:
+    for key in report.orphans:
+        await store.delete(key)
+    return len(report.orphans)
