@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +20,7 @@ from app.credits.audit import audit_ledger
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.errors import GatewayError
+from app.observability.logging import configure_logging
 from app.settings import Settings
 from app.storage.factory import create_image_store
 from app.storage.orphans import find_orphans, remove_orphans
@@ -241,11 +241,8 @@ def _serve(args: argparse.Namespace) -> int:
     from app.main import create_app
 
     settings = Settings(emulate=True) if args.emulate else Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    configure_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
     return 0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.generation.service import GenerationService
+from app.observability.metrics import Metrics
 from app.providers.catalog import Catalog
 from app.ratelimit import RateLimiter
 from app.settings import Settings
@@ -22,4 +23,5 @@ class Services:
     image_store: ImageStore
     generation: GenerationService
     rate_limiter: RateLimiter
+    metrics: Metrics
     emulated: bool

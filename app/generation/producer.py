@@ -8,10 +8,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from app.observability.metrics import Metrics
 from app.providers.base import (
     ImageRequest,
     ProviderAdapter,
     ProviderError,
+    ProviderImage,
     RateLimited,
     SourceImage,
     Unavailable,
@@ -57,6 +59,7 @@ class ImageProducer:
         image_store: ImageStore,
         retry_policy: RetryPolicy,
         max_pixels: int,
+        metrics: Metrics,
         limiters: dict[str, asyncio.Semaphore],
     ) -> None:
         self._adapters = adapters
@@ -64,6 +67,7 @@ class ImageProducer:
         self._retry = retry_policy
         self._max_pixels = max_pixels
         self._limiters = limiters
+        self._metrics = metrics
 
     def usable_chain(
         self, chain: tuple[CatalogModel, ...], image_to_image: bool
@@ -85,9 +89,10 @@ class ImageProducer:
                 source_image=job.source_image,
             )
             adapter = self._adapters[model.adapter]
+            started = time.monotonic()
             try:
                 image = await call_with_retries(
-                    functools.partial(adapter.generate, request),
+                    functools.partial(self._observed_call, adapter, model, request),
                     self._retry,
                     deadline=job.deadline,
                     what=f"{model.id} image {index}",
@@ -103,6 +108,23 @@ class ImageProducer:
             )
             key = object_key(job.tenant_id, job.generation_id, index, job.created)
             await self._store.put(key, encoded.data, encoded.mime_type)
+            self._metrics.images_stored.labels(model.id).inc()
+            self._metrics.generation_seconds.labels(model.id, model.provider).observe(
+                time.monotonic() - started
+            )
             return StoredImage(index=index, key=key, image=encoded, text=image.text, model=model)
         assert last_error is not None
         raise last_error
+
+    async def _observed_call(
+        self, adapter: ProviderAdapter, model: CatalogModel, request: ImageRequest
+    ) -> ProviderImage:
+        in_flight = self._metrics.upstream_in_flight.labels(model.provider)
+        in_flight.inc()
+        try:
+            return await adapter.generate(request)
+        except ProviderError as exc:
+            self._metrics.upstream_errors.labels(model.provider, type(exc).__name__).inc()
+            raise
+        finally:
+            in_flight.dec()

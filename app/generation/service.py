@@ -30,8 +30,9 @@ from app.generation.presets import apply_preset
 from app.generation.producer import ImageProducer, Job, StoredImage
 from app.generation.request import GenerateRequest
 from app.generation.source_image import parse_source_image
+from app.observability.metrics import Metrics
 from app.providers.base import Moderated, ProviderError, SourceImage
-from app.providers.catalog import Catalog
+from app.providers.catalog import Catalog, CatalogModel
 from app.settings import Settings
 from app.storage.base import ImageStore, StorageUnavailable
 from app.storage.images import ImageDecodeError
@@ -66,12 +67,14 @@ class GenerationService:
         catalog: Catalog,
         producer: ImageProducer,
         image_store: ImageStore,
+        metrics: Metrics,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._catalog = catalog
         self._producer = producer
         self._store = image_store
+        self._metrics = metrics
 
     async def generate(self, auth: AuthContext, request: GenerateRequest) -> GenerationResult:
         started = time.monotonic()
@@ -126,6 +129,8 @@ class GenerationService:
                     started,
                 )
                 remaining = await get_balance(session, auth.tenant_id)
+            self._metrics.credits_charged.inc(charged)
+            self._metrics.credits_refunded.inc(hold.amount - charged)
         except BaseException:
             await asyncio.shield(self._abort(hold, generation_id, stored))
             raise
@@ -139,6 +144,10 @@ class GenerationService:
             credits_charged=charged,
             credits_remaining=remaining,
         )
+
+    def is_configured(self, model: CatalogModel) -> bool:
+        """Whether this gateway has an adapter for the model (else it answers 503)."""
+        return bool(self._producer.usable_chain((model,), image_to_image=False))
 
     async def _source_image(self, request: GenerateRequest) -> SourceImage | None:
         if request.source_image is None:
@@ -246,7 +255,8 @@ class GenerationService:
                 log.warning("could not delete an undelivered object", extra={"key": item.key})
         try:
             async with self._sessions() as session, session.begin():
-                await settle(session, hold.id, 0)
+                if await settle(session, hold.id, 0):
+                    self._metrics.credits_refunded.inc(hold.amount)
                 await session.execute(
                     update(Generation)
                     .where(Generation.id == generation_id, Generation.status == "pending")

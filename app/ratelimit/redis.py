@@ -107,5 +107,8 @@ class ResilientRateLimiter:
             self.degraded = False
         return decision
 
+    async def ping(self) -> bool:
+        return await self._redis.ping()
+
     async def aclose(self) -> None:
         await self._redis.aclose()

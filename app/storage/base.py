@@ -45,6 +45,10 @@ class ImageStore(Protocol):
 
     async def list_keys(self, prefix: str = "") -> list[str]: ...
 
+    async def check(self) -> None:
+        """Raise StorageUnavailable unless the backend can serve (readiness)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

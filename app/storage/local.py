@@ -60,6 +60,14 @@ class LocalImageStore:
     async def list_keys(self, prefix: str = "") -> list[str]:
         return await asyncio.to_thread(self._list, prefix)
 
+    async def check(self) -> None:
+        await asyncio.to_thread(self._check_writable)
+
+    def _check_writable(self) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self._root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"image directory {self._root} is not writable")
+
     async def aclose(self) -> None:
         return None
 

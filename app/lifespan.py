@@ -1,0 +1,108 @@
+"""The gateway's lifespan: pools, clients and the housekeeping loop, created once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from app.db.engine import create_engine, create_sessionmaker
+from app.db.migrate import upgrade
+from app.generation.producer import ImageProducer
+from app.generation.service import GenerationService
+from app.housekeeping import run_housekeeping
+from app.observability.metrics import Metrics
+from app.providers.catalog import Catalog
+from app.providers.registry import build_adapters, configured_upstreams
+from app.providers.retry import RetryPolicy
+from app.ratelimit import create_rate_limiter
+from app.services import Services
+from app.settings import Settings
+from app.storage.factory import create_image_store
+from app.storage.signing import UrlSigner, load_or_create_secret
+
+log = logging.getLogger("app")
+
+
+@contextlib.asynccontextmanager
+async def running_services(
+    app: FastAPI, settings: Settings, emulators: dict[str, ASGIApp], metrics: Metrics
+) -> AsyncIterator[None]:
+    """Create every long-lived object once, expose them on app.state, close them at exit."""
+    if settings.is_embedded_database:
+        await asyncio.to_thread(upgrade, settings.resolved_database_url)
+    engine = create_engine(settings.resolved_database_url)
+    sessions = create_sessionmaker(engine)
+    catalog = Catalog.load(settings.catalog)
+    signer = UrlSigner(load_or_create_secret(settings))
+    image_store = create_image_store(settings, signer=signer)
+    upstreams = configured_upstreams(
+        settings, {name: httpx.ASGITransport(app=emu) for name, emu in emulators.items()}
+    )
+    adapters = build_adapters(upstreams, settings)
+    producer = ImageProducer(
+        adapters=adapters,
+        image_store=image_store,
+        retry_policy=RetryPolicy(
+            max_attempts=settings.upstream_max_attempts,
+            attempt_timeout=settings.upstream_attempt_timeout_seconds,
+            base_delay=settings.retry_base_delay_seconds,
+            max_delay=settings.retry_max_delay_seconds,
+        ),
+        max_pixels=settings.max_source_image_pixels,
+        metrics=metrics,
+        limiters={
+            model.id: asyncio.Semaphore(model.max_concurrency)
+            for model in catalog
+            if model.max_concurrency
+        },
+    )
+    generation = GenerationService(
+        settings=settings,
+        sessions=sessions,
+        catalog=catalog,
+        producer=producer,
+        image_store=image_store,
+        metrics=metrics,
+    )
+    rate_limiter = create_rate_limiter(settings)
+    app.state.services = Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        catalog=catalog,
+        image_store=image_store,
+        generation=generation,
+        rate_limiter=rate_limiter,
+        metrics=metrics,
+        emulated=bool(emulators),
+    )
+    app.state.image_store = image_store
+    app.state.url_signer = signer
+    if emulators:
+        log.warning("EMULATED providers: images come from built-in emulators, not real models")
+    log.info(
+        "imagegate ready",
+        extra={"providers": sorted(adapters), "storage": type(image_store).__name__},
+    )
+    sweeper = asyncio.create_task(
+        run_housekeeping(sessions, image_store, settings.sweep_interval_seconds)
+    )
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        for adapter in adapters.values():
+            await adapter.aclose()
+        for upstream in upstreams.values():
+            await upstream.http_client.aclose()
+        await image_store.aclose()
+        await rate_limiter.aclose()
+        await engine.dispose()

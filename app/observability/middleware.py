@@ -1,0 +1,69 @@
+"""One pure-ASGI middleware: request id, access log, HTTP metrics, and the headers a
+request decided on (rate-limit state, the emulation marker)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.observability.logging import request_id_var
+from app.observability.metrics import Metrics
+
+log = logging.getLogger("app.access")
+
+EMULATED_HEADER = "x-imagegate-emulated"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, emulated: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.emulated = emulated
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        # Accept a caller's id only if it is safe to echo and log; else make one.
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                decided: dict[str, str] = scope.get("state", {}).get("rate_limit_headers", {})
+                for name, value in decided.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode()))
+                headers.append((b"x-request-id", request_id.encode()))
+                if self.emulated:
+                    headers.append((EMULATED_HEADER.encode(), b"true"))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.http_requests.labels(route, scope["method"], str(status)).inc()
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            request_id_var.reset(token)
