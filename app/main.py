@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from app.api import files, generate, health
+from app.api import account, files, generate, health, images, models
 from app.api.errors import install_error_handlers
 from app.emulators.gemini import create_gemini_emulator
 from app.lifespan import running_services
@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(generate.router)
     app.include_router(files.router)
+    for router in (models.router, images.router, account.router):
+        app.include_router(router)
     app.include_router(health.router)
     for name, emulator in emulators.items():
         app.mount(f"/emulators/{name}", emulator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +14,12 @@ from starlette.exceptions import HTTPException
 from app.errors import GatewayError
 
 log = logging.getLogger(__name__)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each the shared Error schema."""
+    schema = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {status: schema for status in statuses}
 
 
 def error_response(status: int, message: str, code: str, **extra: object) -> JSONResponse:

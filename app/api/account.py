@@ -1,0 +1,50 @@
+"""GET /api/v1/credits: the tenant's balance and its recent ledger entries."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from app.api.deps import authenticated, get_services
+from app.api.errors import error_responses
+from app.api.images import iso_utc
+from app.api.query import int_param
+from app.credits import ledger
+from app.services import Services
+from app.tenants.service import AuthContext
+
+router = APIRouter(tags=["account"])
+
+DEFAULT_ENTRIES = 20
+MAX_ENTRIES = 100
+
+
+@router.get("/api/v1/credits", responses=error_responses(400, 401, 429, 503))
+async def credits(
+    request: Request,
+    auth: Annotated[AuthContext, Depends(authenticated)],
+    services: Annotated[Services, Depends(get_services)],
+) -> dict[str, Any]:
+    """`limit` (1..100, default 20) entries, newest first. Amounts are signed balance
+    changes: a hold is negative, its capture returns what was not spent."""
+    limit = int_param(
+        request.query_params, "limit", default=DEFAULT_ENTRIES, minimum=1, maximum=MAX_ENTRIES
+    )
+    async with services.sessions() as session:
+        balance = await ledger.get_balance(session, auth.tenant_id)
+        entries = await ledger.recent_entries(session, auth.tenant_id, limit)
+    return {
+        "balance": balance,
+        "entries": [
+            {
+                "id": entry.id,
+                "kind": entry.kind,
+                "amount": entry.amount,
+                "note": entry.note,
+                "generationId": entry.generation_id,
+                "createdAt": iso_utc(entry.created_at),
+            }
+            for entry in entries
+        ],
+    }

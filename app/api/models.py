@@ -1,0 +1,63 @@
+"""GET /api/v1/models and /api/v1/presets: what a client may ask for, with prices."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from app.api.deps import authenticated, get_services
+from app.api.errors import error_responses
+from app.generation.aspect import CONTRACT_RATIOS
+from app.generation.presets import DEFAULT_PRESET, all_presets
+from app.generation.request import DEFAULT_MODEL
+from app.providers.catalog import CatalogModel
+from app.services import Services
+from app.tenants.service import AuthContext
+
+router = APIRouter(tags=["catalog"])
+
+
+@router.get("/api/v1/models", responses=error_responses(401, 429))
+async def list_models(
+    _auth: Annotated[AuthContext, Depends(authenticated)],
+    services: Annotated[Services, Depends(get_services)],
+) -> dict[str, Any]:
+    """Every catalog model. Each serves every contract aspect ratio: natively, or by
+    generating the nearest native ratio and centre-cropping. `configured` is false when
+    this gateway has no credentials for its provider (requests for it answer 503)."""
+    return {
+        "models": [
+            model_summary(model, configured=services.generation.is_configured(model))
+            for model in services.catalog
+        ],
+        "defaultModel": DEFAULT_MODEL,
+        "aspectRatios": list(CONTRACT_RATIOS),
+    }
+
+
+@router.get("/api/v1/presets", responses=error_responses(401, 429))
+async def list_presets(
+    _auth: Annotated[AuthContext, Depends(authenticated)],
+) -> dict[str, Any]:
+    """The style presets, each with a one-line description."""
+    return {
+        "presets": [
+            {"id": preset.name, "description": preset.description} for preset in all_presets()
+        ],
+        "defaultPreset": DEFAULT_PRESET,
+    }
+
+
+def model_summary(model: CatalogModel, *, configured: bool) -> dict[str, Any]:
+    return {
+        "id": model.id,
+        "provider": model.provider,
+        "description": model.description,
+        "price": model.price,
+        "nativeAspectRatios": list(model.native_aspect_ratios),
+        "supportedAspectRatios": list(CONTRACT_RATIOS),
+        "imageToImage": model.image_to_image,
+        "configured": configured,
+        "default": model.id == DEFAULT_MODEL,
+    }
