@@ -8,7 +8,7 @@ import asyncio
 import base64
 import io
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -59,7 +59,7 @@ def openai_error(status: int, message: str, code: str, param: str | None = None)
 class OpenAIErrorRoute(APIRoute):
     """Renders every error of these routes (auth and validation included) OpenAI's way."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
