@@ -1,22 +1,38 @@
-"""The Responses API half of the OpenAI emulator: request parsing and the Response object.
+"""The OpenAI emulator's `POST /v1/responses`, with the `image_generation` tool.
 
-Pure functions with no HTTP in them: `app.emulators.openai` authenticates, takes faults,
-validates the image tool's options (shared with the Images API), draws the image and
-calls these to read the request and shape the answer the way `POST /v1/responses` does,
-closely enough that the official SDK deserialises every output item to its typed class.
+Reads the request (string or message-list `input`, `input_image` data URLs, the tool and
+`tool_choice`) and answers with a completed Response object (reasoning item,
+image_generation_call, assistant message, usage) close enough to OpenAI's that the
+official SDK deserialises every output item to its typed class.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-import math
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from starlette.responses import Response
+
+from app.emulators.faults import BlockedFault, Fault, RefusedFault
+from app.emulators.openai_wire import (
+    INPUT_IMAGE_TOKENS,
+    ImageOptions,
+    OpenAIApiError,
+    image_options,
+    invalid_json,
+    invalid_request,
+    large_json_response,
+    missing_parameter,
+    new_id,
+    render,
+    text_tokens,
+)
 
 INPUT_IMAGE_MIME_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 # The tool's defaults, echoed back in `tools` the way OpenAI fills in what was omitted.
@@ -30,19 +46,8 @@ TOOL_DEFAULTS: dict[str, Any] = {
     "quality": "auto",
     "size": "auto",
 }
-INPUT_IMAGE_TOKENS = 85  # billed per input image at low detail, as OpenAI's docs estimate
 REASONING_TOKENS = 128
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)(?P<params>(?:;[^,;]*)*),", re.ASCII)
-
-
-class ResponsesInputError(ValueError):
-    """The request is malformed; rendered as a 400 invalid_request_error naming `param`."""
-
-    def __init__(self, message: str, param: str | None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -57,57 +62,69 @@ class ResponsesCall:
     tools: list[Any]
     tool_choice: Any
 
-    @property
-    def text_tokens(self) -> int:
-        return max(1, math.ceil(len(self.prompt) / 4))
-
 
 @dataclass(frozen=True)
-class ImageCallOutcome:
-    """The image_generation_call item: a base64 result, or a failure with its reason."""
+class ImageCall:
+    """The image_generation_call item: a base64 result, or a refusal with its reason."""
 
-    size: str
-    output_format: str
-    quality: str
-    background: str
-    output_tokens: int
+    options: ImageOptions
     result_b64: str | None = None
     refusal_reason: str | None = None
 
 
+async def create_response(body: bytes, fault: Fault | None) -> Response:
+    """The endpoint, after auth and error/delay faults; raises OpenAIApiError."""
+    # JSON and base64 decoding of multi-megabyte input images stay off the event loop.
+    call = await asyncio.to_thread(parse_responses_request, body)
+    options = image_options(call.tool, prefix=f"{call.tool_param}.") if call.tool else None
+    if isinstance(fault, BlockedFault):
+        raise OpenAIApiError(
+            400,
+            "Your request was rejected by the safety system. "
+            f"safety_violations=[{fault.reason.lower()}].",
+            code="moderation_blocked",
+        )
+    image: ImageCall | None = None
+    if call.tool is not None and options is not None:
+        if isinstance(fault, RefusedFault):
+            # The model answers, but the tool call fails: a 200 without an image.
+            image = ImageCall(options, refusal_reason=fault.finish_reason)
+        else:
+            image_model = f"{call.model}/{call.tool.get('model') or TOOL_DEFAULTS['model']}"
+            result = await render(
+                image_model, call.prompt, options, 0, call.images, source_param="input"
+            )
+            image = ImageCall(options, result_b64=result)
+    return await large_json_response(response_object(call, image))
+
+
+# --- the request ---------------------------------------------------------------------
+
+
 def parse_responses_request(body: bytes) -> ResponsesCall:
-    """Validate a Responses body; raises ResponsesInputError. Decodes input images."""
+    """Validate a Responses body the way OpenAI does; decodes the input images."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResponsesInputError(
-            "We could not parse the JSON body of your request. (HINT: This likely means you "
-            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-            "but what was sent was not valid JSON.)",
-            None,
-        ) from exc
+        raise invalid_json() from exc
     if not isinstance(payload, dict):
-        raise ResponsesInputError("The request body must be a JSON object.", None)
+        raise invalid_request("The request body must be a JSON object.", None)
     model = payload.get("model")
     if not isinstance(model, str) or not model:
-        raise ResponsesInputError(
-            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
-        )
+        raise missing_parameter("model")
     if payload.get("stream"):
-        raise ResponsesInputError("The emulator does not stream responses.", "stream")
+        raise invalid_request("The emulator does not stream responses.", "stream")
 
     texts: list[str] = []
     images: list[bytes] = []
     _collect_input(payload.get("input"), texts, images)
     prompt = "\n".join(t for t in texts if t.strip()).strip()
     if not prompt and not images:
-        raise ResponsesInputError(
-            "Missing required parameter: 'input'.", "input", "missing_required_parameter"
-        )
+        raise missing_parameter("input")
 
     tools = payload.get("tools") or []
     if not isinstance(tools, list):
-        raise ResponsesInputError("Invalid type for 'tools': expected an array.", "tools")
+        raise invalid_request("Invalid type for 'tools': expected an array.", "tools")
     found = [
         (i, tool)
         for i, tool in enumerate(tools)
@@ -119,18 +136,17 @@ def parse_responses_request(body: bytes) -> ResponsesCall:
         and tool_choice.get("type") == "image_generation"
         and not found
     ):
-        raise ResponsesInputError(
+        raise invalid_request(
             "Tool choice 'image_generation' not found in 'tools' parameter.", "tool_choice"
         )
     index, tool = found[0] if found else (0, None)
-    # With the tool offered the emulator always draws: it stands in for a model asked to.
-    if tool_choice == "none":
-        tool = None
     return ResponsesCall(
         model=model,
         prompt=prompt,
         images=tuple(images),
-        tool=tool,
+        # With the tool offered (and allowed) the emulator draws: it stands in for a model
+        # that was asked to.
+        tool=None if tool_choice == "none" else tool,
         tool_param=f"tools[{index}]",
         tools=tools,
         tool_choice=tool_choice,
@@ -142,19 +158,17 @@ def _collect_input(value: Any, texts: list[str], images: list[bytes]) -> None:
         texts.append(value)
         return
     if not isinstance(value, list) or not value:
-        raise ResponsesInputError(
-            "Missing required parameter: 'input'.", "input", "missing_required_parameter"
-        )
+        raise missing_parameter("input")
     for i, item in enumerate(value):
         where = f"input[{i}]"
         if not isinstance(item, dict):
-            raise ResponsesInputError(f"Invalid type for '{where}': expected an object.", where)
+            raise invalid_request(f"Invalid type for '{where}': expected an object.", where)
         # Earlier turns' outputs (reasoning, image_generation_call, ...) are history only.
         if item.get("type", "message") != "message":
             continue
         role = item.get("role")
         if role not in ("user", "assistant", "system", "developer"):
-            raise ResponsesInputError(
+            raise invalid_request(
                 f"Invalid value: '{str(role)[:40]}'. Supported values are: 'assistant', "
                 "'system', 'developer', and 'user'.",
                 f"{where}.role",
@@ -166,7 +180,7 @@ def _collect_input(value: Any, texts: list[str], images: list[bytes]) -> None:
                 texts.append(content)
             continue
         if not isinstance(content, list):
-            raise ResponsesInputError(
+            raise invalid_request(
                 f"Invalid type for '{where}.content': expected a string or an array.",
                 f"{where}.content",
             )
@@ -178,22 +192,18 @@ def _collect_part(
     part: Any, where: str, from_user: bool, texts: list[str], images: list[bytes]
 ) -> None:
     if not isinstance(part, dict):
-        raise ResponsesInputError(f"Invalid type for '{where}': expected an object.", where)
+        raise invalid_request(f"Invalid type for '{where}': expected an object.", where)
     kind = part.get("type")
     if kind == "input_text":
         text = part.get("text")
         if not isinstance(text, str):
-            raise ResponsesInputError(
-                f"Missing required parameter: '{where}.text'.",
-                f"{where}.text",
-                "missing_required_parameter",
-            )
+            raise missing_parameter(f"{where}.text")
         if from_user:
             texts.append(text)
     elif kind == "input_image":
         images.append(_decode_data_url(part.get("image_url"), f"{where}.image_url"))
     elif kind not in ("output_text", "refusal"):  # assistant history carries these
-        raise ResponsesInputError(
+        raise invalid_request(
             f"Invalid value: '{str(kind)[:40]}'. Supported values are: 'input_text', "
             "'input_image', and 'input_file'.",
             f"{where}.type",
@@ -203,13 +213,11 @@ def _collect_part(
 
 def _decode_data_url(value: Any, where: str) -> bytes:
     if not isinstance(value, str) or not value:
-        raise ResponsesInputError(
-            f"Missing required parameter: '{where}'.", where, "missing_required_parameter"
-        )
+        raise missing_parameter(where)
     match = _DATA_URL.match(value)
     if match is None:
         # The real API fetches http(s) URLs; an offline emulator cannot.
-        raise ResponsesInputError(
+        raise invalid_request(
             f"Invalid '{where}'. The emulator accepts only base64 data URLs "
             "(e.g. 'data:image/png;base64,...').",
             where,
@@ -217,7 +225,7 @@ def _decode_data_url(value: Any, where: str) -> bytes:
         )
     mime = match.group("mime").lower()
     if mime not in INPUT_IMAGE_MIME_TYPES or ";base64" not in match.group("params").lower():
-        raise ResponsesInputError(
+        raise invalid_request(
             f"Invalid '{where}'. Expected a base64-encoded data URL with an image MIME type "
             f"(e.g. 'data:image/png;base64,...'), but got unsupported MIME type '{mime[:40]}'.",
             where,
@@ -226,39 +234,40 @@ def _decode_data_url(value: Any, where: str) -> bytes:
     try:
         return base64.b64decode(value[match.end() :], validate=True)
     except binascii.Error as exc:
-        # Unlike some upstream messages, never echo the value: it is image data.
-        raise ResponsesInputError(
+        # Never echo the value: it is image data.
+        raise invalid_request(
             f"Invalid '{where}'. The base64 image data could not be decoded.",
             where,
             "invalid_image_url",
         ) from exc
 
 
-def response_object(call: ResponsesCall, outcome: ImageCallOutcome | None) -> dict[str, Any]:
+# --- the Response object -------------------------------------------------------------
+
+
+def response_object(call: ResponsesCall, image: ImageCall | None) -> dict[str, Any]:
     """A completed Response: reasoning, the image_generation_call (if any), a message."""
     now = int(time.time())
-    output: list[dict[str, Any]] = [
-        {"id": _id("rs_"), "type": "reasoning", "summary": []},
-    ]
-    if outcome is not None:
-        output.append(_image_call_item(call, outcome))
-        drew = outcome.result_b64 is not None
+    output: list[dict[str, Any]] = [{"id": new_id("rs_"), "type": "reasoning", "summary": []}]
+    if image is not None:
+        output.append(_image_call_item(call, image))
+        drew = image.result_b64 is not None
         text = "Here is the image you asked for." if drew else "I can't create that image."
     else:
         text = f"(emulated text reply to: {call.prompt[:200]})"
     output.append(
         {
-            "id": _id("msg_"),
+            "id": new_id("msg_"),
             "type": "message",
             "status": "completed",
             "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
         }
     )
-    input_tokens = call.text_tokens + INPUT_IMAGE_TOKENS * len(call.images)
-    output_tokens = REASONING_TOKENS + math.ceil(len(text) / 4)
+    input_tokens = text_tokens(call.prompt) + INPUT_IMAGE_TOKENS * len(call.images)
+    output_tokens = REASONING_TOKENS + text_tokens(text)
     body: dict[str, Any] = {
-        "id": _id("resp_"),
+        "id": new_id("resp_"),
         "object": "response",
         "created_at": now,
         "status": "completed",
@@ -293,25 +302,25 @@ def response_object(call: ResponsesCall, outcome: ImageCallOutcome | None) -> di
         },
         "user": None,
     }
-    if outcome is not None:
-        body["tool_usage"] = _tool_usage(call, outcome)
+    if image is not None:
+        body["tool_usage"] = _tool_usage(call, image)
     return body
 
 
-def _image_call_item(call: ResponsesCall, outcome: ImageCallOutcome) -> dict[str, Any]:
+def _image_call_item(call: ResponsesCall, image: ImageCall) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "id": _id("ig_"),
+        "id": new_id("ig_"),
         "type": "image_generation_call",
         "status": "completed",
         "action": "edit" if call.images else "generate",
-        "background": outcome.background,
-        "output_format": outcome.output_format,
-        "quality": outcome.quality,
-        "size": outcome.size,
+        "background": image.options.background,
+        "output_format": image.options.output_format,
+        "quality": image.options.quality,
+        "size": image.options.size,
         "revised_prompt": call.prompt,
-        "result": outcome.result_b64,
+        "result": image.result_b64,
     }
-    if outcome.result_b64 is None:
+    if image.result_b64 is None:
         item["status"] = "failed"
         item["error"] = {
             "code": "moderation_blocked",
@@ -319,24 +328,24 @@ def _image_call_item(call: ResponsesCall, outcome: ImageCallOutcome) -> dict[str
             "param": None,
             "type": "image_generation_user_error",
             "moderation_details": {
-                "categories": [(outcome.refusal_reason or "other").lower()],
+                "categories": [(image.refusal_reason or "other").lower()],
                 "moderation_stage": "output",
             },
         }
     return item
 
 
-def _tool_usage(call: ResponsesCall, outcome: ImageCallOutcome) -> dict[str, Any]:
+def _tool_usage(call: ResponsesCall, image: ImageCall) -> dict[str, Any]:
     image_tokens = INPUT_IMAGE_TOKENS * len(call.images)
-    input_tokens = call.text_tokens + image_tokens
-    drawn = outcome.output_tokens if outcome.result_b64 is not None else 0
+    prompt_tokens = text_tokens(call.prompt)
+    drawn = image.options.output_tokens if image.result_b64 is not None else 0
     return {
         "image_gen": {
-            "input_tokens": input_tokens,
-            "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": call.text_tokens},
+            "input_tokens": prompt_tokens + image_tokens,
+            "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": prompt_tokens},
             "output_tokens": drawn,
             "output_tokens_details": {"image_tokens": drawn, "text_tokens": 0},
-            "total_tokens": input_tokens + drawn,
+            "total_tokens": prompt_tokens + image_tokens + drawn,
         },
         "web_search": {"num_requests": 0},
     }
@@ -346,8 +355,3 @@ def _echo_tool(tool: Any) -> Any:
     if isinstance(tool, dict) and tool.get("type") == "image_generation":
         return {**TOOL_DEFAULTS, **tool}
     return tool
-
-
-def _id(prefix: str) -> str:
-    # Real ids are a prefix and 48 hex digits, unique per object.
-    return prefix + secrets.token_hex(24)

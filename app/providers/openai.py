@@ -1,0 +1,302 @@
+"""OpenAI adapters on the official `openai` async client (one image per call).
+
+Two upstream APIs draw images: the Images API (`gpt-image-*` models) and the Responses API
+(models such as `gpt-5-nano`, through the `image_generation` tool). Both share the error
+translation at the bottom of this module, so every SDK error becomes one of the shared
+ProviderError types at a single boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+from openai.types import ImagesResponse
+from openai.types.responses import Response as OpenAIResponse
+from openai.types.responses import ResponseInputMessageContentListParam
+from openai.types.responses.response_output_item import ImageGenerationCall
+
+from app.providers.base import (
+    ImageRequest,
+    Moderated,
+    ProviderError,
+    ProviderImage,
+    RateLimited,
+    Unavailable,
+    UpstreamBadRequest,
+    UpstreamTimeout,
+)
+
+if TYPE_CHECKING:
+    import httpx2
+
+Quality = Literal["low", "medium", "high", "auto"]
+
+# The request's aspect ratio is always one of the catalog's native ratios for these models
+# (the gateway centre-crops to anything else), so this table is total for valid requests.
+NATIVE_SIZES: dict[str, Literal["1024x1024", "1536x1024", "1024x1536"]] = {
+    "1:1": "1024x1024",
+    "3:2": "1536x1024",
+    "2:3": "1024x1536",
+}
+# WebP straight from the upstream means the gateway need not re-encode; 90 keeps detail.
+OUTPUT_FORMAT: Literal["webp"] = "webp"
+OUTPUT_COMPRESSION = 90
+_MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+_FILE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF8", "image/gif"),
+)
+# Scrubbed from upstream messages before they reach our errors (and so users and logs).
+_SECRETS = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_*.-]{4,}")
+_BLOBS = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
+_MAX_MESSAGE = 300
+
+
+class _OpenAIAdapter(abc.ABC):
+    """The SDK client and the error boundary both OpenAI adapters share."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        http_client: httpx.AsyncClient,
+        quality: Quality = "auto",
+    ) -> None:
+        # max_retries=0: retries belong to our one policy (app.providers.retry), and an
+        # SDK retrying underneath it would multiply attempts and ignore our deadline. The SDK
+        # accepts a plain httpx client at runtime; its annotation names only httpx2's.
+        self._client = AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            http_client=cast("httpx2.AsyncClient", http_client),
+            max_retries=0,
+        )
+        self._quality: Quality = quality
+
+    async def generate(self, request: ImageRequest) -> ProviderImage:
+        size = NATIVE_SIZES.get(request.aspect_ratio)
+        if size is None:
+            raise UpstreamBadRequest(
+                f"aspect ratio {request.aspect_ratio} is not native to OpenAI image models "
+                f"(native: {', '.join(NATIVE_SIZES)})"
+            )
+        return await _translate_errors(lambda: self._generate(request, size))
+
+    @abc.abstractmethod
+    async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
+        """One upstream call for `request` at `size`; SDK errors propagate untranslated."""
+
+    async def aclose(self) -> None:
+        # Nothing to release: the httpx client (and its pool) is shared by both OpenAI
+        # adapters and owned by whoever built it; AsyncOpenAI.close() would close it.
+        return None
+
+
+class OpenAIImagesAdapter(_OpenAIAdapter):
+    """`gpt-image-*` models through `images.generate`, or `images.edit` with a source."""
+
+    name = "openai-images"
+
+    async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
+        source = request.source_image
+        response: ImagesResponse
+        if source is None:
+            response = await self._client.images.generate(
+                model=request.upstream_model,
+                prompt=request.prompt,
+                n=1,
+                size=size,
+                quality=self._quality,
+                output_format=OUTPUT_FORMAT,
+                output_compression=OUTPUT_COMPRESSION,
+            )
+        else:
+            extension = _FILE_EXTENSIONS.get(source.mime_type, "png")
+            response = await self._client.images.edit(
+                image=(f"source.{extension}", source.data, source.mime_type),
+                model=request.upstream_model,
+                prompt=request.prompt,
+                n=1,
+                size=size,
+                quality=self._quality,
+                output_format=OUTPUT_FORMAT,
+                output_compression=OUTPUT_COMPRESSION,
+            )
+        images = [item.b64_json for item in response.data or [] if item.b64_json]
+        if not images:
+            # GPT Image always answers 200 with b64_json; a refusal is a 400
+            # moderation_blocked. An empty 200 is an upstream fault worth retrying, not a
+            # verdict on the prompt.
+            raise Unavailable("OpenAI returned no image")
+        return _provider_image(images[0], None)
+
+
+class OpenAIResponsesAdapter(_OpenAIAdapter):
+    """Models such as `gpt-5-nano` through `responses.create` and the image tool."""
+
+    name = "openai-responses"
+
+    async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
+        content: ResponseInputMessageContentListParam = [
+            {"type": "input_text", "text": request.prompt}
+        ]
+        if request.source_image is not None:
+            encoded = base64.b64encode(request.source_image.data).decode("ascii")
+            content.append(
+                {
+                    "type": "input_image",
+                    "image_url": f"data:{request.source_image.mime_type};base64,{encoded}",
+                    "detail": "auto",
+                }
+            )
+        response = await self._client.responses.create(
+            model=request.upstream_model,
+            input=[{"role": "user", "content": content}],
+            tools=[
+                {
+                    "type": "image_generation",
+                    "size": size,
+                    "quality": self._quality,
+                    "output_format": OUTPUT_FORMAT,
+                    "output_compression": OUTPUT_COMPRESSION,
+                }
+            ],
+            tool_choice={"type": "image_generation"},
+        )
+        return _image_from_response(response)
+
+
+def _image_from_response(response: OpenAIResponse) -> ProviderImage:
+    calls = [item for item in response.output if isinstance(item, ImageGenerationCall)]
+    done = [call.result for call in calls if call.status == "completed" and call.result]
+    if done:
+        # The tool may run more than once in a turn; the last finished image is the answer.
+        return _provider_image(done[-1], response.output_text.strip() or None)
+    if response.error is not None:
+        message = f"OpenAI response failed ({response.error.code})"
+        if str(response.error.code) in _MODERATION_CODES:
+            raise Moderated(message)
+        raise Unavailable(message)
+    failed = [call for call in calls if call.status == "failed"]
+    if failed:
+        # The model ran the tool and it declined to draw. OpenAI reports moderation here
+        # (error.code moderation_blocked); the same prompt would be declined again and
+        # each attempt is billed, so this is a verdict (Moderated), not a retryable fault.
+        error = failed[-1].error
+        reason = error.code if error is not None and error.code else "image generation failed"
+        if error is not None and error.moderation_details is not None:
+            reason += f": {', '.join(error.moderation_details.categories)}"
+        raise Moderated(f"the provider returned no image ({reason})")
+    # With tool_choice forcing the tool, a completed response without any image call is an
+    # upstream anomaly rather than a judgement on the prompt: retry (or fall back).
+    status = response.status or "unknown"
+    raise Unavailable(f"OpenAI response ({status}) contained no image")
+
+
+def _provider_image(b64: str, text: str | None) -> ProviderImage:
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except binascii.Error:
+        raise Unavailable("OpenAI returned an image that is not valid base64") from None
+    return ProviderImage(data, _sniff_mime_type(data), text)
+
+
+def _sniff_mime_type(data: bytes) -> str:
+    """The format the bytes really are: we ask for WebP, but trust the magic, not the ask."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, mime in _MAGIC:
+        if data.startswith(magic):
+            return mime
+    return "application/octet-stream"
+
+
+# --- the one error boundary ----------------------------------------------------------
+
+
+async def _translate_errors(call: Callable[[], Awaitable[ProviderImage]]) -> ProviderImage:
+    try:
+        return await call()
+    except openai.APIError as exc:
+        raise translate_error(exc) from None
+
+
+def translate_error(exc: openai.APIError) -> ProviderError:
+    """The shared ProviderError for an SDK error; messages carry no keys or image data."""
+    # APITimeoutError subclasses APIConnectionError, so it is checked first.
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout("OpenAI did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
+        return Unavailable(f"OpenAI unreachable: {cause}")
+    if not isinstance(exc, openai.APIStatusError):
+        # A 2xx body the SDK could not read (APIResponseValidationError) or similar.
+        return Unavailable("OpenAI returned a response that could not be read")
+
+    status = exc.status_code
+    code = exc.code or exc.type or ""
+    label = f"OpenAI {status} {code}".strip()
+    detail = _scrub(exc.body)
+    if status == 429:
+        if exc.code == "insufficient_quota":
+            # Our account is out of credit: not a passing limit, but another model may serve.
+            return Unavailable(f"{label}: the OpenAI account has no quota left")
+        return RateLimited(label, retry_after=_retry_after(exc.response.headers))
+    if status >= 500 or status == 409:  # 409: OpenAI's lock contention, retryable
+        return Unavailable(label)
+    if status == 408:
+        return UpstreamTimeout(label)
+    if status == 400 and exc.code in _MODERATION_CODES:
+        return Moderated(f"rejected by OpenAI's safety system ({exc.code}){detail}")
+    return UpstreamBadRequest(f"{label}{detail}")
+
+
+def _scrub(body: object) -> str:
+    """`: <message>` from an error body, with key-like and base64-like runs removed."""
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, str) or not message.strip():
+        return ""
+    message = _BLOBS.sub("[data]", _SECRETS.sub("[key]", message.strip()))
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 3] + "..."
+    return f": {message}"
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from `retry-after-ms` (preferred, as the SDK does) or `retry-after`."""
+    millis = _number(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    raw = headers.get("retry-after")
+    seconds = _number(raw)
+    if seconds is not None or not raw:
+        return seconds
+    try:
+        when = parsedate_to_datetime(raw)  # an HTTP-date
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
