@@ -13,6 +13,7 @@ import httpx
 
 from app.providers.base import ProviderAdapter
 from app.providers.gemini import GeminiAdapter
+from app.providers.openai import OpenAIImagesAdapter, OpenAIResponsesAdapter
 from app.settings import Settings
 
 PROVIDERS = ("gemini", "openai", "bfl")
@@ -42,6 +43,18 @@ ADAPTERS: dict[str, AdapterSpec] = {
     "gemini": AdapterSpec(
         "gemini",
         lambda up, _settings: GeminiAdapter(
+            api_key=up.api_key, base_url=up.base_url, http_client=up.http_client
+        ),
+    ),
+    "openai-images": AdapterSpec(
+        "openai",
+        lambda up, _settings: OpenAIImagesAdapter(
+            api_key=up.api_key, base_url=up.base_url, http_client=up.http_client
+        ),
+    ),
+    "openai-responses": AdapterSpec(
+        "openai",
+        lambda up, _settings: OpenAIResponsesAdapter(
             api_key=up.api_key, base_url=up.base_url, http_client=up.http_client
         ),
     ),
