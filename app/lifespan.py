@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 from fastapi import FastAPI
@@ -16,6 +17,7 @@ from app.db.migrate import upgrade
 from app.generation.producer import ImageProducer
 from app.generation.service import GenerationService
 from app.housekeeping import run_housekeeping
+from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
 from app.providers.catalog import Catalog
 from app.providers.registry import build_adapters, configured_upstreams
@@ -71,6 +73,15 @@ async def running_services(
         metrics=metrics,
     )
     rate_limiter = create_rate_limiter(settings)
+    job_runner = JobRunner(
+        sessions=sessions,
+        generation=generation,
+        catalog=catalog,
+        store=image_store,
+        concurrency=settings.job_concurrency,
+        # Longer than any attempt can take, so a live runner never loses its job.
+        lease=timedelta(seconds=settings.upstream_deadline_seconds + 120),
+    )
     app.state.services = Services(
         settings=settings,
         engine=engine,
@@ -79,6 +90,7 @@ async def running_services(
         image_store=image_store,
         generation=generation,
         rate_limiter=rate_limiter,
+        job_runner=job_runner,
         metrics=metrics,
         emulated=bool(emulators),
     )
@@ -90,15 +102,18 @@ async def running_services(
         "imagegate ready",
         extra={"providers": sorted(adapters), "storage": type(image_store).__name__},
     )
-    sweeper = asyncio.create_task(
-        run_housekeeping(sessions, image_store, settings.sweep_interval_seconds)
-    )
+    background = [
+        asyncio.create_task(
+            run_housekeeping(sessions, image_store, settings.sweep_interval_seconds)
+        ),
+        asyncio.create_task(job_runner.run()),
+    ]
     try:
         yield
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         for adapter in adapters.values():
             await adapter.aclose()
         for upstream in upstreams.values():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.generation.service import GenerationService
+from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
 from app.providers.catalog import Catalog
 from app.ratelimit import RateLimiter
@@ -23,5 +24,6 @@ class Services:
     image_store: ImageStore
     generation: GenerationService
     rate_limiter: RateLimiter
+    job_runner: JobRunner
     metrics: Metrics
     emulated: bool

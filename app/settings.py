@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     retry_base_delay_seconds: float = Field(default=0.5, ge=0)
     retry_max_delay_seconds: float = Field(default=8.0, ge=0)
 
+    # Async jobs (Prefer: respond-async) each process runs at once.
+    job_concurrency: int = Field(default=4, ge=1, le=64)
+
     # Credits: a hold outlives any request; the sweeper releases what a dead process left.
     hold_ttl_seconds: int = Field(default=900, ge=1)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)

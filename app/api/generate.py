@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
 from app import idempotency
+from app.api import jobs as jobs_api
 from app.api.body import read_json_body
 from app.api.deps import authenticated, external_base_url, get_services
+from app.api.rendering import result_body, with_urls
 from app.generation.request import GenerateImageBody, parse_generate_request
-from app.generation.service import GenerationResult
 from app.services import Services
-from app.storage.base import ImageStore
 from app.tenants.service import AuthContext
 
 router = APIRouter()
@@ -43,6 +43,8 @@ async def generate_image(
 ) -> JSONResponse:
     payload = await read_json_body(request, services.settings.max_body_bytes)
     generate_request = parse_generate_request(payload, services.catalog)
+    if jobs_api.wants_async(request):
+        return await jobs_api.submit(request, services, auth, payload, generate_request)
     base_url = external_base_url(request)
     if idempotency_key is None:
         result = await services.generation.generate(auth, generate_request)
@@ -69,44 +71,6 @@ async def generate_image(
     body, keys = result_body(result)
     await idempotency.complete(services.sessions, claim.record_id, {"body": body, "keys": keys})
     return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
-
-
-def result_body(result: GenerationResult) -> tuple[dict[str, Any], list[str]]:
-    """The response without URLs (they are signed per response) and the storage keys."""
-    body: dict[str, Any] = {
-        "images": [
-            {
-                "url": None,
-                "text": item.text,
-                "mimeType": item.image.mime_type,
-                "fileSize": len(item.image.data),
-                "width": item.image.width,
-                "height": item.image.height,
-                "index": item.index,
-                "model": item.model.id,
-            }
-            for item in result.images
-        ],
-        "numImages": len(result.images),
-        "id": result.generation_id,
-        "model": result.model,
-        "creditsCharged": result.credits_charged,
-        "creditsRemaining": result.credits_remaining,
-    }
-    if result.failures:
-        body["failures"] = [
-            {"index": f.index, "code": f.code, "error": f.message} for f in result.failures
-        ]
-    return body, [item.key for item in result.images]
-
-
-async def with_urls(
-    body: dict[str, Any], keys: list[str], store: ImageStore, base_url: str
-) -> dict[str, Any]:
-    urls = await asyncio.gather(*(store.url(key, base_url) for key in keys))
-    for image, url in zip(body["images"], urls, strict=True):
-        image["url"] = url
-    return body
 
 
 # Referenced by the OpenAPI requestBody above; registered by app.main.

@@ -228,3 +228,41 @@ class IdempotencyRecord(Base):
         ),
         Index("ix_idempotency_keys_expires_at", "expires_at"),
     )
+
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed")
+
+
+class Job(Base):
+    """An asynchronous generation (Prefer: respond-async). The request is kept without its
+    source image, which waits in the image store under `source_key` until the job ends."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    request_json: Mapped[str] = mapped_column(Text)
+    source_key: Mapped[str | None] = mapped_column(String(300))
+    # The current attempt's generation: after a crash it tells whether the work (and the
+    # charge) already happened, so a job is charged exactly once.
+    generation_id: Mapped[str | None] = mapped_column(String(36))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    images_done: Mapped[int] = mapped_column(Integer, default=0)
+    images_total: Mapped[int] = mapped_column(Integer)
+    error_status: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(50))
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed')", name="ck_jobs_status"
+        ),
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+    )

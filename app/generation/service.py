@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -76,7 +77,15 @@ class GenerationService:
         self._store = image_store
         self._metrics = metrics
 
-    async def generate(self, auth: AuthContext, request: GenerateRequest) -> GenerationResult:
+    async def generate(
+        self,
+        auth: AuthContext,
+        request: GenerateRequest,
+        *,
+        generation_id: str | None = None,
+        on_image: Callable[[], Awaitable[None]] | None = None,
+    ) -> GenerationResult:
+        """Run one generation. `on_image` is awaited as each image is stored (progress)."""
         started = time.monotonic()
         model = request.model
         source = await self._source_image(request)
@@ -86,7 +95,7 @@ class GenerationService:
                 f"model {model.id} is served by '{model.adapter}', which is not configured on "
                 "this gateway"
             )
-        generation_id = new_id()
+        generation_id = generation_id or new_id()
         created = utcnow()
         # Reserve for the dearest model that may serve, and capture what actually did.
         hold = await self._reserve(
@@ -105,7 +114,7 @@ class GenerationService:
         stored: list[StoredImage] = []
         try:
             outcomes = await asyncio.gather(
-                *(self._producer.produce(job, i) for i in range(request.num_images)),
+                *(self._produce(job, i, on_image) for i in range(request.num_images)),
                 return_exceptions=True,
             )
             upstream_ms = int((time.monotonic() - started) * 1000)
@@ -149,6 +158,14 @@ class GenerationService:
         """Whether this gateway has an adapter for the model (else it answers 503)."""
         return bool(self._producer.usable_chain((model,), image_to_image=False))
 
+    async def _produce(
+        self, job: Job, index: int, on_image: Callable[[], Awaitable[None]] | None
+    ) -> StoredImage:
+        stored = await self._producer.produce(job, index)
+        if on_image is not None:
+            await on_image()
+        return stored
+
     async def _source_image(self, request: GenerateRequest) -> SourceImage | None:
         if request.source_image is None:
             return None
@@ -177,7 +194,7 @@ class GenerationService:
                 Generation(
                     id=generation_id,
                     tenant_id=auth.tenant_id,
-                    api_key_id=auth.api_key_id,
+                    api_key_id=auth.api_key_id or None,
                     model=request.model.id,
                     provider=request.model.provider,
                     prompt=request.prompt,

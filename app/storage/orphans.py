@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.models import Generation, Image
+from app.db.models import Generation, Image, Job
 from app.storage.base import ImageStore, object_key
 
 _KEY = re.compile(r"^(?P<tenant>[^/]+)/\d{4}/\d{2}/(?P<generation>[^/]+)-(?P<index>\d+)\.webp$")
+_JOB_SOURCE = re.compile(r"^(?P<tenant>[^/]+)/jobs/(?P<job>[^/]+)/source$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +54,21 @@ async def find_orphans(
                     )
                 )
             )
+            job_ids = {m.group("job") for k in unrecorded if (m := _JOB_SOURCE.match(k))}
+            # A queued or running job's source image waits in the store for its runner.
+            waiting = set(
+                await session.scalars(
+                    select(Job.id).where(Job.id.in_(job_ids), Job.status.in_(("queued", "running")))
+                )
+            )
             for key in unrecorded:
                 match = _KEY.match(key)
-                if match is None or match.group("generation") not in pending:
-                    orphans.append(key)
+                if match is not None and match.group("generation") in pending:
+                    continue
+                job = _JOB_SOURCE.match(key)
+                if job is not None and job.group("job") in waiting:
+                    continue
+                orphans.append(key)
     return OrphanReport(scanned=len(keys), orphans=tuple(orphans))
 
 

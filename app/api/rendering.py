@@ -1,0 +1,110 @@
+"""The contract's response body, from a fresh result or from stored records.
+
+Bodies are built without URLs (signed per response) plus the storage keys, so a body can
+be kept (idempotency replays, async jobs) and given fresh URLs when it is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.db.models import Image
+from app.generation.service import GenerationResult, ImageFailure
+from app.storage.base import ImageStore
+
+
+@dataclass(frozen=True, slots=True)
+class ImageView:
+    key: str
+    mime_type: str
+    file_size: int
+    width: int
+    height: int
+    index: int
+    model: str
+    text: str | None
+
+    @classmethod
+    def from_row(cls, row: Image) -> ImageView:
+        return cls(
+            row.storage_key,
+            row.mime_type,
+            row.bytes,
+            row.width,
+            row.height,
+            row.index,
+            row.model,
+            row.text,
+        )
+
+
+def contract_body(
+    *,
+    generation_id: str,
+    model: str,
+    images: Sequence[ImageView],
+    charged: int,
+    remaining: int,
+    failures: Sequence[ImageFailure] = (),
+) -> tuple[dict[str, Any], list[str]]:
+    body: dict[str, Any] = {
+        "images": [
+            {
+                "url": None,
+                "text": image.text,
+                "mimeType": image.mime_type,
+                "fileSize": image.file_size,
+                "width": image.width,
+                "height": image.height,
+                "index": image.index,
+                "model": image.model,
+            }
+            for image in images
+        ],
+        "numImages": len(images),
+        "id": generation_id,
+        "model": model,
+        "creditsCharged": charged,
+        "creditsRemaining": remaining,
+    }
+    if failures:
+        body["failures"] = [
+            {"index": f.index, "code": f.code, "error": f.message} for f in failures
+        ]
+    return body, [image.key for image in images]
+
+
+def result_body(result: GenerationResult) -> tuple[dict[str, Any], list[str]]:
+    views = [
+        ImageView(
+            item.key,
+            item.image.mime_type,
+            len(item.image.data),
+            item.image.width,
+            item.image.height,
+            item.index,
+            item.model.id,
+            item.text,
+        )
+        for item in result.images
+    ]
+    return contract_body(
+        generation_id=result.generation_id,
+        model=result.model,
+        images=views,
+        charged=result.credits_charged,
+        remaining=result.credits_remaining,
+        failures=result.failures,
+    )
+
+
+async def with_urls(
+    body: dict[str, Any], keys: list[str], store: ImageStore, base_url: str
+) -> dict[str, Any]:
+    urls = await asyncio.gather(*(store.url(key, base_url) for key in keys))
+    for image, url in zip(body["images"], urls, strict=True):
+        image["url"] = url
+    return body

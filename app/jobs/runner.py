@@ -1,0 +1,146 @@
+"""Runs queued jobs in the background of each gateway process, a few at a time.
+
+Any replica may run any job: claims are conditional UPDATEs with a lease, and a job whose
+runner died (lease expired) is claimed again after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db.models import Generation, Job, new_id
+from app.errors import GatewayError
+from app.generation.request import parse_generate_request
+from app.generation.service import GenerationService
+from app.jobs import service as jobs
+from app.providers.catalog import Catalog
+from app.storage.base import ImageStore, StorageUnavailable
+from app.tenants.service import AuthContext
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        generation: GenerationService,
+        catalog: Catalog,
+        store: ImageStore,
+        concurrency: int,
+        lease: timedelta,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._sessions = sessions
+        self._generation = generation
+        self._catalog = catalog
+        self._store = store
+        self._slots = asyncio.Semaphore(concurrency)
+        self._lease = lease
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        """A job was submitted: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self._claim_while_free()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _claim_while_free(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                async with self._sessions() as session, session.begin():
+                    job = await jobs.claim_next(session, self._lease)
+            except SQLAlchemyError as exc:
+                self._slots.release()
+                log.warning("could not claim a job", extra={"error": type(exc).__name__})
+                return
+            if job is None:
+                self._slots.release()
+                return
+            task = asyncio.create_task(self._run_job(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            await self._attempt(job)
+        except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
+            # The lease expires and another claim retries; nothing was charged twice.
+            log.warning(
+                "job attempt interrupted", extra={"job": job.id, "error": type(exc).__name__}
+            )
+        finally:
+            self._slots.release()
+
+    async def _attempt(self, job: Job) -> None:
+        if job.generation_id is not None:
+            async with self._sessions() as session:
+                earlier = await session.get(Generation, job.generation_id)
+            outcome = jobs.previous_outcome(earlier)
+            if outcome != "unfinished":
+                assert earlier is not None
+                error = jobs.generation_error(earlier) if outcome == "failed" else None
+                await self._finish(job, error)
+                return
+        generation_id = new_id()
+        async with self._sessions() as session, session.begin():
+            await jobs.start_attempt(session, job.id, generation_id)
+        try:
+            request = parse_generate_request(await self._request(job), self._catalog)
+            await self._generation.generate(
+                AuthContext(job.tenant_id, job.api_key_id or "", "job"),
+                request,
+                generation_id=generation_id,
+                on_image=lambda: self._count_image(job.id),
+            )
+        except GatewayError as exc:
+            await self._finish(job, (exc.status_code, exc.code, exc.message))
+            return
+        await self._finish(job, None)
+
+    async def _request(self, job: Job) -> dict[str, Any]:
+        request: dict[str, Any] = json.loads(job.request_json)
+        mime_type = request.pop(jobs.SOURCE_MIME_FIELD, None)
+        if job.source_key is not None and mime_type is not None:
+            data = await self._store.get(job.source_key)
+            encoded = base64.b64encode(data).decode("ascii")
+            request["sourceImage"] = f"data:{mime_type};base64,{encoded}"
+        return request
+
+    async def _count_image(self, job_id: str) -> None:
+        # Progress is a courtesy: a failed write must not fail the image it counts.
+        try:
+            async with self._sessions() as session, session.begin():
+                await jobs.count_image(session, job_id)
+        except SQLAlchemyError as exc:
+            log.warning("could not record job progress", extra={"error": type(exc).__name__})
+
+    async def _finish(self, job: Job, error: tuple[int, str, str] | None) -> None:
+        async with self._sessions() as session, session.begin():
+            await jobs.finish(session, job.id, error=error)
+        if job.source_key is not None:
+            await self._store.delete(job.source_key)
