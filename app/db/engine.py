@@ -16,13 +16,36 @@ from sqlalchemy.ext.asyncio import (
 def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     if database_url.startswith("sqlite"):
         return _create_sqlite_engine(database_url)
-    return create_async_engine(
+    engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_timeout=10,
     )
+    _connect_failures_are_operational(engine)
+    return engine
+
+
+def _connect_failures_are_operational(engine: AsyncEngine) -> None:
+    """A database that cannot be reached raises OperationalError, like any other outage.
+
+    While connecting, asyncpg raises OSError (refused, unreachable), TimeoutError or a
+    PostgresError (starting up, shutting down, authentication) and SQLAlchemy lets the
+    first two through unwrapped, so they escaped the API's 503 mapping as 500s. Every
+    connect failure is re-raised as the driver's OperationalError, which SQLAlchemy wraps
+    as sqlalchemy.exc.OperationalError.
+    """
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        dbapi = dialect.loaded_dbapi
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dbapi.OperationalError:
+            raise
+        except (OSError, TimeoutError, dbapi.Error) as exc:
+            raise dbapi.OperationalError(f"cannot connect to the database: {exc}") from exc
 
 
 def _create_sqlite_engine(database_url: str) -> AsyncEngine:
