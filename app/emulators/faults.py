@@ -59,10 +59,54 @@ class RefusedFault(_FaultBase):
     finish_reason: Annotated[str, _REASON] = "IMAGE_SAFETY"
 
 
+class FailedFault(_FaultBase):
+    """The upstream accepted the job, then it failed while running.
+
+    BFL renders it as a task that ends with status "Error". Upstreams without accepted jobs
+    (Gemini, OpenAI answer in one call) should render it as their 500 (Gemini `INTERNAL`,
+    OpenAI `server_error`); an emulator that does not handle a kind answers normally.
+    """
+
+    kind: Literal["failed"] = "failed"
+    message: str | None = Field(default=None, max_length=1000)
+
+
+class LostFault(_FaultBase):
+    """The upstream accepts a job and then forgets it (BFL: "Task not found" when polled)."""
+
+    kind: Literal["lost"] = "lost"
+
+
+class ForeignSampleFault(_FaultBase):
+    """The result points at `url` instead of the emulator's own signed sample URL.
+
+    Exercises the gateway's host allow-list: an adapter must refuse hosts it does not expect.
+    """
+
+    kind: Literal["foreign_sample"] = "foreign_sample"
+    url: str = Field(min_length=1, max_length=2000, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+
+
 Fault = Annotated[
-    ErrorFault | DelayFault | BlockedFault | RefusedFault, Field(discriminator="kind")
+    ErrorFault
+    | DelayFault
+    | BlockedFault
+    | RefusedFault
+    | FailedFault
+    | LostFault
+    | ForeignSampleFault,
+    Field(discriminator="kind"),
 ]
 _FAULT_ADAPTER: TypeAdapter[Fault] = TypeAdapter(Fault)
+_FAULT_TYPES = (
+    ErrorFault,
+    DelayFault,
+    BlockedFault,
+    RefusedFault,
+    FailedFault,
+    LostFault,
+    ForeignSampleFault,
+)
 
 
 class FaultBatch(BaseModel):
@@ -101,9 +145,7 @@ class FaultPlan:
     def add(self, *faults: Fault | Mapping[str, Any]) -> None:
         """Append faults, given as models or as their JSON-shaped dicts (validated)."""
         parsed = [
-            fault
-            if isinstance(fault, ErrorFault | DelayFault | BlockedFault | RefusedFault)
-            else _FAULT_ADAPTER.validate_python(fault)
+            fault if isinstance(fault, _FAULT_TYPES) else _FAULT_ADAPTER.validate_python(fault)
             for fault in faults
         ]
         with self._lock:
