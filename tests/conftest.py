@@ -2,4 +2,5 @@
 
 from tests.support.database import *  # noqa: F403
 from tests.support.gateway import *  # noqa: F403
+from tests.support.process import *  # noqa: F403
 from tests.support.services import *  # noqa: F403
