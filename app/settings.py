@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_ADMIN_TOKEN_CHARS = 24
 
 
 def _key_field(*names: str) -> str | None:
@@ -16,7 +18,10 @@ def _key_field(*names: str) -> str | None:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMAGEGATE_", extra="ignore")
+    # Errors name the field, never its value: several values are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGEGATE_", extra="ignore", hide_input_in_errors=True
+    )
 
     # Embedded defaults: a SQLite file and a local directory under ./data.
     data_dir: Path = Path("./data")
@@ -27,6 +32,10 @@ class Settings(BaseSettings):
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    # Presign URLs against this endpoint instead of s3_endpoint_url, for when clients reach
+    # the store under another name than the gateway does (http://minio:9000 inside compose,
+    # http://localhost:9000 from the host).
+    s3_presign_endpoint_url: str | None = None
     # Public base for stored objects (a CDN in front of the bucket); presigned URLs otherwise.
     public_base_url: str | None = None
 
@@ -43,6 +52,12 @@ class Settings(BaseSettings):
     gemini_base_url: str = "https://generativelanguage.googleapis.com"
     openai_base_url: str = "https://api.openai.com/v1"
     bfl_base_url: str = "https://api.bfl.ai"
+    # Hosts the BFL adapter may poll and download samples from (exact or "*.suffix");
+    # the base URL's host is always trusted. Samples above the cap are refused mid-stream.
+    bfl_allowed_hosts: tuple[str, ...] = ("api.bfl.ai", "*.bfl.ai")
+    bfl_max_sample_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # First pause between polls of a BFL task; it grows x1.5 up to 4 s.
+    bfl_poll_interval_seconds: float = Field(default=0.5, gt=0)
 
     # Model catalog (JSON); the packaged one by default.
     catalog: Path | None = None
@@ -76,6 +91,22 @@ class Settings(BaseSettings):
     rate_limit_tenant_per_minute: int = Field(default=120, ge=1)
 
     log_level: str = "INFO"
+
+    # The admin HTTP API (/admin/v1) exists only when this is set; send it as a Bearer token.
+    admin_token: SecretStr | None = None
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _admin_token_strong(cls, value: object) -> object:
+        if isinstance(value, str | SecretStr):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if not text.strip():
+                return None  # IMAGEGATE_ADMIN_TOKEN= (empty) leaves the admin API off
+            if len(text) < MIN_ADMIN_TOKEN_CHARS:
+                raise ValueError(
+                    f"IMAGEGATE_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
+                )
+        return value
 
     @model_validator(mode="after")
     def _holds_outlive_requests(self) -> Settings:

@@ -23,6 +23,7 @@ def create_image_store(settings: Settings, *, signer: UrlSigner | None = None) -
             region=settings.s3_region,
             public_base_url=settings.public_base_url,
             ttl_seconds=settings.url_ttl_seconds,
+            presign_endpoint_url=settings.s3_presign_endpoint_url,
         )
     if signer is None:
         signer = UrlSigner(load_or_create_secret(settings))

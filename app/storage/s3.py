@@ -39,6 +39,7 @@ class S3ImageStore:
         public_base_url: str | None = None,
         ttl_seconds: int = 3600,
         *,
+        presign_endpoint_url: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
         connect_timeout: float = 5.0,
@@ -60,15 +61,22 @@ class S3ImageStore:
         )
         # A private session: the default one is shared global state and not thread-safe.
         session = boto3.session.Session()
-        self._client: S3Client = session.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            # SigV4 needs a region; S3-compatible servers accept us-east-1.
-            region_name=region or "us-east-1",
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            config=config,
-        )
+
+        def client(endpoint: str | None) -> S3Client:
+            return session.client(
+                "s3",
+                endpoint_url=endpoint,
+                # SigV4 needs a region; S3-compatible servers accept us-east-1.
+                region_name=region or "us-east-1",
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=config,
+            )
+
+        self._client = client(endpoint_url)
+        # A signature covers the host, so URLs for clients that reach the store under
+        # another name are signed by a client for that name (it never connects).
+        self._presigner = client(presign_endpoint_url) if presign_endpoint_url else self._client
 
     @property
     def bucket(self) -> str:
@@ -109,7 +117,7 @@ class S3ImageStore:
             return f"{self._public_base_url}/{quote(key, safe='/')}"
         # Presigning is local, but resolving credentials may touch the network (IMDS).
         return await self._call(
-            lambda: self._client.generate_presigned_url(
+            lambda: self._presigner.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self._bucket, "Key": key},
                 ExpiresIn=self._ttl,
@@ -133,6 +141,8 @@ class S3ImageStore:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._client.close)
+        if self._presigner is not self._client:
+            await asyncio.to_thread(self._presigner.close)
 
     async def _call(self, fn: Callable[[], T], key: str | None = None) -> T:
         """Run a boto3 call in a thread; `key` marks calls about one object."""

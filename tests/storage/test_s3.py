@@ -77,6 +77,31 @@ async def test_presigned_url_serves_the_bytes(store: S3ImageStore) -> None:
         assert unsigned.status_code == 403
 
 
+async def test_presign_endpoint_signs_for_the_name_clients_use(s3_endpoint: S3Service) -> None:
+    # The gateway reaches the store as one host (e.g. http://minio:9000 inside compose);
+    # browsers reach it as another. The URL must be signed for the second.
+    bucket = s3_endpoint.create_bucket()
+    port = httpx.URL(s3_endpoint.endpoint_url).port
+    public = f"http://s3.public.example:{port}"
+    store = S3ImageStore(**s3_endpoint.store_kwargs(bucket), presign_endpoint_url=public)
+    try:
+        await store.put(KEY, b"signed-for-the-public-name", "image/webp")
+        url = httpx.URL(await store.url(KEY, "https://gateway.example.com"))
+        assert (url.host, url.port) == ("s3.public.example", port)
+        # Deliver it to the real server under the public name it was signed for.
+        async with httpx.AsyncClient() as client:
+            via_public_name = await client.get(
+                url.copy_with(host="127.0.0.1"), headers={"Host": f"s3.public.example:{port}"}
+            )
+            via_internal_name = await client.get(url.copy_with(host="127.0.0.1"))
+        assert via_public_name.status_code == 200
+        assert via_public_name.content == b"signed-for-the-public-name"
+        # The signature covers the host: it is not valid for the internal name.
+        assert via_internal_name.status_code == 403
+    finally:
+        await store.aclose()
+
+
 async def test_public_base_url_mode(s3_endpoint: S3Service) -> None:
     bucket = s3_endpoint.create_bucket()
     store = S3ImageStore(
