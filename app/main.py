@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from app.api import account, files, generate, health, images, models
+from app.api import admin as admin_api
 from app.api.errors import install_error_handlers
 from app.emulators.gemini import create_gemini_emulator
 from app.lifespan import running_services
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (models.router, images.router, account.router):
         app.include_router(router)
     app.include_router(health.router)
+    if settings.admin_token is not None:  # absent, not merely refused, without a token
+        app.include_router(admin_api.router)
     for name, emulator in emulators.items():
         app.mount(f"/emulators/{name}", emulator)
     app.add_middleware(GatewayMiddleware, metrics=metrics, emulated=bool(emulators))

@@ -96,6 +96,7 @@ def gateway_settings(**overrides: Any) -> Settings:
         "retry_max_delay_seconds": 0.05,
         "upstream_deadline_seconds": 20.0,
         "url_signing_secret": "test-signing-secret",
+        "admin_token": "test-admin-token-for-both-stacks",
     }
     defaults.update(overrides)
     return Settings(_env_file=None, **defaults)  # type: ignore[call-arg]

@@ -1,0 +1,1 @@
+"""Operator queries behind the admin HTTP API (tenants overview, keys, usage reports)."""

@@ -1,0 +1,332 @@
+"""The admin HTTP API under /admin/v1, for operators.
+
+Mounted only when IMAGEGATE_ADMIN_TOKEN is set (otherwise every path here is a plain
+404), and every request must carry `Authorization: Bearer <admin token>`, compared in
+constant time. Tenants, keys (the plaintext is in the create response only), credit
+grants, per-tenant rate limits and usage by tenant/model/day as JSON or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import logging
+from datetime import date
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.admin import service as admin
+from app.admin.service import TenantSummary, UsageQuery, UsageRow
+from app.api.body import read_json_body
+from app.api.deps import get_services
+from app.api.errors import error_responses
+from app.api.images import iso_utc
+from app.api.query import MAX_OFFSET, choice_param, int_param, text_param
+from app.credits import ledger
+from app.db.models import ApiKey
+from app.errors import InvalidRequest, Unauthorized
+from app.services import Services
+from app.tenants import service as tenants
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/admin/v1"
+# Admin bodies are a few small fields.
+BODY_LIMIT = 16 * 1024
+MAX_GRANT = 1_000_000_000
+MAX_RATE_LIMIT = 1_000_000
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+USAGE_FORMATS = ("json", "csv")
+CSV_COLUMNS = (
+    "day",
+    "tenant",
+    "tenant_id",
+    "model",
+    "generations",
+    "failed",
+    "images",
+    "credits_charged",
+)
+
+B = TypeVar("B", bound=BaseModel)
+
+
+async def require_admin(request: Request) -> None:
+    """`Authorization: Bearer <IMAGEGATE_ADMIN_TOKEN>`, or 401."""
+    token = get_services(request).settings.admin_token
+    scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
+    # Digests have one length, so the comparison time says nothing about the token.
+    expected = hashlib.sha256(token.get_secret_value().encode()).digest() if token else b""
+    given = hashlib.sha256(supplied.strip().encode("utf-8", "replace")).digest()
+    if token is None or scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+        error = Unauthorized(
+            "Admin API: send 'Authorization: Bearer <IMAGEGATE_ADMIN_TOKEN>'"
+            if not supplied
+            else "Admin API: invalid admin token"
+        )
+        error.headers = {"WWW-Authenticate": 'Bearer realm="imagegate-admin"'}
+        raise error
+
+
+router = APIRouter(
+    prefix=PREFIX,
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(401, 503),
+)
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateTenant(_Body):
+    name: str
+
+
+class CreateKey(_Body):
+    label: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class GrantCredits(_Body):
+    amount: int = Field(gt=0, le=MAX_GRANT)
+    note: str | None = Field(default=None, min_length=1, max_length=150)
+
+
+class RateLimits(_Body):
+    """Both limits in requests per minute; null (or absent) restores the gateway default."""
+
+    per_minute: int | None = Field(default=None, alias="perMinute", ge=1, le=MAX_RATE_LIMIT)
+    key_per_minute: int | None = Field(default=None, alias="keyPerMinute", ge=1, le=MAX_RATE_LIMIT)
+
+
+@router.get("/tenants", responses=error_responses(400))
+async def list_tenants(request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Tenants by name with balance, limits and active keys; `limit` 1..1000 (100), `offset`."""
+    params = request.query_params
+    limit = int_param(params, "limit", default=DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
+    offset = int_param(params, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
+    async with services.sessions() as session:
+        page = await admin.list_tenants(session, limit=limit, offset=offset)
+        total = await admin.count_tenants(session)
+    return {
+        "tenants": [_tenant(summary, services) for summary in page],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.post("/tenants", status_code=201, responses=error_responses(400, 415))
+async def create_tenant(request: Request, services: ServicesDep) -> dict[str, Any]:
+    body = await _body(request, CreateTenant)
+    async with services.sessions() as session, session.begin():
+        tenant = await tenants.create_tenant(session, body.name)
+        summary = await admin.tenant_summary(session, tenant)
+    log.info("admin: tenant created", extra={"tenant": tenant.name})
+    return _tenant(summary, services)
+
+
+@router.get("/tenants/{name}", responses=error_responses(404))
+async def get_tenant(name: str, services: ServicesDep) -> dict[str, Any]:
+    async with services.sessions() as session:
+        tenant = await tenants.get_tenant(session, name)
+        summary = await admin.tenant_summary(session, tenant)
+    return _tenant(summary, services)
+
+
+@router.post("/tenants/{name}/keys", status_code=201, responses=error_responses(400, 404, 415))
+async def create_key(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    """A new key. Its plaintext is in this response only; the gateway keeps a hash."""
+    body = await _body(request, CreateKey, optional=True)
+    async with services.sessions() as session, session.begin():
+        tenant = await tenants.get_tenant(session, name)
+        created = await tenants.create_key(session, tenant, body.label)
+    log.info("admin: key created", extra={"tenant": tenant.name, "prefix": created.key.prefix})
+    return {
+        **_key(created.key),
+        "key": created.plaintext,
+        "tenant": tenant.name,
+        "note": "the key is shown once; store it now",
+    }
+
+
+@router.get("/tenants/{name}/keys", responses=error_responses(404))
+async def list_keys(name: str, services: ServicesDep) -> dict[str, Any]:
+    """The tenant's keys, newest first, revoked ones included; never a secret."""
+    async with services.sessions() as session:
+        tenant = await tenants.get_tenant(session, name)
+        keys = await admin.list_keys(session, tenant.id)
+    return {"tenant": tenant.name, "keys": [_key(key) for key in keys]}
+
+
+@router.post("/keys/{prefix}/revoke", responses=error_responses(404))
+async def revoke_key(prefix: str, services: ServicesDep) -> dict[str, Any]:
+    """Revoke a key by its prefix; revoking a revoked key changes nothing."""
+    async with services.sessions() as session, session.begin():
+        key = await tenants.revoke_key(session, prefix)
+    log.info("admin: key revoked", extra={"prefix": key.prefix})
+    return _key(key)
+
+
+@router.post("/tenants/{name}/credits", responses=error_responses(400, 404, 415))
+async def grant_credits(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    body = await _body(request, GrantCredits)
+    async with services.sessions() as session, session.begin():
+        tenant = await tenants.get_tenant(session, name)
+        balance = await ledger.grant(
+            session, tenant.id, body.amount, note=f"admin API: {body.note or 'grant'}"
+        )
+    log.info("admin: credits granted", extra={"tenant": tenant.name, "amount": body.amount})
+    return {"tenant": tenant.name, "granted": body.amount, "balance": balance}
+
+
+@router.put("/tenants/{name}/rate-limits", responses=error_responses(400, 404, 415))
+async def set_rate_limits(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Replace both limits (requests per minute); a null or absent one means the default."""
+    body = await _body(request, RateLimits)
+    async with services.sessions() as session, session.begin():
+        tenant = await tenants.get_tenant(session, name)
+        await tenants.set_rate_limits(
+            session, tenant, per_minute=body.per_minute, key_per_minute=body.key_per_minute
+        )
+        summary = await admin.tenant_summary(session, tenant)
+    log.info("admin: rate limits set", extra={"tenant": tenant.name})
+    return _tenant(summary, services)
+
+
+@router.get("/usage", response_model=None, responses=error_responses(400, 404))
+async def usage(request: Request, services: ServicesDep) -> dict[str, Any] | Response:
+    """Generations per UTC day, tenant and model: `generations`, `failed`, `images`
+    (delivered) and `creditsCharged`. Filters: `tenant` (name), `model`, `from` and `to`
+    (inclusive, YYYY-MM-DD). `format=csv` answers text/csv with one row per group."""
+    params = request.query_params
+    fmt = choice_param(params, "format", USAGE_FORMATS, default="json")
+    since, until = _date_param(params.get("from"), "from"), _date_param(params.get("to"), "to")
+    if since and until and since > until:
+        raise InvalidRequest("from must not be after to", field="from")
+    tenant_name = text_param(params, "tenant")
+    async with services.sessions() as session:
+        tenant_id = (await tenants.get_tenant(session, tenant_name)).id if tenant_name else None
+        rows = await admin.usage(
+            session,
+            UsageQuery(
+                tenant_id=tenant_id, model=text_param(params, "model"), since=since, until=until
+            ),
+        )
+    if fmt == "csv":
+        return Response(
+            _csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="imagegate-usage.csv"'},
+        )
+    return {
+        "from": since.isoformat() if since else None,
+        "to": until.isoformat() if until else None,
+        "rows": [_usage_row(row) for row in rows],
+        "totals": {
+            "generations": sum(row.generations for row in rows),
+            "failed": sum(row.failed for row in rows),
+            "images": sum(row.images for row in rows),
+            "creditsCharged": sum(row.credits_charged for row in rows),
+        },
+    }
+
+
+async def _body(request: Request, model: type[B], *, optional: bool = False) -> B:
+    """The JSON body as `model`; a 400 that names the first bad field otherwise."""
+    empty = request.headers.get("content-length") in (None, "0") and (
+        "transfer-encoding" not in request.headers
+    )
+    data = {} if optional and empty else await read_json_body(request, BODY_LIMIT)
+    if not isinstance(data, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise InvalidRequest(f"{field}: {first['msg']}", field=field) from None
+
+
+def _date_param(raw: str | None, name: str) -> date | None:
+    if raw is None:
+        return None
+    try:
+        if len(raw) == 10:
+            return date.fromisoformat(raw)
+    except ValueError:
+        pass
+    raise InvalidRequest(f"{name} must be a date as YYYY-MM-DD (UTC)", field=name)
+
+
+def _tenant(summary: TenantSummary, services: Services) -> dict[str, Any]:
+    settings = services.settings
+    return {
+        "id": summary.id,
+        "name": summary.name,
+        "createdAt": iso_utc(summary.created_at),
+        "balance": summary.balance,
+        "activeKeys": summary.active_keys,
+        "rateLimits": {
+            # null: the gateway default applies (shown under `effective`).
+            "perMinute": summary.rate_limit_per_minute,
+            "keyPerMinute": summary.key_rate_limit_per_minute,
+            "effective": {
+                "perMinute": summary.rate_limit_per_minute or settings.rate_limit_tenant_per_minute,
+                "keyPerMinute": summary.key_rate_limit_per_minute
+                or settings.rate_limit_key_per_minute,
+            },
+        },
+    }
+
+
+def _key(key: ApiKey) -> dict[str, Any]:
+    return {
+        "prefix": key.prefix,
+        "label": key.label,
+        "createdAt": iso_utc(key.created_at),
+        "lastUsedAt": iso_utc(key.last_used_at) if key.last_used_at else None,
+        "revokedAt": iso_utc(key.revoked_at) if key.revoked_at else None,
+        "active": key.revoked_at is None,
+    }
+
+
+def _usage_row(row: UsageRow) -> dict[str, Any]:
+    return {
+        "day": row.day,
+        "tenant": row.tenant,
+        "tenantId": row.tenant_id,
+        "model": row.model,
+        "generations": row.generations,
+        "failed": row.failed,
+        "images": row.images,
+        "creditsCharged": row.credits_charged,
+    }
+
+
+def _csv(rows: list[UsageRow]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            (
+                row.day,
+                row.tenant,
+                row.tenant_id,
+                row.model,
+                row.generations,
+                row.failed,
+                row.images,
+                row.credits_charged,
+            )
+        )
+    return out.getvalue()
