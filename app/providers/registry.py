@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx
 
 from app.providers.base import ProviderAdapter
+from app.providers.bfl import BflAdapter
 from app.providers.gemini import GeminiAdapter
 from app.providers.openai import OpenAIImagesAdapter, OpenAIResponsesAdapter
 from app.settings import Settings
@@ -56,6 +57,17 @@ ADAPTERS: dict[str, AdapterSpec] = {
         "openai",
         lambda up, _settings: OpenAIResponsesAdapter(
             api_key=up.api_key, base_url=up.base_url, http_client=up.http_client
+        ),
+    ),
+    "bfl": AdapterSpec(
+        "bfl",
+        lambda up, settings: BflAdapter(
+            api_key=up.api_key,
+            base_url=up.base_url,
+            http_client=up.http_client,
+            allowed_hosts=settings.bfl_allowed_hosts,
+            max_sample_bytes=settings.bfl_max_sample_bytes,
+            poll_interval=settings.bfl_poll_interval_seconds,
         ),
     ),
 }

@@ -96,6 +96,7 @@ def gateway_settings(**overrides: Any) -> Settings:
         "retry_max_delay_seconds": 0.05,
         "upstream_deadline_seconds": 20.0,
         "url_signing_secret": "test-signing-secret",
+        "bfl_poll_interval_seconds": 0.02,
         "admin_token": "test-admin-token-for-both-stacks",
     }
     defaults.update(overrides)
