@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 from app.api import account, files, generate, health, images, models
 from app.api import admin as admin_api
 from app.api.errors import install_error_handlers
+from app.dashboard import routes as dashboard
 from app.emulators.gemini import create_gemini_emulator
 from app.lifespan import running_services
 from app.observability.metrics import Metrics
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(generate.router)
     app.include_router(files.router)
-    for router in (models.router, images.router, account.router):
+    for router in (models.router, images.router, account.router, dashboard.router):
         app.include_router(router)
     app.include_router(health.router)
     if settings.admin_token is not None:  # absent, not merely refused, without a token

@@ -81,7 +81,7 @@ async def list_images(session: AsyncSession, tenant_id: str, page: PageRequest) 
     query = query.order_by(Image.created_at.desc(), Image.id.desc()).limit(page.limit + 1)
     if page.offset:
         query = query.offset(page.offset)
-    rows = (await session.execute(query)).tuples().all()
+    rows = (await session.execute(query)).all()
     items = tuple(_record(*row) for row in rows[: page.limit])
     has_more = len(rows) > page.limit
     next_offset = None
@@ -98,8 +98,7 @@ async def list_images(session: AsyncSession, tenant_id: str, page: PageRequest) 
 async def get_image(session: AsyncSession, tenant_id: str, image_id: str) -> ImageRecord:
     if len(image_id) > _ID_MAX_CHARS:
         raise NotFound("Image not found")
-    result = await session.execute(_visible(tenant_id).where(Image.id == image_id))
-    row = result.tuples().one_or_none()
+    row = (await session.execute(_visible(tenant_id).where(Image.id == image_id))).one_or_none()
     if row is None:
         raise NotFound("Image not found")
     return _record(*row)

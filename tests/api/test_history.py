@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import Generation
 from app.db.models import Image as ImageRow
 from app.generation.aspect import CONTRACT_RATIOS
 from app.generation.presets import PRESET_NAMES
+from app.main import create_app
 from app.providers.catalog import Catalog
-from tests.support.gateway import Stack, TenantHandle
+from tests.support.gateway import Stack, TenantHandle, gateway_settings
+from tests.support.servers import serve_in_thread
 
 FLASH = "google/gemini-2.5-flash-image"  # 4 credits
 PREVIEW = "google/gemini-3.1-flash-image-preview"  # 5 credits
@@ -74,9 +80,38 @@ async def test_models_list_the_catalog_with_prices_ratios_and_configuration(
         assert entry["supportedAspectRatios"] == list(CONTRACT_RATIOS)
         assert entry["imageToImage"] == model.image_to_image
         assert entry["default"] == (model.id == FLASH)
-    # Gemini is emulated on the test gateway; BFL has no adapter yet.
-    assert by_id["google/gemini-3-pro-image"]["configured"] is True
-    assert by_id["bfl/flux-kontext-max"]["configured"] is False
+    assert all(isinstance(model["configured"], bool) for model in body["models"])
+    # Gemini is emulated on the test gateways (a model without an adapter: below).
+    assert all(by_id[m.id]["configured"] for m in catalog if m.provider == "google")
+
+
+async def test_a_model_without_an_adapter_is_listed_as_not_configured(
+    tmp_path: Path,
+) -> None:
+    packaged = json.loads(resources.files("app.providers").joinpath("catalog.json").read_text())
+    painter = {
+        "id": "acme/painter",
+        "adapter": "acme-painter",
+        "upstream_model": "painter-1",
+        "price": 2,
+        "native_aspect_ratios": ["1:1"],
+    }
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"models": [*packaged["models"], painter]}))
+    settings = gateway_settings(data_dir=tmp_path, catalog=catalog)
+    with serve_in_thread(create_app(settings)) as base_url:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            stack = Stack("custom", settings, base_url, engine, create_sessionmaker(engine))
+            tenant = await stack.new_tenant()
+            response = await _get(stack, tenant, "/api/v1/models")
+        finally:
+            await engine.dispose()
+    assert response.status_code == 200, response.text
+    by_id = {model["id"]: model for model in response.json()["models"]}
+    assert by_id["acme/painter"]["configured"] is False
+    assert by_id["acme/painter"]["supportedAspectRatios"] == list(CONTRACT_RATIOS)
+    assert by_id[FLASH]["configured"] is True
 
 
 async def test_presets_have_one_line_descriptions(stack: Stack) -> None:
