@@ -1,0 +1,101 @@
+"""The web dashboard: one static page at /dashboard and /dashboard/images, plus its assets.
+
+No build step: plain HTML, CSS and ES modules from the package. Every response carries
+a strict Content-Security-Policy (scripts and styles from this origin only, no inline
+code), and the page talks to the gateway with the API key the user typed, kept in the
+tab's sessionStorage.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from app.api.deps import get_services
+from app.errors import NotFound
+from app.services import Services
+from app.settings import Settings
+
+router = APIRouter(include_in_schema=False)
+
+_ASSET = re.compile(r"^(?:[a-z0-9-]+/)?[a-z0-9-]+\.(?P<ext>js|css|svg)$")
+_MEDIA_TYPES = {
+    "js": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+    "svg": "image/svg+xml",
+}
+
+
+def _static() -> Traversable:
+    return resources.files("app.dashboard").joinpath("static")
+
+
+@router.get("/dashboard")
+@router.get("/dashboard/")
+@router.get("/dashboard/images")
+def page(services: Annotated[Services, Depends(get_services)]) -> Response:
+    html = _static().joinpath("index.html").read_bytes()
+    return Response(html, media_type="text/html; charset=utf-8", headers=_headers(services))
+
+
+@router.get("/dashboard/static/{name:path}")
+def asset(name: str, services: Annotated[Services, Depends(get_services)]) -> Response:
+    match = _ASSET.fullmatch(name)
+    target = _static().joinpath(*name.split("/")) if match else None
+    if match is None or target is None or not target.is_file():
+        raise NotFound("No such dashboard file")
+    return Response(
+        target.read_bytes(), media_type=_MEDIA_TYPES[match["ext"]], headers=_headers(services)
+    )
+
+
+def _headers(services: Services) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": content_security_policy(services.settings),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+        "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+        # Revalidate each time: a new gateway version's assets apply at once.
+        "Cache-Control": "no-cache",
+    }
+
+
+def content_security_policy(settings: Settings) -> str:
+    """Same-origin code only. Images may also come from the object store's own origin
+    (presigned S3 URLs or a CDN), from data: (the source-image preview) and blob:."""
+    image_sources = ["'self'", "data:", "blob:", *image_origins(settings)]
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {' '.join(image_sources)}",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        )
+    )
+
+
+def image_origins(settings: Settings) -> list[str]:
+    if settings.public_base_url:
+        return [_origin(settings.public_base_url)]
+    if settings.s3_bucket:
+        if settings.s3_endpoint_url:
+            return [_origin(settings.s3_endpoint_url)]
+        # Presigned AWS URLs: virtual-hosted (bucket.s3.region...) or path style.
+        return ["https://*.amazonaws.com"]
+    return []
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -1,0 +1,324 @@
+// The generate form: prompt, model, aspect ratio, preset, count, source image; progress.
+
+import { api } from "./api.js";
+import { $, formatBytes, h, modelName, providerName, setShape, setText, show } from "./dom.js";
+
+export const RATIOS = [
+  ["1:1", "Square"],
+  ["16:9", "Wide"],
+  ["9:16", "Tall"],
+  ["4:3", "Landscape"],
+  ["3:4", "Portrait"],
+  ["21:9", "Ultra-wide"],
+  ["9:21", "Ultra-tall"],
+];
+const MAX_PROMPT = 4000;
+const MAX_SOURCE_BYTES = 10 * 1024 * 1024;
+const SOURCE_TYPES = ["image/png", "image/jpeg", "image/webp"];
+
+const state = {
+  models: new Map(),
+  presets: new Map(),
+  source: null, // { dataUrl, name, size }
+  balance: null,
+  busy: false,
+  hooks: null,
+};
+
+export function setupComposer(hooks) {
+  state.hooks = hooks;
+  renderRatios();
+  renderCounts();
+  const prompt = $("prompt");
+  prompt.addEventListener("input", () => {
+    $("prompt-count").textContent = `${prompt.value.length} / ${MAX_PROMPT}`;
+  });
+  // Ctrl/Cmd+Enter generates from anywhere in the form.
+  $("generate-form").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.metaKey || event.ctrlKey)) {
+      event.preventDefault();
+      $("generate-form").requestSubmit();
+    }
+  });
+  $("model").addEventListener("change", () => {
+    describeModel();
+    updateCost();
+  });
+  $("preset").addEventListener("change", describePreset);
+  $("counts").addEventListener("change", updateCost);
+  setupSource();
+  $("generate-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    generate();
+  });
+}
+
+export function setCatalog({ models, defaultModel }, { presets, defaultPreset }) {
+  state.models = new Map(models.map((model) => [model.id, model]));
+  const select = $("model");
+  select.replaceChildren();
+  const byProvider = new Map();
+  for (const model of models) {
+    if (!byProvider.has(model.provider)) byProvider.set(model.provider, []);
+    byProvider.get(model.provider).push(model);
+  }
+  for (const [provider, group] of byProvider) {
+    select.append(
+      h(
+        "optgroup",
+        { label: providerName(provider) },
+        group.map((model) =>
+          h(
+            "option",
+            { value: model.id, disabled: !model.configured },
+            `${modelName(model.id)} · ${model.price} credits${model.configured ? "" : " · not configured"}`,
+          ),
+        ),
+      ),
+    );
+  }
+  const usable = models.find((model) => model.id === defaultModel && model.configured)
+    ?? models.find((model) => model.configured);
+  if (usable) select.value = usable.id;
+  describeModel();
+
+  state.presets = new Map(presets.map((preset) => [preset.id, preset]));
+  $("preset").replaceChildren(
+    ...presets.map((preset) => h("option", { value: preset.id }, preset.id)),
+  );
+  $("preset").value = defaultPreset;
+  describePreset();
+  updateCost();
+}
+
+export function setBalance(balance) {
+  state.balance = balance;
+  updateCost();
+}
+
+function selectedModel() {
+  return state.models.get($("model").value) ?? null;
+}
+
+function selectedCount() {
+  return Number($("counts").querySelector("input:checked")?.value ?? 1);
+}
+
+function selectedRatio() {
+  return $("ratios").querySelector("input:checked")?.value ?? "1:1";
+}
+
+function renderRatios() {
+  const container = $("ratios");
+  for (const [ratio, label] of RATIOS) {
+    const [w, h_] = ratio.split(":").map(Number);
+    const id = `ratio-${ratio.replace(":", "-")}`;
+    const shape = h("span", { class: "shape", "aria-hidden": "true" });
+    // Fit the shape in a 34 px square, true to the ratio.
+    const scale = 34 / Math.max(w, h_);
+    shape.style.width = `${Math.round(w * scale)}px`;
+    shape.style.height = `${Math.round(h_ * scale)}px`;
+    container.append(
+      h("input", {
+        type: "radio",
+        name: "aspectRatio",
+        id,
+        value: ratio,
+        class: "visually-hidden",
+        checked: ratio === "1:1",
+      }),
+      h(
+        "label",
+        { for: id, class: "ratio" },
+        h("span", { class: "shape-box" }, shape),
+        h("span", { class: "ratio-name" }, ratio),
+        h("span", { class: "ratio-label" }, label),
+      ),
+    );
+  }
+}
+
+function renderCounts() {
+  const container = $("counts");
+  for (const count of [1, 2, 3, 4]) {
+    const id = `count-${count}`;
+    container.append(
+      h("input", {
+        type: "radio",
+        name: "numImages",
+        id,
+        value: count,
+        class: "visually-hidden",
+        checked: count === 1,
+      }),
+      h("label", { for: id }, String(count)),
+    );
+  }
+}
+
+function describeModel() {
+  const model = selectedModel();
+  if (!model) {
+    setText($("model-hint"), "No model is configured on this gateway.");
+    return;
+  }
+  const parts = [model.description, `${model.price} credits per image`];
+  if (model.imageToImage) parts.push("image-to-image");
+  $("model-hint").textContent = parts.filter(Boolean).join(" · ");
+  $("dropzone").classList.toggle("unsupported", !model.imageToImage);
+}
+
+function describePreset() {
+  const preset = state.presets.get($("preset").value);
+  $("preset-hint").textContent = preset?.description ?? "";
+}
+
+function updateCost() {
+  const model = selectedModel();
+  const cost = $("cost");
+  if (!model) {
+    cost.replaceChildren();
+    return;
+  }
+  const count = selectedCount();
+  const total = model.price * count;
+  const short = state.balance !== null && total > state.balance;
+  cost.classList.toggle("short", short);
+  cost.replaceChildren(
+    h("span", {}, count > 1 ? `${count} × ${model.price} = ` : "Costs ", h("strong", {}, `${total} credits`)),
+    state.balance === null
+      ? null
+      : h("span", { class: "muted" }, short ? `You have ${state.balance}, not enough` : `You have ${state.balance}`),
+  );
+}
+
+function setupSource() {
+  const input = $("source-file");
+  const zone = $("dropzone");
+  input.addEventListener("change", () => {
+    if (input.files?.[0]) readSource(input.files[0]);
+  });
+  for (const name of ["dragenter", "dragover"]) {
+    zone.addEventListener(name, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    zone.addEventListener(name, () => zone.classList.remove("dragging"));
+  }
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer?.files?.[0];
+    if (file) readSource(file);
+  });
+  $("source-remove").addEventListener("click", () => {
+    clearSource();
+    input.focus();
+  });
+}
+
+function readSource(file) {
+  const error = $("source-error");
+  setText(error, "");
+  if (!SOURCE_TYPES.includes(file.type)) {
+    setText(error, "The source image must be a PNG, JPEG or WebP file.");
+    return;
+  }
+  if (file.size > MAX_SOURCE_BYTES) {
+    setText(error, `That file is ${formatBytes(file.size)}; the limit is 10 MB.`);
+    return;
+  }
+  const reader = new FileReader();
+  reader.addEventListener("load", () => {
+    state.source = { dataUrl: String(reader.result), name: file.name, size: file.size };
+    $("source-img").src = state.source.dataUrl;
+    $("source-name").textContent = file.name;
+    $("source-size").textContent = formatBytes(file.size);
+    show($("source-preview"));
+    show($("dropzone-label"), false);
+  });
+  reader.addEventListener("error", () => setText(error, "That file could not be read."));
+  reader.readAsDataURL(file);
+}
+
+function clearSource() {
+  state.source = null;
+  $("source-file").value = "";
+  $("source-img").removeAttribute("src");
+  show($("source-preview"), false);
+  show($("dropzone-label"));
+}
+
+async function generate() {
+  if (state.busy) return;
+  const { hooks } = state;
+  const prompt = $("prompt").value.trim();
+  const model = selectedModel();
+  hooks.clearError();
+  if (!prompt) {
+    hooks.showError("Write a prompt first: describe the image you want.");
+    $("prompt").focus();
+    return;
+  }
+  if (!model) {
+    hooks.showError("No model is configured on this gateway.");
+    return;
+  }
+  if (state.source && !model.imageToImage) {
+    hooks.showError(`${modelName(model.id)} cannot start from a source image. Remove it or pick another model.`);
+    return;
+  }
+  const body = {
+    prompt,
+    model: model.id,
+    aspectRatio: selectedRatio(),
+    numImages: selectedCount(),
+    stylePreset: $("preset").value,
+  };
+  if (state.source) body.sourceImage = state.source.dataUrl;
+
+  setBusy(true, body);
+  let result;
+  try {
+    result = await api("/api/v1/generate-image", { method: "POST", body });
+  } catch (error) {
+    setBusy(false);
+    hooks.onFailed(error, body);
+    return;
+  }
+  setBusy(false);
+  hooks.onGenerated(result, body);
+}
+
+let ticker = 0;
+function setBusy(busy, body) {
+  state.busy = busy;
+  $("compose-fields").disabled = busy;
+  const button = $("generate");
+  button.disabled = busy;
+  button.classList.toggle("busy", busy);
+  button.querySelector(".button-text").textContent = busy ? "Generating…" : "Generate";
+  show($("progress"), busy);
+  clearInterval(ticker);
+  if (!busy) return;
+  const count = body.numImages;
+  $("progress-title").textContent = `Generating ${count} image${count === 1 ? "" : "s"} with ${modelName(body.model)} · ${body.aspectRatio}${body.stylePreset === "none" ? "" : ` · ${body.stylePreset}`}`;
+  const started = Date.now();
+  const elapsed = $("progress-elapsed");
+  elapsed.textContent = "0 s";
+  ticker = setInterval(() => {
+    elapsed.textContent = `${Math.round((Date.now() - started) / 1000)} s`;
+  }, 1000);
+  state.hooks.onStarted(body);
+}
+
+// Placeholders at the requested shape while the images are made.
+export function placeholders(body) {
+  const [w, hgt] = body.aspectRatio.split(":").map(Number);
+  return Array.from({ length: body.numImages }, () => {
+    const box = h("div", { class: "result placeholder", "aria-hidden": "true" });
+    setShape(box, w, hgt);
+    return box;
+  });
+}
