@@ -305,6 +305,16 @@ async def test_image_to_image_from_a_picked_or_dropped_file(
     await dash.expect_balance(16)
     (item,) = (await _api(embedded_stack, tenant, "/api/v1/images")).json()["items"]
     assert item["imageToImage"] is True
+
+    # A fresh result opens in the large view too; deleting it there clears it everywhere.
+    await page.locator("#gallery .tile").first.wait_for()
+    await page.locator("#latest-grid .result").click()
+    await page.locator("#viewer").wait_for(state="visible")
+    assert "image-to-image" in (await page.locator("#viewer-meta").text_content() or "")
+    await page.get_by_role("button", name="Delete", exact=True).click()
+    await page.get_by_role("button", name="Delete image").click()
+    await page.locator("#latest").wait_for(state="hidden")
+    assert await page.locator("#gallery .tile").count() == 0
     assert dash.errors == []
 
 

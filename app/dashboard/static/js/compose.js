@@ -111,13 +111,13 @@ function selectedRatio() {
 function renderRatios() {
   const container = $("ratios");
   for (const [ratio, label] of RATIOS) {
-    const [w, h_] = ratio.split(":").map(Number);
+    const [width, height] = ratio.split(":").map(Number);
     const id = `ratio-${ratio.replace(":", "-")}`;
     const shape = h("span", { class: "shape", "aria-hidden": "true" });
     // Fit the shape in a 34 px square, true to the ratio.
-    const scale = 34 / Math.max(w, h_);
-    shape.style.width = `${Math.round(w * scale)}px`;
-    shape.style.height = `${Math.round(h_ * scale)}px`;
+    const scale = 34 / Math.max(width, height);
+    shape.style.width = `${Math.round(width * scale)}px`;
+    shape.style.height = `${Math.round(height * scale)}px`;
     container.append(
       h("input", {
         type: "radio",
@@ -315,10 +315,10 @@ function setBusy(busy, body) {
 
 // Placeholders at the requested shape while the images are made.
 export function placeholders(body) {
-  const [w, hgt] = body.aspectRatio.split(":").map(Number);
+  const [width, height] = body.aspectRatio.split(":").map(Number);
   return Array.from({ length: body.numImages }, () => {
     const box = h("div", { class: "result placeholder", "aria-hidden": "true" });
-    setShape(box, w, hgt);
+    setShape(box, width, height);
     return box;
   });
 }

@@ -100,6 +100,7 @@ function resultFigure(image, generationId, body) {
       type: "button",
       class: "result",
       "aria-label": `Open image ${image.index + 1}: ${body.prompt}`,
+      dataset: { generationId, index: String(image.index) },
       onclick: (event) => {
         const item = findItem(generationId, image.index);
         if (item) openViewer(item, event.currentTarget);
@@ -126,8 +127,10 @@ function onFailed(error, body) {
 
 function onDeleted(item) {
   const grid = $("latest-grid");
+  // Signed URLs differ per answer, so match the image by its generation and index.
   for (const figure of grid.querySelectorAll(".result")) {
-    if (figure.querySelector("img")?.getAttribute("src") === item.url) figure.remove();
+    const { generationId, index } = figure.dataset;
+    if (generationId === item.generationId && Number(index) === item.index) figure.remove();
   }
   if (!grid.children.length) show($("latest"), false);
 }
