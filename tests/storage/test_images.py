@@ -95,6 +95,68 @@ def test_corrupt_webp_is_not_passed_through() -> None:
         normalise_to_webp(source[: len(source) // 2], "16:9", max_pixels=MAX_PIXELS)
 
 
+@pytest.mark.parametrize(
+    ("mode", "params"),
+    [
+        ("RGB", {"quality": 90}),
+        ("RGB", {"lossless": True}),
+        ("RGBA", {"quality": 80}),
+        ("RGB", {"quality": 80, "icc_profile": b"\x00" * 64}),
+    ],
+    ids=["lossy", "lossless", "alpha", "icc"],
+)
+def test_well_formed_webp_passes_through_without_decoding(
+    mode: str, params: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = encode(gradient(640, 360, mode), "WEBP", **params)
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a well-formed WebP of the exact ratio is not decoded")
+
+    monkeypatch.setattr(Image, "open", no_decoding)
+    result = normalise_to_webp(source, "16:9", max_pixels=MAX_PIXELS)
+    assert result.data is source
+    assert (result.width, result.height) == (640, 360)
+
+
+def _corrupt(data: bytes, offset: int, replacement: bytes) -> bytes:
+    return data[:offset] + replacement + data[offset + len(replacement) :]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d[:-7],  # truncated: RIFF size no longer matches
+        lambda d: _corrupt(d, 4, struct.pack("<I", len(d))),  # RIFF size off by 8
+        lambda d: _corrupt(d, 20 + 3, b"\x00\x00\x00"),  # VP8 start code gone
+        lambda d: _corrupt(d, 16, struct.pack("<I", len(d))),  # chunk runs past the end
+        lambda d: _corrupt(d, 12, b"JUNK"),  # no bitstream chunk
+    ],
+    ids=["truncated", "riff-size", "start-code", "chunk-size", "no-bitstream"],
+)
+def test_damaged_webp_is_not_passed_through(damage: object) -> None:
+    source = encode(gradient(640, 360), "WEBP", quality=90)
+    assert source[12:16] == b"VP8 "  # a simple lossy file: VP8 chunk at offset 12
+    assert callable(damage)
+    damaged = damage(source)
+    with pytest.raises(ImageDecodeError):
+        normalise_to_webp(damaged, "16:9", max_pixels=MAX_PIXELS)
+
+
+def test_webp_passthrough_respects_the_pixel_limit() -> None:
+    source = encode(gradient(640, 360), "WEBP")
+    with pytest.raises(ImageDecodeError):
+        normalise_to_webp(source, "16:9", max_pixels=640 * 360 - 1)
+
+
+def test_animated_webp_is_re_encoded() -> None:
+    frames = [gradient(320, 180), gradient(320, 180).rotate(180)]
+    source = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:])
+    result = normalise_to_webp(source, "16:9", max_pixels=MAX_PIXELS)
+    assert result.data != source
+    assert getattr(decode(result), "n_frames", 1) == 1
+
+
 def test_alpha_is_kept() -> None:
     image = Image.new("RGBA", (300, 200), (10, 200, 30, 255))
     image.paste((0, 0, 0, 0), (100, 50, 200, 150))
