@@ -9,11 +9,13 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from app.api import account, files, generate, health, images, models
+from app.api import account, files, generate, health, images, jobs, models, openai_compat
 from app.api import admin as admin_api
 from app.api.errors import install_error_handlers
 from app.dashboard import routes as dashboard
+from app.emulators.bfl import create_bfl_emulator
 from app.emulators.gemini import create_gemini_emulator
+from app.emulators.openai import create_openai_emulator
 from app.lifespan import running_services
 from app.observability.metrics import Metrics
 from app.observability.middleware import GatewayMiddleware
@@ -26,6 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     emulators: dict[str, ASGIApp] = {}
     if settings.emulate:
         emulators["gemini"] = create_gemini_emulator()
+        emulators["openai"] = create_openai_emulator()
+        emulators["bfl"] = create_bfl_emulator()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     if settings.admin_token is not None:  # absent, not merely refused, without a token
         app.include_router(admin_api.router)
+    app.include_router(openai_compat.router)
+    app.include_router(jobs.router)
     for name, emulator in emulators.items():
         app.mount(f"/emulators/{name}", emulator)
     app.add_middleware(GatewayMiddleware, metrics=metrics, emulated=bool(emulators))
