@@ -151,7 +151,7 @@ def test_database_outage_is_503_and_charges_nothing(
 
     # Down before the request: authentication cannot even look the key up.
     with proxy.down():
-        for _ in range(2):  # a dropped pooled connection, then a refused connect
+        for _ in range(2):  # with connections pooled (pre-ping finds them dead), then none
             response = generate()
             assert response.status_code == 503, response.text
             assert response.json() == {
