@@ -68,7 +68,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
             root = images / prefix
             if not root.exists():
                 return []
-            return sorted(str(p.relative_to(images)) for p in root.rglob("*") if p.is_file())
+            # Whole objects only: a write in progress is a hidden temporary file.
+            return sorted(
+                str(p.relative_to(images))
+                for p in root.rglob("*.webp")
+                if p.is_file() and not p.name.startswith(".")
+            )
 
         return Backend(
             "embedded",

@@ -112,9 +112,6 @@ def test_concurrent_load_across_replicas_never_overspends(replicas: Replicas) ->
     assert all(
         r.json()["code"] == "insufficient_credits" for r in responses if r.status_code == 402
     )
-    # Both replicas took part in the successes.
-    served = {r.url.port for r in responses if r.status_code == 200}
-    assert served == {g.port for g in replicas.gateways}
     balance = imagegate(replicas.env, "credits", "balance", "--tenant", tenant.name)
     assert balance["balance"] == 0
     assert replicas.count(CreditHold, tenant, CreditHold.status == "captured") == affordable
