@@ -88,8 +88,10 @@ def replicas(
     first = GatewayProcess({**env, "IMAGEGATE_DATA_DIR": str(root / "a")}, root / "a.log")
     second = GatewayProcess({**env, "IMAGEGATE_DATA_DIR": str(root / "b")}, root / "b.log")
     try:
-        first.start()
-        second.start()
+        first.launch()
+        second.launch()
+        first.wait_ready()
+        second.wait_ready()
         yield Replicas(env, database_url, bucket, s3_endpoint, (first, second))
     finally:
         first.terminate()

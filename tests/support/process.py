@@ -211,6 +211,13 @@ class GatewayProcess:
         return self._process is not None and self._process.poll() is None
 
     def start(self, timeout: float = 60.0) -> GatewayProcess:
+        """Launch and wait until /healthz answers."""
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Spawn the process without waiting for it (start several, then wait_ready)."""
         if self.running:
             raise RuntimeError("already running")
         command = [
@@ -235,8 +242,6 @@ class GatewayProcess:
                 cwd=REPO_ROOT,
                 start_new_session=True,
             )
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
