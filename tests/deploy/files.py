@@ -226,7 +226,7 @@ def replay_copies(stage: Stage, context: list[str], target: Path, root: Path = R
                 if path == source:  # a file
                     into = (
                         destination / PurePosixPath(path).name
-                        if dest.endswith("/") or (len(sources) > 1)
+                        if dest.endswith("/") or len(sources) > 1
                         else destination
                     )
                 else:  # a directory: its contents go into the destination

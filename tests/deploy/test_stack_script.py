@@ -128,13 +128,12 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             assert process.poll() is None, f"scripts/stack exited:\n{stack.output()}"
-            assert time.monotonic() < deadline, f"no /healthz in time:\n{stack.output()}"
-            try:
-                if httpx.get(f"{stack.gateway_url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+            assert time.monotonic() < deadline, f"not up in time:\n{stack.output()}"
+            # Up means: the banner is printed (it follows the gateway's first /healthz).
+            if "local stack is up" in stack.output():
+                break
             time.sleep(0.5)
+        assert httpx.get(f"{stack.gateway_url}/healthz", timeout=5).status_code == 200
         yield stack
     finally:
         if process.poll() is None:  # a failed test: stop it as a developer would
