@@ -27,6 +27,7 @@ from app.services import Services
 from app.settings import Settings
 from app.storage.factory import create_image_store
 from app.storage.signing import UrlSigner, load_or_create_secret
+from app.tenants.auth_cache import AuthCache
 
 log = logging.getLogger("app")
 
@@ -93,6 +94,7 @@ async def running_services(
         job_runner=job_runner,
         metrics=metrics,
         emulated=bool(emulators),
+        auth_cache=AuthCache(settings.auth_cache_seconds),
     )
     app.state.image_store = image_store
     app.state.url_signer = signer

@@ -13,6 +13,7 @@ from app.providers.catalog import Catalog
 from app.ratelimit import RateLimiter
 from app.settings import Settings
 from app.storage.base import ImageStore
+from app.tenants.auth_cache import AuthCache
 
 
 @dataclass(slots=True)
@@ -27,3 +28,4 @@ class Services:
     job_runner: JobRunner
     metrics: Metrics
     emulated: bool
+    auth_cache: AuthCache

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     rate_limit_key_per_minute: int = Field(default=60, ge=1)
     rate_limit_tenant_per_minute: int = Field(default=120, ge=1)
+    # Successful key lookups are remembered this long (0: off), so a request does not spend
+    # a database transaction on its key; revocations by another process apply within it.
+    auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
 
     log_level: str = "INFO"
 

@@ -172,6 +172,7 @@ async def revoke_key(prefix: str, services: ServicesDep) -> dict[str, Any]:
     """Revoke a key by its prefix; revoking a revoked key changes nothing."""
     async with services.sessions() as session, session.begin():
         key = await tenants.revoke_key(session, prefix)
+    services.auth_cache.clear()  # refused from now on, not after the cache's few seconds
     log.info("admin: key revoked", extra={"prefix": key.prefix})
     return _key(key)
 
@@ -198,6 +199,7 @@ async def set_rate_limits(name: str, request: Request, services: ServicesDep) ->
             session, tenant, per_minute=body.per_minute, key_per_minute=body.key_per_minute
         )
         summary = await admin.tenant_summary(session, tenant)
+    services.auth_cache.clear()  # cached keys carry the tenant's limits
     log.info("admin: rate limits set", extra={"tenant": tenant.name})
     return _tenant(summary, services)
 

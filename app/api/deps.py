@@ -7,7 +7,7 @@ from fastapi import Request
 from app.errors import GatewayError
 from app.ratelimit import Limit
 from app.services import Services
-from app.tenants.service import AuthContext, authenticate
+from app.tenants.service import AuthContext, authenticate, bearer_token, hash_key
 
 
 class RateLimitExceeded(GatewayError):
@@ -23,8 +23,13 @@ def get_services(request: Request) -> Services:
 async def authenticated(request: Request) -> AuthContext:
     """Authenticate, then rate-limit by key id and tenant (never by the raw key string)."""
     services = get_services(request)
-    async with services.sessions() as session, session.begin():
-        auth = await authenticate(session, request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    key_hash = hash_key(bearer_token(authorization))
+    auth = services.auth_cache.get(key_hash)
+    if auth is None:
+        async with services.sessions() as session, session.begin():
+            auth = await authenticate(session, authorization)
+        services.auth_cache.put(key_hash, auth)
     settings = services.settings
     decision = await services.rate_limiter.hit(
         [f"key:{auth.api_key_id}", f"tenant:{auth.tenant_id}"],

@@ -91,8 +91,8 @@ async def revoke_key(session: AsyncSession, prefix: str) -> ApiKey:
     return key
 
 
-async def authenticate(session: AsyncSession, authorization: str | None) -> AuthContext:
-    """Resolve `Authorization: Bearer <key>` to a tenant, or raise Unauthorized."""
+def bearer_token(authorization: str | None) -> str:
+    """The key in `Authorization: Bearer <key>` if it has a key's shape, or Unauthorized."""
     if not authorization:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
     scheme, _, token = authorization.partition(" ")
@@ -101,6 +101,12 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Auth
         raise Unauthorized("Malformed Authorization header: expected 'Bearer <key>'")
     if not _KEY_SHAPE.match(token):
         raise Unauthorized("Invalid API key")
+    return token
+
+
+async def authenticate(session: AsyncSession, authorization: str | None) -> AuthContext:
+    """Resolve `Authorization: Bearer <key>` to a tenant, or raise Unauthorized."""
+    token = bearer_token(authorization)
     row = (
         await session.execute(
             select(ApiKey, Tenant.rate_limit_per_minute, Tenant.key_rate_limit_per_minute)
