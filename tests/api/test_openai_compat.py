@@ -92,7 +92,7 @@ async def test_typed_errors_401_402_429_400(stack: Stack) -> None:
     assert raised.value.status_code == 402
     assert "needs 4" in raised.value.message
     with pytest.raises(openai.BadRequestError) as invalid:
-        await client.images.generate(prompt="x", size="wide")  # type: ignore[arg-type]
+        await client.images.generate(prompt="x", size="wide")
     assert invalid.value.param == "size"
     await client.close()
 

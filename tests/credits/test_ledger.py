@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -188,7 +188,7 @@ async def test_audit_finds_a_hold_settled_twice(sessions: Sessions) -> None:
     assert len(problems) == 1 and hold_id in problems[0]
     async with sessions() as session, session.begin():
         await session.execute(
-            LedgerEntry.__table__.delete().where(
+            delete(LedgerEntry).where(
                 LedgerEntry.hold_id == hold_id,
                 LedgerEntry.kind == "release",
                 LedgerEntry.id

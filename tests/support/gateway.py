@@ -100,7 +100,7 @@ def gateway_settings(**overrides: Any) -> Settings:
         "admin_token": "test-admin-token-for-both-stacks",
     }
     defaults.update(overrides)
-    return Settings(_env_file=None, **defaults)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **defaults)
 
 
 @pytest.fixture(scope="session")
