@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import CreditAccount, CreditHold, LedgerEntry, utcnow
+from app.db.models import CreditAccount, CreditHold, LedgerEntry, new_id, utcnow
 from app.errors import InsufficientCredits, InvalidRequest
+
+# The per-request statements (reserve, settle) are Core statements on the tables: the
+# ORM's unit of work and its session synchronisation cost more CPU than the SQL itself.
+# Nothing on those paths holds ORM objects of these tables in its session.
+_ACCOUNTS = cast(Table, CreditAccount.__table__)
+_HOLDS = cast(Table, CreditHold.__table__)
+_ENTRIES = cast(Table, LedgerEntry.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +43,7 @@ async def ensure_account(session: AsyncSession, tenant_id: str) -> None:
 
 async def get_balance(session: AsyncSession, tenant_id: str) -> int:
     balance = await session.scalar(
-        select(CreditAccount.balance).where(CreditAccount.tenant_id == tenant_id)
+        select(_ACCOUNTS.c.balance).where(_ACCOUNTS.c.tenant_id == tenant_id)
     )
     return int(balance or 0)
 
@@ -62,37 +70,39 @@ async def reserve(
     """Move `amount` out of the balance into an open hold, or raise InsufficientCredits."""
     now = utcnow()
     result = await session.execute(
-        update(CreditAccount)
-        .where(CreditAccount.tenant_id == tenant_id, CreditAccount.balance >= amount)
-        .values(balance=CreditAccount.balance - amount, updated_at=now)
-        .returning(CreditAccount.balance)
+        update(_ACCOUNTS)
+        .where(_ACCOUNTS.c.tenant_id == tenant_id, _ACCOUNTS.c.balance >= amount)
+        .values(balance=_ACCOUNTS.c.balance - amount, updated_at=now)
+        .returning(_ACCOUNTS.c.balance)
     )
     balance_after = result.scalar_one_or_none()
     if balance_after is None:
         raise InsufficientCredits(required=amount, available=await get_balance(session, tenant_id))
-    hold = CreditHold(
-        tenant_id=tenant_id,
-        generation_id=generation_id,
-        amount=amount,
-        captured=0,
-        status="open",
-        created_at=now,
-        expires_at=now + ttl,
+    hold_id = new_id()
+    await session.execute(
+        insert(_HOLDS).values(
+            id=hold_id,
+            tenant_id=tenant_id,
+            generation_id=generation_id,
+            amount=amount,
+            captured=0,
+            status="open",
+            created_at=now,
+            expires_at=now + ttl,
+        )
     )
-    session.add(hold)
-    await session.flush()
-    session.add(
-        LedgerEntry(
+    await session.execute(
+        insert(_ENTRIES).values(
             tenant_id=tenant_id,
             kind="hold",
             amount=-amount,
-            hold_id=hold.id,
+            hold_id=hold_id,
             generation_id=generation_id,
             note=f"reserved {amount}",
+            created_at=now,
         )
     )
-    await session.flush()
-    return Hold(id=hold.id, tenant_id=tenant_id, amount=amount, balance_after=int(balance_after))
+    return Hold(id=hold_id, tenant_id=tenant_id, amount=amount, balance_after=int(balance_after))
 
 
 async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
@@ -104,11 +114,11 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
     now = utcnow()
     status = "captured" if captured > 0 else "released"
     result = await session.execute(
-        update(CreditHold)
-        .where(CreditHold.id == hold_id, CreditHold.status == "open")
-        .where(CreditHold.amount >= captured)
+        update(_HOLDS)
+        .where(_HOLDS.c.id == hold_id, _HOLDS.c.status == "open")
+        .where(_HOLDS.c.amount >= captured)
         .values(status=status, captured=captured, settled_at=now)
-        .returning(CreditHold.tenant_id, CreditHold.amount, CreditHold.generation_id)
+        .returning(_HOLDS.c.tenant_id, _HOLDS.c.amount, _HOLDS.c.generation_id)
     )
     row = result.one_or_none()
     if row is None:
@@ -119,17 +129,17 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
         await _change_balance(session, tenant_id, returned)
     kind = "capture" if captured > 0 else "release"
     note = f"captured {captured} of {amount}" if captured else f"released {amount}"
-    session.add(
-        LedgerEntry(
+    await session.execute(
+        insert(_ENTRIES).values(
             tenant_id=tenant_id,
             kind=kind,
             amount=returned,
             hold_id=hold_id,
             generation_id=generation_id,
             note=note,
+            created_at=now,
         )
     )
-    await session.flush()
     return True
 
 
