@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from app.db.sqlite import one_hop_dbapi
+from app.db.sqlite import CONNECT_ARGS, one_hop_dbapi
 
 
 def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
@@ -60,7 +60,7 @@ def _create_sqlite_engine(database_url: str) -> AsyncEngine:
     engine = create_async_engine(
         database_url,
         module=one_hop_dbapi(),
-        connect_args={"timeout": 30, "isolation_level": None},
+        connect_args={"timeout": 30, "isolation_level": None, **CONNECT_ARGS},
         pool_size=1,
         max_overflow=0,
         pool_timeout=60,

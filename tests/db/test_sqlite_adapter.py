@@ -1,0 +1,88 @@
+"""The SQLite adapter (app/db/sqlite.py): fewer thread hops, same semantics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.engine import create_engine
+
+
+@pytest_asyncio.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'adapter.db'}")
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the functions sent to a connection's thread."""
+    sent: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: object, *args: object) -> object:
+        sent.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return sent
+
+
+async def test_writes_in_a_transaction_take_no_hop_reads_and_commit_do(
+    engine: AsyncEngine, hops: list[str]
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (id, v) VALUES (1, 10)"))
+        await connection.execute(text("UPDATE t SET v = v + 1 WHERE id = 1"))
+        value = (await connection.execute(text("SELECT v FROM t WHERE id = 1"))).scalar_one()
+    assert value == 11
+    # BEGIN IMMEDIATE and the SELECT run on the thread, then the COMMIT; no reset rollback.
+    assert hops == ["_run", "_run", "commit"]
+
+
+async def test_returning_rows_and_rowcount_come_back(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (id, v) VALUES (1, 1), (2, 2)"))
+        updated = await connection.execute(text("UPDATE t SET v = v * 10 RETURNING id, v"))
+        assert sorted(updated.all()) == [(1, 10), (2, 20)]
+        deleted = await connection.execute(text("DELETE FROM t WHERE v > 15"))
+        assert deleted.rowcount == 1
+
+
+async def test_errors_are_sqlalchemy_errors_and_roll_back(engine: AsyncEngine) -> None:
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (id, v) VALUES (1, 1)"))
+            await connection.execute(text("INSERT INTO t (id, v) VALUES (1, 2)"))
+    async with engine.connect() as connection:
+        count = (await connection.execute(text("SELECT count(*) FROM t"))).scalar_one()
+    assert count == 0
+
+
+async def test_concurrent_transactions_serialise_without_losing_updates(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (id, v) VALUES (1, 0)"))
+
+    async def increment() -> None:
+        async with engine.begin() as connection:
+            current = (await connection.execute(text("SELECT v FROM t WHERE id = 1"))).scalar()
+            await asyncio.sleep(0)  # let the others try to interleave
+            await connection.execute(text("UPDATE t SET v = :v WHERE id = 1"), {"v": current + 1})
+
+    await asyncio.gather(*(increment() for _ in range(50)))
+    async with engine.connect() as connection:
+        final = (await connection.execute(text("SELECT v FROM t WHERE id = 1"))).scalar_one()
+    assert final == 50
