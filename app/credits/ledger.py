@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import CreditAccount, CreditHold, LedgerEntry, new_id, utcnow
@@ -25,6 +25,38 @@ from app.errors import InsufficientCredits, InvalidRequest
 _ACCOUNTS = cast(Table, CreditAccount.__table__)
 _HOLDS = cast(Table, CreditHold.__table__)
 _ENTRIES = cast(Table, LedgerEntry.__table__)
+
+# Built once: constructing and coercing a statement per call cost more than running it,
+# and a reused statement object keeps its cache key. Values come as parameters.
+_RESERVE = (
+    update(_ACCOUNTS)
+    .where(
+        _ACCOUNTS.c.tenant_id == bindparam("b_tenant"),
+        _ACCOUNTS.c.balance >= bindparam("b_amount"),
+    )
+    .values(
+        balance=_ACCOUNTS.c.balance - bindparam("b_amount"),
+        updated_at=bindparam("b_now", type_=_ACCOUNTS.c.updated_at.type),
+    )
+    .returning(_ACCOUNTS.c.balance)
+)
+_SETTLE = (
+    update(_HOLDS)
+    .where(
+        _HOLDS.c.id == bindparam("b_hold"),
+        _HOLDS.c.status == "open",
+        _HOLDS.c.amount >= bindparam("b_captured"),
+    )
+    .values(
+        status=bindparam("b_status", type_=_HOLDS.c.status.type),
+        captured=bindparam("b_captured"),
+        settled_at=bindparam("b_now", type_=_HOLDS.c.settled_at.type),
+    )
+    .returning(_HOLDS.c.tenant_id, _HOLDS.c.amount, _HOLDS.c.generation_id)
+)
+_INSERT_HOLD = insert(_HOLDS)
+_INSERT_ENTRY = insert(_ENTRIES)
+_BALANCE = select(_ACCOUNTS.c.balance).where(_ACCOUNTS.c.tenant_id == bindparam("b_tenant"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +74,7 @@ async def ensure_account(session: AsyncSession, tenant_id: str) -> None:
 
 
 async def get_balance(session: AsyncSession, tenant_id: str) -> int:
-    balance = await session.scalar(
-        select(_ACCOUNTS.c.balance).where(_ACCOUNTS.c.tenant_id == tenant_id)
-    )
+    balance = await session.scalar(_BALANCE, {"b_tenant": tenant_id})
     return int(balance or 0)
 
 
@@ -70,37 +100,36 @@ async def reserve(
     """Move `amount` out of the balance into an open hold, or raise InsufficientCredits."""
     now = utcnow()
     result = await session.execute(
-        update(_ACCOUNTS)
-        .where(_ACCOUNTS.c.tenant_id == tenant_id, _ACCOUNTS.c.balance >= amount)
-        .values(balance=_ACCOUNTS.c.balance - amount, updated_at=now)
-        .returning(_ACCOUNTS.c.balance)
+        _RESERVE, {"b_tenant": tenant_id, "b_amount": amount, "b_now": now}
     )
     balance_after = result.scalar_one_or_none()
     if balance_after is None:
         raise InsufficientCredits(required=amount, available=await get_balance(session, tenant_id))
     hold_id = new_id()
     await session.execute(
-        insert(_HOLDS).values(
-            id=hold_id,
-            tenant_id=tenant_id,
-            generation_id=generation_id,
-            amount=amount,
-            captured=0,
-            status="open",
-            created_at=now,
-            expires_at=now + ttl,
-        )
+        _INSERT_HOLD,
+        {
+            "id": hold_id,
+            "tenant_id": tenant_id,
+            "generation_id": generation_id,
+            "amount": amount,
+            "captured": 0,
+            "status": "open",
+            "created_at": now,
+            "expires_at": now + ttl,
+        },
     )
     await session.execute(
-        insert(_ENTRIES).values(
-            tenant_id=tenant_id,
-            kind="hold",
-            amount=-amount,
-            hold_id=hold_id,
-            generation_id=generation_id,
-            note=f"reserved {amount}",
-            created_at=now,
-        )
+        _INSERT_ENTRY,
+        {
+            "tenant_id": tenant_id,
+            "kind": "hold",
+            "amount": -amount,
+            "hold_id": hold_id,
+            "generation_id": generation_id,
+            "note": f"reserved {amount}",
+            "created_at": now,
+        },
     )
     return Hold(id=hold_id, tenant_id=tenant_id, amount=amount, balance_after=int(balance_after))
 
@@ -114,11 +143,7 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
     now = utcnow()
     status = "captured" if captured > 0 else "released"
     result = await session.execute(
-        update(_HOLDS)
-        .where(_HOLDS.c.id == hold_id, _HOLDS.c.status == "open")
-        .where(_HOLDS.c.amount >= captured)
-        .values(status=status, captured=captured, settled_at=now)
-        .returning(_HOLDS.c.tenant_id, _HOLDS.c.amount, _HOLDS.c.generation_id)
+        _SETTLE, {"b_hold": hold_id, "b_captured": captured, "b_status": status, "b_now": now}
     )
     row = result.one_or_none()
     if row is None:
@@ -130,15 +155,16 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
     kind = "capture" if captured > 0 else "release"
     note = f"captured {captured} of {amount}" if captured else f"released {amount}"
     await session.execute(
-        insert(_ENTRIES).values(
-            tenant_id=tenant_id,
-            kind=kind,
-            amount=returned,
-            hold_id=hold_id,
-            generation_id=generation_id,
-            note=note,
-            created_at=now,
-        )
+        _INSERT_ENTRY,
+        {
+            "tenant_id": tenant_id,
+            "kind": kind,
+            "amount": returned,
+            "hold_id": hold_id,
+            "generation_id": generation_id,
+            "note": note,
+            "created_at": now,
+        },
     )
     return True
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits.ledger import Hold, get_balance, reserve, settle
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 _GENERATIONS = cast(Table, Generation.__table__)
 _IMAGES = cast(Table, Image.__table__)
+# Built once and given values as parameters (see app/credits/ledger.py).
+_INSERT_GENERATION = insert(_GENERATIONS)
+_FINISH_GENERATION = update(_GENERATIONS).where(_GENERATIONS.c.id == bindparam("b_id"))
+_INSERT_IMAGES = insert(_IMAGES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,21 +201,23 @@ class GenerationService:
             # Core statements here and in _record: the ORM's unit of work cost more CPU
             # than the SQL (see app/credits/ledger.py).
             await session.execute(
-                insert(_GENERATIONS).values(
-                    id=generation_id,
-                    tenant_id=auth.tenant_id,
-                    api_key_id=auth.api_key_id or None,
-                    model=request.model.id,
-                    provider=request.model.provider,
-                    prompt=request.prompt,
-                    style_preset=request.style_preset,
-                    aspect_ratio=request.aspect_ratio,
-                    num_images=request.num_images,
-                    image_to_image=request.source_image is not None,
-                    status="pending",
+                _INSERT_GENERATION,
+                {
+                    "id": generation_id,
+                    "tenant_id": auth.tenant_id,
+                    "api_key_id": auth.api_key_id or None,
+                    "model": request.model.id,
+                    "provider": request.model.provider,
+                    "prompt": request.prompt,
+                    "style_preset": request.style_preset,
+                    "aspect_ratio": request.aspect_ratio,
+                    "num_images": request.num_images,
+                    "image_to_image": request.source_image is not None,
+                    "status": "pending",
+                    "credits_charged": 0,
                     # Object keys are dated from this; the sweeper rebuilds them from it.
-                    created_at=created,
-                )
+                    "created_at": created,
+                },
             )
             return await reserve(
                 session,
@@ -240,22 +246,22 @@ class GenerationService:
             status = "failed"
         first_failure = failures[0] if failures else None
         await session.execute(
-            update(_GENERATIONS)
-            .where(_GENERATIONS.c.id == generation_id)
-            .values(
-                status=status,
-                credits_charged=charged,
-                error_code=first_failure.code if first_failure else None,
-                error_message=first_failure.message[:500] if first_failure else None,
-                completed_at=utcnow(),
-                upstream_ms=upstream_ms,
-                total_ms=int((time.monotonic() - started) * 1000),
-            )
+            _FINISH_GENERATION,
+            {
+                "b_id": generation_id,
+                "status": status,
+                "credits_charged": charged,
+                "error_code": first_failure.code if first_failure else None,
+                "error_message": first_failure.message[:500] if first_failure else None,
+                "completed_at": utcnow(),
+                "upstream_ms": upstream_ms,
+                "total_ms": int((time.monotonic() - started) * 1000),
+            },
         )
         if stored:
             now = utcnow()
             await session.execute(
-                insert(_IMAGES),
+                _INSERT_IMAGES,
                 [
                     {
                         "id": new_id(),
