@@ -22,7 +22,7 @@ from app.providers.base import (
 from app.providers.catalog import CatalogModel
 from app.providers.retry import RetryPolicy, call_with_retries
 from app.storage.base import ImageStore, object_key
-from app.storage.images import EncodedImage, normalise_to_webp
+from app.storage.images import EncodedImage, normalise_to_webp, passthrough
 
 # Errors that say "this upstream cannot serve right now", which a fallback model may fix.
 FALLBACK_ON = (RateLimited, Unavailable, UpstreamTimeout)
@@ -103,9 +103,13 @@ class ImageProducer:
                 if time.monotonic() >= job.deadline:
                     break
                 continue
-            encoded = await asyncio.to_thread(
-                normalise_to_webp, image.data, job.aspect_ratio, max_pixels=self._max_pixels
-            )
+            # An exact-ratio WebP is checked on the loop (headers only, microseconds);
+            # anything to decode and encode goes to a thread.
+            encoded = passthrough(image.data, job.aspect_ratio, max_pixels=self._max_pixels)
+            if encoded is None:
+                encoded = await asyncio.to_thread(
+                    normalise_to_webp, image.data, job.aspect_ratio, max_pixels=self._max_pixels
+                )
             key = object_key(job.tenant_id, job.generation_id, index, job.created)
             await self._store.put(key, encoded.data, encoded.mime_type)
             self._metrics.images_stored.labels(model.id).inc()

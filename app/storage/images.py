@@ -51,9 +51,9 @@ def normalise_to_webp(data: bytes, aspect_ratio: str, *, max_pixels: int) -> Enc
     pixels: decoding a 1024x1024 WebP costs ~15 ms of CPU, more than the rest of a
     request through the gateway.
     """
-    size = _passthrough_webp(data, aspect_ratio, max_pixels=max_pixels)
-    if size is not None:
-        return EncodedImage(data=data, width=size[0], height=size[1])
+    passed = passthrough(data, aspect_ratio, max_pixels=max_pixels)
+    if passed is not None:
+        return passed
     image = open_bounded(data, max_pixels=max_pixels)
     try:
         if _is_passthrough_webp(image, aspect_ratio):
@@ -85,6 +85,18 @@ def normalise_to_webp(data: bytes, aspect_ratio: str, *, max_pixels: int) -> Enc
         return EncodedImage(data=out.getvalue(), width=converted.width, height=converted.height)
     finally:
         image.close()
+
+
+def passthrough(data: bytes, aspect_ratio: str, *, max_pixels: int) -> EncodedImage | None:
+    """The input itself if it is a well-framed still WebP of exactly `aspect_ratio`.
+
+    Microseconds (headers only), so callers may run it on the event loop and send only
+    the rest to `normalise_to_webp` in a thread.
+    """
+    size = _passthrough_webp(data, aspect_ratio, max_pixels=max_pixels)
+    if size is None:
+        return None
+    return EncodedImage(data=data, width=size[0], height=size[1])
 
 
 def open_bounded(
