@@ -27,9 +27,10 @@ class LocalImageStore:
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         # The directory holds only images; the content type is implied by the key.
-        path = self._path(key)
+        validate_key(key)
         try:
-            await asyncio.to_thread(self._write_atomic, path, data)
+            # Resolving the path stats every component: that belongs in the thread too.
+            await asyncio.to_thread(self._put, key, data)
         except OSError as exc:
             raise StorageUnavailable(f"Image storage write failed: {exc.strerror}") from exc
 
@@ -78,6 +79,9 @@ class LocalImageStore:
         if not path.is_relative_to(self._root) or path == self._root:
             raise ValueError("invalid object key")
         return path
+
+    def _put(self, key: str, data: bytes) -> None:
+        self._write_atomic(self._path(key), data)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
