@@ -50,3 +50,7 @@ def configure_logging(level: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx and httpcore log every upstream call at INFO; the access line, the metrics
+    # (imagegate_upstream_*) and errors already tell that, one line per request is enough.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
