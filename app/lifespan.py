@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
@@ -48,6 +49,12 @@ async def running_services(
         settings, {name: httpx.ASGITransport(app=emu) for name, emu in emulators.items()}
     )
     adapters = build_adapters(upstreams, settings)
+    # Transcodes are CPU-bound: more threads than cores only make the event loop wait
+    # longer for the GIL and a core (and hold more decoded images in memory at once).
+    encoder = ThreadPoolExecutor(
+        max_workers=settings.resolved_image_workers,
+        thread_name_prefix="imagegate-encode",
+    )
     producer = ImageProducer(
         adapters=adapters,
         image_store=image_store,
@@ -64,6 +71,7 @@ async def running_services(
             for model in catalog
             if model.max_concurrency
         },
+        encoder=encoder,
     )
     generation = GenerationService(
         settings=settings,
@@ -120,6 +128,7 @@ async def running_services(
             await adapter.aclose()
         for upstream in upstreams.values():
             await upstream.http_client.aclose()
+        encoder.shutdown(wait=False, cancel_futures=True)
         await image_store.aclose()
         await rate_limiter.aclose()
         await engine.dispose()

@@ -5,6 +5,7 @@ Nothing else in the package reads os.environ; everything receives a Settings obj
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -79,6 +80,10 @@ class Settings(BaseSettings):
     hold_ttl_seconds: int = Field(default=900, ge=1)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
 
+    # Threads that decode and re-encode images (CPU-bound); default: one fewer than the
+    # cores, at least one, so the event loop keeps a core.
+    image_workers: int | None = Field(default=None, ge=1, le=64)
+
     # Input bounds.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_source_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
@@ -130,6 +135,12 @@ class Settings(BaseSettings):
     @property
     def is_embedded_database(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_image_workers(self) -> int:
+        if self.image_workers is not None:
+            return self.image_workers
+        return max(1, (os.cpu_count() or 2) - 1)
 
     @property
     def resolved_image_dir(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,8 +62,11 @@ class ImageProducer:
         max_pixels: int,
         metrics: Metrics,
         limiters: dict[str, asyncio.Semaphore],
+        encoder: Executor | None = None,
     ) -> None:
         self._adapters = adapters
+        # Where decode + crop + WebP encode run (None: asyncio's default thread pool).
+        self._encoder = encoder
         self._store = image_store
         self._retry = retry_policy
         self._max_pixels = max_pixels
@@ -107,8 +111,14 @@ class ImageProducer:
             # anything to decode and encode goes to a thread.
             encoded = passthrough(image.data, job.aspect_ratio, max_pixels=self._max_pixels)
             if encoded is None:
-                encoded = await asyncio.to_thread(
-                    normalise_to_webp, image.data, job.aspect_ratio, max_pixels=self._max_pixels
+                encoded = await asyncio.get_running_loop().run_in_executor(
+                    self._encoder,
+                    functools.partial(
+                        normalise_to_webp,
+                        image.data,
+                        job.aspect_ratio,
+                        max_pixels=self._max_pixels,
+                    ),
                 )
             key = object_key(job.tenant_id, job.generation_id, index, job.created)
             await self._store.put(key, encoded.data, encoded.mime_type)
