@@ -78,7 +78,8 @@ async def test_concurrent_transactions_serialise_without_losing_updates(
 
     async def increment() -> None:
         async with engine.begin() as connection:
-            current = (await connection.execute(text("SELECT v FROM t WHERE id = 1"))).scalar()
+            row = await connection.execute(text("SELECT v FROM t WHERE id = 1"))
+            current = row.scalar_one()
             await asyncio.sleep(0)  # let the others try to interleave
             await connection.execute(text("UPDATE t SET v = :v WHERE id = 1"), {"v": current + 1})
 
