@@ -21,6 +21,53 @@ from pathlib import Path
 
 from run import BENCH, PROMPT, emulator, gateway, loadgen, log, provision, running
 
+# Which library a sample's innermost recognised frame belongs to.
+CATEGORIES = (
+    ("sqlalchemy", "SQLAlchemy (async session, execution, results)"),
+    ("greenlet", "SQLAlchemy (async session, execution, results)"),
+    ("aiosqlite", "aiosqlite (thread hops)"),
+    ("app/db/sqlite.py", "aiosqlite (thread hops)"),
+    ("openai/", "openai SDK (request build, response model)"),
+    ("google/genai", "google-genai SDK"),
+    ("httpx/", "httpx + httpcore (upstream HTTP)"),
+    ("httpcore/", "httpx + httpcore (upstream HTTP)"),
+    ("anyio/", "httpx + httpcore (upstream HTTP)"),
+    ("h11/", "httpx + httpcore (upstream HTTP)"),
+    ("fastapi/", "FastAPI + Starlette + uvicorn"),
+    ("starlette/", "FastAPI + Starlette + uvicorn"),
+    ("uvicorn/", "FastAPI + Starlette + uvicorn"),
+    ("PIL/", "Pillow"),
+    ("concurrent/futures", "thread pools (hand-offs)"),
+    ("threading.py", "thread pools (hand-offs)"),
+    ("asyncio/", "asyncio"),
+    ("pydantic", "pydantic"),
+    ("logging/", "logging + JSON"),
+    ("json/", "logging + JSON"),
+    ("(app/", "imagegate's own code"),
+)
+
+
+def categories(collapsed: Path) -> str:
+    """Share of samples per library, by the innermost frame we can attribute."""
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        label = "other (event loop internals, interpreter)"
+        for frame in reversed(stack.split(";")):
+            match = next((name for key, name in CATEGORIES if key in frame), None)
+            if match and not (match == "imagegate's own code" and "app/cli.py" in frame):
+                label = match
+                break
+        counts[label] += count
+    lines = [f"-- samples by library ({total})"]
+    lines += [f"{100 * n / max(total, 1):5.1f}%  {name}" for name, n in counts.most_common()]
+    return "\n".join(lines)
+
 
 def summarise(collapsed: Path, top: int) -> str:
     own: collections.Counter[str] = collections.Counter()
@@ -98,6 +145,7 @@ def main() -> None:
         spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
         spy.wait(timeout=60)
     log(f"{len(result['latencies'])}/{args.requests} ok in {result['wall_seconds']:.1f}s")
+    print(categories(out))
     print(summarise(out, args.top))
     shutil.rmtree(work, ignore_errors=True)
 
