@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -47,8 +48,39 @@ async def test_writes_in_a_transaction_take_no_hop_reads_and_commit_do(
         await connection.execute(text("UPDATE t SET v = v + 1 WHERE id = 1"))
         value = (await connection.execute(text("SELECT v FROM t WHERE id = 1"))).scalar_one()
     assert value == 11
-    # BEGIN IMMEDIATE and the SELECT run on the thread, then the COMMIT; no reset rollback.
-    assert hops == ["_run", "_run", "commit"]
+    # Only the SELECT and the COMMIT go to the thread; no reset rollback either.
+    assert hops == ["_run", "commit"]
+
+
+async def test_begin_waits_for_another_writer_on_the_thread_not_the_loop(
+    engine: AsyncEngine, tmp_path: Path, hops: list[str]
+) -> None:
+    other = sqlite3.connect(tmp_path / "adapter.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def release_later() -> None:
+        await asyncio.sleep(0.3)
+        other.execute("COMMIT")
+
+    running = asyncio.create_task(ticker())
+    releaser = asyncio.create_task(release_later())
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (id, v) VALUES (1, 1)"))
+    finally:
+        running.cancel()
+        await releaser
+        other.close()
+    # The loop kept running while BEGIN waited (on the thread) for the lock.
+    assert ticks >= 10
+    assert hops[0] == "_run"  # the BEGIN that had to wait
 
 
 async def test_returning_rows_and_rowcount_come_back(engine: AsyncEngine) -> None:
