@@ -170,6 +170,46 @@ async def _create_database(server_url: str, name: str) -> None:
 # --------------------------------------------------------------------------- SeaweedFS
 
 
+def weed_server_command(
+    data_dir: Path,
+    host: str,
+    ports: Mapping[str, int],
+    grpc_ports: Mapping[str, int],
+    s3_config: Path,
+) -> list[str]:
+    """`weed server -s3` on `host`: every http and gRPC port given (master, volume, filer,
+    s3), since the gRPC defaults (port + 10000) may be taken. Also used by the tests."""
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    p, g = ports, grpc_ports
+    return [
+        weed,
+        "server",
+        f"-dir={data_dir}",
+        f"-ip={host}",
+        f"-ip.bind={host}",
+        f"-master.port={p['master']}",
+        f"-master.port.grpc={g['master']}",
+        # Small, sparse volumes: buckets are cheap and nothing is preallocated.
+        "-master.volumeSizeLimitMB=64",
+        # Single master: no Raft election wait, which otherwise races the volume
+        # server's first heartbeat (+5 s) on start and takes ~17 s on a restart.
+        "-master.peers=none",
+        f"-volume.port={p['volume']}",
+        f"-volume.port.grpc={g['volume']}",
+        "-volume.max=0",
+        "-volume.preStopSeconds=0",
+        "-filer",
+        f"-filer.port={p['filer']}",
+        f"-filer.port.grpc={g['filer']}",
+        "-s3",
+        f"-s3.port={p['s3']}",
+        f"-s3.port.grpc={g['s3']}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={s3_config}",
+    ]
+
+
 class SeaweedFS:
     """`weed server -s3`: master, volume, filer and S3 in one process, on loopback."""
 
@@ -189,32 +229,9 @@ class SeaweedFS:
         self._process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-        p, g = self.ports, self.grpc_ports
-        return [
-            weed,
-            "server",
-            f"-dir={self.root / 'data'}",
-            f"-ip={self.host}",
-            f"-ip.bind={self.host}",
-            f"-master.port={p['master']}",
-            f"-master.port.grpc={g['master']}",
-            "-master.volumeSizeLimitMB=256",
-            "-master.peers=none",  # single master: no election wait
-            f"-volume.port={p['volume']}",
-            f"-volume.port.grpc={g['volume']}",
-            "-volume.max=0",
-            "-volume.preStopSeconds=0",
-            "-filer",
-            f"-filer.port={p['filer']}",
-            f"-filer.port.grpc={g['filer']}",
-            "-s3",
-            f"-s3.port={p['s3']}",
-            f"-s3.port.grpc={g['s3']}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-s3.config={self.root / 's3.json'}",
-        ]
+        return weed_server_command(
+            self.root / "data", self.host, self.ports, self.grpc_ports, self.root / "s3.json"
+        )
 
     def start(self, bucket: str, timeout: float = 90.0) -> None:
         _ensure_port_free(self.host, self.ports["s3"], "SeaweedFS S3")

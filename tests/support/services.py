@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,6 +28,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from app.devstack import weed_server_command
 from tests.support.servers import free_port
 
 __all__ = ["S3Service", "postgres_url", "redis_url", "s3_endpoint"]
@@ -203,35 +203,9 @@ class _WeedServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-        p, g = self.ports, self.grpc_ports
-        return [
-            weed,
-            "server",
-            f"-dir={self.data_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={p['master']}",
-            f"-master.port.grpc={g['master']}",
-            # Small, sparse volumes: buckets are cheap and nothing is preallocated.
-            "-master.volumeSizeLimitMB=64",
-            # Single-master mode: no Raft election wait, which otherwise races the volume
-            # server's first heartbeat (+5 s) on start and takes ~17 s on a restart.
-            "-master.peers=none",
-            f"-volume.port={p['volume']}",
-            f"-volume.port.grpc={g['volume']}",
-            "-volume.max=0",
-            "-volume.preStopSeconds=0",
-            "-filer",
-            f"-filer.port={p['filer']}",
-            f"-filer.port.grpc={g['filer']}",
-            "-s3",
-            f"-s3.port={p['s3']}",
-            f"-s3.port.grpc={g['s3']}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-s3.config={self.config_path}",
-        ]
+        return weed_server_command(
+            self.data_dir, "127.0.0.1", self.ports, self.grpc_ports, self.config_path
+        )
 
     def start(self) -> None:
         env = dict(os.environ)
