@@ -40,7 +40,10 @@ async def running_services(
     """Create every long-lived object once, expose them on app.state, close them at exit."""
     if settings.is_embedded_database:
         await asyncio.to_thread(upgrade, settings.resolved_database_url)
-    engine = create_engine(settings.resolved_database_url)
+    engine = create_engine(
+        settings.resolved_database_url,
+        connect_timeout=settings.database_connect_timeout_seconds,
+    )
     sessions = create_sessionmaker(engine)
     catalog = Catalog.load(settings.catalog)
     signer = UrlSigner(load_or_create_secret(settings))

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # Embedded defaults: a SQLite file and a local directory under ./data.
     data_dir: Path = Path("./data")
     database_url: str | None = None
+    # How long opening a Postgres connection may take before it counts as an outage
+    # (asyncpg waits 60 s by default, e.g. when a firewall drops packets).
+    database_connect_timeout_seconds: float = Field(default=10, gt=0, le=120)
     image_dir: Path | None = None
 
     # S3-compatible storage; credentials come the standard AWS way (env, profile, role).

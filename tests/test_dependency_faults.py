@@ -206,6 +206,29 @@ def test_database_outage_is_503_and_charges_nothing(
     assert (scan["_exit"], scan["orphans"]) == (0, [])
 
 
+def test_a_database_that_never_answers_is_503_within_the_connect_timeout(
+    proxied_database: tuple[str, str, TcpProxy],
+    spawn_gateway: Callable[[dict[str, str]], GatewayProcess],
+    tmp_path: Path,
+) -> None:
+    """Packets dropped, not refused: asyncpg alone would wait 60 s per connection; the
+    client gives up after 30 s, so only the configured connect timeout lets this pass."""
+    direct, proxied, proxy = proxied_database
+    env = gateway_env(tmp_path / "data", database_url=proxied, database_connect_timeout_seconds=2)
+    gateway = spawn_gateway(env)
+    tenant = create_tenant(env, "blackhole", credits=20)
+    with httpx.Client(base_url=gateway.base_url, headers=tenant.auth, timeout=30) as client:
+        assert client.post(GENERATE, json=BODY).status_code == 200
+        with proxy.black_hole():
+            for _ in range(2):  # the pooled connections are cut, then none can be opened
+                response = client.post(GENERATE, json=BODY)
+                assert response.status_code == 503, response.text
+                assert response.json()["code"] == "dependency_unavailable"
+        assert client.post(GENERATE, json=BODY).status_code == 200
+    assert _balance(direct, tenant) == 20 - 2 * PRICE
+    assert _holds(direct, tenant) and all(h.status != "open" for h in _holds(direct, tenant))
+
+
 # --------------------------------------------------------------------------- upstream
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,11 +16,16 @@ from sqlalchemy.ext.asyncio import (
 from app.db.sqlite import CONNECT_ARGS, one_hop_dbapi
 
 
-def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 20, connect_timeout: float = 10.0
+) -> AsyncEngine:
     if database_url.startswith("sqlite"):
         return _create_sqlite_engine(database_url)
     engine = create_async_engine(
         database_url,
+        # asyncpg's own connect timeout (60 s by default): a host that drops packets
+        # would otherwise hold every request that needs a new connection for a minute.
+        connect_args={"timeout": connect_timeout} if _is_asyncpg(database_url) else {},
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -27,6 +33,10 @@ def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
     )
     _connect_failures_are_operational(engine)
     return engine
+
+
+def _is_asyncpg(database_url: str) -> bool:
+    return make_url(database_url).get_driver_name() == "asyncpg"
 
 
 def _connect_failures_are_operational(engine: AsyncEngine) -> None:

@@ -4,6 +4,8 @@
 `target` (a TCP address or a unix socket path). `stop()` closes the listener and cuts
 every live connection, so clients see exactly what a crashed or partitioned server looks
 like (refused connects, dropped sessions); `start()` serves again on the same port.
+`black_hole()` cuts the live connections too but then accepts new ones and never answers,
+as a host behind a firewall that drops packets looks to a client that connects.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
+        self._swallowing = False
 
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -75,12 +78,29 @@ class TcpProxy:
         finally:
             self.start()
 
+    @contextmanager
+    def black_hole(self) -> Iterator[None]:
+        """Within the block, connections are accepted and then never answered."""
+        self.stop()
+        self._swallowing = True
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+            self._swallowing = False
+            self.start()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
                 client, _ = listener.accept()
             except OSError:
                 return  # closed by stop()
+            if self._swallowing:
+                with self._lock:
+                    self._sockets.add(client)  # held open, unread, until stop()
+                continue
             try:
                 upstream = self._connect()
             except OSError:
