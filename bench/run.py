@@ -82,6 +82,7 @@ class Server:
     port: int
     log_path: Path
     ready_path: str = "/"
+    cwd: Path = ROOT  # `python -m app.cli` imports the app package found here
     process: subprocess.Popen[bytes] | None = None
     _ps: psutil.Process | None = field(default=None, repr=False)
 
@@ -94,7 +95,7 @@ class Server:
         self.process = subprocess.Popen(
             self.argv,
             env=self.env,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -217,7 +218,7 @@ def admin(server: Server, *args: str) -> dict[str, Any]:
     out = subprocess.run(
         [PY, "-m", "app.cli", *args, "--json"],
         env=server.env,
-        cwd=ROOT,
+        cwd=server.cwd,
         capture_output=True,
         check=True,
         timeout=120,
