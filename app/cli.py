@@ -115,7 +115,11 @@ def _run_admin(command: Command, args: argparse.Namespace) -> int:
 async def _in_transaction(
     settings: Settings, command: Command, args: argparse.Namespace
 ) -> tuple[dict[str, Any], int]:
-    engine = create_engine(settings.resolved_database_url, pool_size=1)
+    engine = create_engine(
+        settings.resolved_database_url,
+        pool_size=1,
+        connect_timeout=settings.database_connect_timeout_seconds,
+    )
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
             return await command(session, args)
@@ -211,7 +215,11 @@ def _storage_orphans(args: argparse.Namespace) -> int:
         upgrade(settings.resolved_database_url)
 
     async def scan() -> dict[str, Any]:
-        engine = create_engine(settings.resolved_database_url, pool_size=1)
+        engine = create_engine(
+            settings.resolved_database_url,
+            pool_size=1,
+            connect_timeout=settings.database_connect_timeout_seconds,
+        )
         store = create_image_store(settings)
         try:
             report = await find_orphans(store, create_sessionmaker(engine))
