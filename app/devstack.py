@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from app.db.engine import create_engine
 from app.db.migrate import upgrade
@@ -131,9 +131,8 @@ class Postgres:
         self.root.parent.mkdir(parents=True, exist_ok=True)
         # 'stop': stopped (never deleted) when cleaned up, so the data survives.
         self._server = get_server(self.root, cleanup_mode="stop")
-        server_url = _asyncpg_socket_url(self._server.get_uri(), "postgres")
-        asyncio.run(_create_database(server_url, DATABASE))
-        self.url = _asyncpg_socket_url(self._server.get_uri(), DATABASE)
+        server_url = embedded_postgres_url(self._server.get_uri())
+        self.url = asyncio.run(create_database(server_url, DATABASE))
         return self.url
 
     def stop(self) -> None:
@@ -142,18 +141,22 @@ class Postgres:
             server.cleanup()
 
 
-def _asyncpg_socket_url(uri: str, database: str) -> str:
-    # embedded-postgres answers postgresql://postgres:@/postgres?host=/socket/dir
+def embedded_postgres_url(uri: str) -> str:
+    """The SQLAlchemy asyncpg URL of an embedded-postgres server's URI.
+
+    embedded-postgres listens on a unix socket only: postgresql://postgres:@/postgres?host=/dir
+    """
     parts = urlsplit(uri)
     return URL.create(
         "postgresql+asyncpg",
         username=parts.username or "postgres",
-        database=database,
+        database=parts.path.lstrip("/") or "postgres",
         query={"host": parse_qs(parts.query)["host"][0]},
     ).render_as_string(hide_password=False)
 
 
-async def _create_database(server_url: str, name: str) -> None:
+async def create_database(server_url: str, name: str) -> str:
+    """Create database `name` on the server unless it exists; returns its URL."""
     engine = create_engine(server_url, pool_size=1)
     try:
         async with engine.connect() as connection:
@@ -165,6 +168,7 @@ async def _create_database(server_url: str, name: str) -> None:
                 await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     finally:
         await engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 # --------------------------------------------------------------------------- SeaweedFS

@@ -48,6 +48,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
 from app.db.models import CreditHold, Generation, Image, LedgerEntry  # noqa: E402
+from app.devstack import embedded_postgres_url  # noqa: E402
 from app.providers.catalog import Catalog  # noqa: E402
 from tests.support.process import (  # noqa: E402
     GatewayProcess,
@@ -59,7 +60,6 @@ from tests.support.process import (  # noqa: E402
 from tests.support.proxy import TcpProxy, postgres_target  # noqa: E402
 from tests.support.services import (  # noqa: E402
     S3Service,
-    _embedded_postgres_url,
     _wait_for_s3,
     _WeedServer,
 )
@@ -113,7 +113,7 @@ def running_stack(root: Path, replicas: int) -> Iterator[Stack]:
         print("starting Postgres, SeaweedFS, Valkey ...", flush=True)
         postgres = get_server(root / "pgdata", cleanup_mode="delete")
         stack.callback(postgres.cleanup)
-        database_url = fresh_database(_embedded_postgres_url(postgres.get_uri()))
+        database_url = fresh_database(embedded_postgres_url(postgres.get_uri()))
 
         access_key, secret_key = "chaos", uuid.uuid4().hex
         (root / "s3").mkdir()

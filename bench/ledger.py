@@ -20,40 +20,17 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import URL, make_url
 
 from app.credits import ledger
 from app.credits.audit import audit_ledger
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.db.models import CreditHold
+from app.devstack import create_database, embedded_postgres_url
 from app.errors import InsufficientCredits
 from app.tenants.service import create_tenant
-
-
-def _embedded_url(uri: str) -> str:
-    parts = urlsplit(uri)
-    return URL.create(
-        "postgresql+asyncpg",
-        username=parts.username or "postgres",
-        database=parts.path.lstrip("/") or "postgres",
-        query={"host": parse_qs(parts.query)["host"][0]},
-    ).render_as_string(hide_password=False)
-
-
-async def _create_database(server_url: str) -> str:
-    name = f"imagegate_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server_url, pool_size=1)
-    try:
-        async with admin.connect() as connection:
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 async def contend(
@@ -136,8 +113,9 @@ def main() -> None:
             # Short path: the unix socket lives in it (socket paths are limited to ~107 bytes).
             base = Path(tempfile.mkdtemp(prefix="ig-bench-pg-"))
             server = get_server(base / "pgdata", cleanup_mode="delete")
-            server_url = _embedded_url(server.get_uri())
-        database_url = asyncio.run(_create_database(server_url))
+            server_url = embedded_postgres_url(server.get_uri())
+        name = f"imagegate_bench_{uuid.uuid4().hex[:10]}"
+        database_url = asyncio.run(create_database(server_url, name))
         upgrade(database_url)
         result = asyncio.run(contend(database_url, args.reservations, balance, args.amount))
     finally:

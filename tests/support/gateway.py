@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app import devstack
 from app.credits import ledger
 from app.credits.audit import AuditReport, audit_ledger
 from app.db.engine import create_engine, create_sessionmaker
@@ -137,15 +137,7 @@ def postgres_settings(
 
 async def create_database(server_url: str) -> str:
     """A fresh database on the server, so runs never see each other's rows."""
-    name = f"imagegate_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server_url, pool_size=1)
-    try:
-        async with admin.connect() as connection:
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    return await devstack.create_database(server_url, f"imagegate_test_{uuid.uuid4().hex[:10]}")
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -21,14 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.devstack import weed_server_command
+from app.devstack import embedded_postgres_url, weed_server_command
 from tests.support.servers import free_port
 
 __all__ = ["S3Service", "postgres_url", "redis_url", "s3_endpoint"]
@@ -43,20 +42,6 @@ def _asyncpg_url(url: str) -> str:
 
     parsed = make_url(url)
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-
-
-def _embedded_postgres_url(uri: str) -> str:
-    # embedded-postgres listens on a unix socket only: postgresql://postgres:@/postgres?host=/dir
-    from sqlalchemy.engine import URL
-
-    parts = urlsplit(uri)
-    host = parse_qs(parts.query)["host"][0]
-    return URL.create(
-        "postgresql+asyncpg",
-        username=parts.username or "postgres",
-        database=parts.path.lstrip("/") or "postgres",
-        query={"host": host},
-    ).render_as_string(hide_password=False)
 
 
 def _check_postgres(url: str) -> None:
@@ -93,7 +78,7 @@ def postgres_url() -> Iterator[str]:
     base = Path(tempfile.mkdtemp(prefix="ig-pg-"))
     server = get_server(base / "pgdata", cleanup_mode="delete")
     try:
-        url = _embedded_postgres_url(server.get_uri())
+        url = embedded_postgres_url(server.get_uri())
         _check_postgres(url)
         yield url
     finally:
