@@ -35,6 +35,7 @@ from app.emulators.openai_wire import (
     INPUT_IMAGE_TOKENS,
     OpenAIApiError,
     image_options,
+    image_usage,
     integer,
     invalid_json,
     invalid_request,
@@ -224,13 +225,7 @@ async def _images_response(
         "output_format": options.output_format,
         "quality": options.quality,
         "size": options.size,
-        "usage": {
-            "input_tokens": prompt_tokens + image_tokens,
-            "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": prompt_tokens},
-            "output_tokens": output_tokens,
-            "output_tokens_details": {"image_tokens": output_tokens, "text_tokens": 0},
-            "total_tokens": prompt_tokens + image_tokens + output_tokens,
-        },
+        "usage": image_usage(prompt_tokens, image_tokens, output_tokens),
     }
     return await large_json_response(body)
 

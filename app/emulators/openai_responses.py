@@ -25,6 +25,7 @@ from app.emulators.openai_wire import (
     ImageOptions,
     OpenAIApiError,
     image_options,
+    image_usage,
     invalid_json,
     invalid_request,
     large_json_response,
@@ -340,13 +341,7 @@ def _tool_usage(call: ResponsesCall, image: ImageCall) -> dict[str, Any]:
     prompt_tokens = text_tokens(call.prompt)
     drawn = image.options.output_tokens if image.result_b64 is not None else 0
     return {
-        "image_gen": {
-            "input_tokens": prompt_tokens + image_tokens,
-            "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": prompt_tokens},
-            "output_tokens": drawn,
-            "output_tokens_details": {"image_tokens": drawn, "text_tokens": 0},
-            "total_tokens": prompt_tokens + image_tokens + drawn,
-        },
+        "image_gen": image_usage(prompt_tokens, image_tokens, drawn),
         "web_search": {"num_requests": 0},
     }
 

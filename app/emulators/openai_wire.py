@@ -112,6 +112,17 @@ def text_tokens(prompt: str) -> int:
     return max(1, -(-len(prompt) // 4))  # about four characters per token
 
 
+def image_usage(prompt_tokens: int, image_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """The `usage` object of an image generation, as both image APIs report it."""
+    return {
+        "input_tokens": prompt_tokens + image_tokens,
+        "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": prompt_tokens},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"image_tokens": output_tokens, "text_tokens": 0},
+        "total_tokens": prompt_tokens + image_tokens + output_tokens,
+    }
+
+
 # --- image options -------------------------------------------------------------------
 
 
