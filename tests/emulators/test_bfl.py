@@ -43,12 +43,6 @@ def emulator(clock: Clock) -> FastAPI:
     return create_bfl_emulator(clock=clock)
 
 
-@pytest.fixture(scope="module")
-def base_url(emulator: FastAPI) -> Iterator[str]:
-    with serve_in_thread(emulator) as url:
-        yield url
-
-
 @pytest.fixture
 def plan(emulator: FastAPI, clock: Clock) -> Iterator[FaultPlan]:
     faults: FaultPlan = emulator.state.faults

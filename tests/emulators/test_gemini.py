@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -26,19 +26,6 @@ PATH = f"/v1beta/models/{MODEL}:generateContent"
 @pytest.fixture(scope="module")
 def emulator() -> FastAPI:
     return create_gemini_emulator()
-
-
-@pytest.fixture(scope="module")
-def base_url(emulator: FastAPI) -> Iterator[str]:
-    with serve_in_thread(emulator) as url:
-        yield url
-
-
-@pytest.fixture
-def plan(emulator: FastAPI) -> FaultPlan:
-    faults: FaultPlan = emulator.state.faults
-    faults.reset()
-    return faults
 
 
 def make_client(base: str) -> genai.Client:

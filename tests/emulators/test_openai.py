@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -33,19 +33,6 @@ FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 @pytest.fixture(scope="module")
 def emulator() -> FastAPI:
     return create_openai_emulator()
-
-
-@pytest.fixture(scope="module")
-def base_url(emulator: FastAPI) -> Iterator[str]:
-    with serve_in_thread(emulator) as url:
-        yield url
-
-
-@pytest.fixture
-def plan(emulator: FastAPI) -> FaultPlan:
-    faults: FaultPlan = emulator.state.faults
-    faults.reset()
-    return faults
 
 
 @pytest.fixture
