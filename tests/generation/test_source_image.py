@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import base64
 import io
-import struct
-import zlib
 
 import pytest
 from PIL import Image
 
 from app.errors import InvalidRequest
 from app.generation.source_image import parse_source_image
+from tests.support.images import png_header_only
 
 MAX_BYTES = 1024 * 1024
 MAX_PIXELS = 4_000_000
@@ -39,20 +38,6 @@ def rejects(value: str, match: str, **limits: int) -> InvalidRequest:
     assert "sourceImage" in info.value.message
     assert info.value.status_code == 400
     return info.value
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 
 import pytest
 from PIL import Image
 
 from app.generation.aspect import CONTRACT_RATIOS, parse_ratio
 from app.storage.images import EncodedImage, ImageDecodeError, normalise_to_webp
+from tests.support.images import png_header_only
 
 MAX_PIXELS = 40_000_000
 
@@ -31,22 +31,6 @@ def decode(result: EncodedImage) -> Image.Image:
     image = Image.open(io.BytesIO(result.data))
     image.load()
     return image
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A few-hundred-byte PNG whose header claims width x height pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize("ratio", CONTRACT_RATIOS)
