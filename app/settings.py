@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
 
     log_level: str = "INFO"
+    # Interactive API docs at /docs (Swagger UI from the installed package, under a strict
+    # CSP); off by default. /openapi.json is always served.
+    docs_enabled: bool = False
 
     # The admin HTTP API (/admin/v1) exists only when this is set; send it as a Bearer token.
     admin_token: SecretStr | None = None
