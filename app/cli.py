@@ -1,7 +1,8 @@
 """The `imagegate` console script: serve, migrate, and admin commands.
 
 With --json an admin command prints exactly one JSON object on stdout (errors too, as
-{"error", "code"}), so scripts can rely on it.
+{"error", "code"}, exit status 1), so scripts can rely on it; without it an error is one
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
+from alembic.util.exc import CommandError
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credits import ledger
@@ -29,18 +33,90 @@ from app.tenants import service as tenants
 Command = Callable[[AsyncSession, argparse.Namespace], Awaitable[tuple[dict[str, Any], int]]]
 
 
+class CliError(Exception):
+    """An error the CLI reports as {"error", "code"} (or one line) with exit status 1."""
+
+    def __init__(self, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting 2, so that bad
+    arguments are reported like every other error (a JSON object under --json)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see {self.prog} --help)")
+
+
 def main(argv: list[str] | None = None) -> None:
+    raw = sys.argv[1:] if argv is None else argv
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(raw)
+    except CliError as exc:
+        _emit_error("--json" in raw, exc.message, exc.code)
+        sys.exit(1)
     if not hasattr(args, "run"):
         parser.print_help()
         sys.exit(2)
-    sys.exit(args.run(args))
+    sys.exit(_guarded(args))
+
+
+def _guarded(args: argparse.Namespace) -> int:
+    """Run the command; every failure it can meet becomes one error message and exit 1."""
+    json_output = bool(getattr(args, "json", False))
+    try:
+        code: int = args.run(args)
+    except CliError as exc:
+        _emit_error(json_output, exc.message, exc.code)
+    except GatewayError as exc:
+        _emit_error(json_output, exc.message, exc.code, **exc.extra)
+    except ValidationError as exc:
+        # Settings errors name the variable, never its value (hide_input_in_errors).
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        _emit_error(json_output, f"invalid setting {where}: {first['msg']}", "invalid_settings")
+    except (SQLAlchemyError, CommandError, OSError, TimeoutError) as exc:
+        # Unreachable or refusing database (or data directory). The exception text may
+        # carry the database URL's password, so only its type is shown.
+        _emit_error(
+            json_output,
+            f"the database is unavailable ({type(exc).__name__}); nothing was changed",
+            "dependency_unavailable",
+        )
+    else:
+        return code
+    return 1
+
+
+def _emit_error(json_output: bool, message: str, code: str, **extra: Any) -> None:
+    if json_output:
+        print(json.dumps({"error": message, "code": code, **extra}))
+    else:
+        print(f"imagegate: error: {message}", file=sys.stderr)
+
+
+def _bounded_int(name: str, minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: an integer within [minimum, maximum], else a message naming it."""
+
+    def parse(text: str) -> int:
+        message = f"{name} must be an integer from {minimum} to {maximum}"
+        try:
+            value = int(text.strip()) if text.strip().isascii() else None
+        except ValueError:  # also Python's limit on the digits of an int
+            value = None
+        if value is None or not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{message}, got {text[:40]!r}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imagegate", description=__doc__)
-    commands = parser.add_subparsers(title="commands")
+    parser = _Parser(prog="imagegate", description=__doc__)
+    commands = parser.add_subparsers(title="commands", parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="run the HTTP gateway")
     serve.add_argument("--host", default="127.0.0.1")
@@ -60,8 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     _admin(create, _tenants_create)
     limits = tenant_cmds.add_parser("limits", help="set a tenant's rate limits (per minute)")
     limits.add_argument("name")
-    limits.add_argument("--per-minute", type=int, help="tenant-wide; omit for the default")
-    limits.add_argument("--key-per-minute", type=int, help="per key; omit for the default")
+    rate = _bounded_int("a rate limit", 1, tenants.MAX_RATE_LIMIT)
+    limits.add_argument("--per-minute", type=rate, help="tenant-wide; omit for the default")
+    limits.add_argument("--key-per-minute", type=rate, help="per key; omit for the default")
     _admin(limits, _tenants_limits)
 
     key_cmds = commands.add_parser("keys", help="manage API keys").add_subparsers()
@@ -76,7 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     credit_cmds = commands.add_parser("credits", help="credits ledger").add_subparsers()
     grant = credit_cmds.add_parser("grant", help="grant credits to a tenant")
     grant.add_argument("--tenant", required=True)
-    grant.add_argument("amount", type=int)
+    # The same bound as the admin API's grants, checked before any database work.
+    grant.add_argument("amount", type=_bounded_int("amount", 1, ledger.MAX_GRANT))
     _admin(grant, _credits_grant)
     balance = credit_cmds.add_parser("balance", help="show a tenant's balance")
     balance.add_argument("--tenant", required=True)
@@ -103,11 +181,7 @@ def _run_admin(command: Command, args: argparse.Namespace) -> int:
     settings = Settings()
     if settings.is_embedded_database:
         upgrade(settings.resolved_database_url)
-    try:
-        result, code = asyncio.run(_in_transaction(settings, command, args))
-    except GatewayError as exc:
-        _emit(args, {"error": exc.message, "code": exc.code}, error=True)
-        return 1
+    result, code = asyncio.run(_in_transaction(settings, command, args))
     _emit(args, result, error=code != 0)
     return code
 

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 
 from app.api import account, files, generate, health, images, jobs, models, openai_compat
 from app.api import admin as admin_api
+from app.api import docs as api_docs
 from app.api.errors import install_error_handlers
 from app.dashboard import routes as dashboard
 from app.emulators.bfl import create_bfl_emulator
@@ -41,10 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Self-hosted image-generation gateway",
         lifespan=lifespan,
+        # FastAPI's pages load CDN scripts on the dashboard's origin; ours are local (docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(generate.router)
     app.include_router(files.router)
+    if settings.docs_enabled:  # off by default; /openapi.json is served either way
+        app.include_router(api_docs.router)
     for router in (models.router, images.router, account.router, dashboard.router):
         app.include_router(router)
     app.include_router(health.router)

@@ -97,11 +97,20 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     rate_limit_key_per_minute: int = Field(default=60, ge=1)
     rate_limit_tenant_per_minute: int = Field(default=120, ge=1)
+    # Failed authentications per client address per minute (0: unlimited); past it the
+    # address gets 429 before any key lookup, until Retry-After.
+    auth_failures_per_minute: int = Field(default=20, ge=0, le=100_000)
+    # Reverse proxies in front of the gateway that append to X-Forwarded-For; 0 (none)
+    # means the socket peer is the client and X-Forwarded-For is ignored.
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
     # Successful key lookups are remembered this long (0: off), so a request does not spend
     # a database transaction on its key; revocations by another process apply within it.
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
 
     log_level: str = "INFO"
+    # Interactive API docs at /docs (Swagger UI from the installed package, under a strict
+    # CSP); off by default. /openapi.json is always served.
+    docs_enabled: bool = False
 
     # The admin HTTP API (/admin/v1) exists only when this is set; send it as a Bearer token.
     admin_token: SecretStr | None = None

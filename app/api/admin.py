@@ -27,18 +27,18 @@ from app.api.errors import error_responses
 from app.api.images import iso_utc
 from app.api.query import MAX_OFFSET, choice_param, int_param, text_param
 from app.credits import ledger
+from app.credits.ledger import MAX_GRANT
 from app.db.models import ApiKey
 from app.errors import InvalidRequest, Unauthorized
 from app.services import Services
 from app.tenants import service as tenants
+from app.tenants.service import MAX_RATE_LIMIT
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/admin/v1"
 # Admin bodies are a few small fields.
 BODY_LIMIT = 16 * 1024
-MAX_GRANT = 1_000_000_000
-MAX_RATE_LIMIT = 1_000_000
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 USAGE_FORMATS = ("json", "csv")

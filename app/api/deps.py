@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from app.errors import GatewayError
-from app.ratelimit import Limit
+from app.errors import GatewayError, Unauthorized
+from app.ratelimit import Decision, Limit
+from app.ratelimit.failed_auth import FailedAuthLimit, client_address
 from app.services import Services
+from app.settings import Settings
 from app.tenants.service import AuthContext, authenticate, bearer_token, hash_key
 
 
@@ -23,14 +25,11 @@ def get_services(request: Request) -> Services:
 async def authenticated(request: Request) -> AuthContext:
     """Authenticate, then rate-limit by key id and tenant (never by the raw key string)."""
     services = get_services(request)
-    authorization = request.headers.get("authorization")
-    key_hash = hash_key(bearer_token(authorization))
-    auth = services.auth_cache.get(key_hash)
-    if auth is None:
-        async with services.sessions() as session, session.begin():
-            auth = await authenticate(session, authorization)
-        services.auth_cache.put(key_hash, auth)
     settings = services.settings
+    authorization = request.headers.get("authorization")
+    auth = _cached(services, authorization)
+    if auth is None:
+        auth = await _look_up(request, services, authorization)
     decision = await services.rate_limiter.hit(
         [f"key:{auth.api_key_id}", f"tenant:{auth.tenant_id}"],
         [
@@ -41,14 +40,53 @@ async def authenticated(request: Request) -> AuthContext:
     # The middleware in app.main copies these onto every response, errors included.
     request.state.rate_limit_headers = decision.headers()
     if not decision.allowed:
-        error = RateLimitExceeded(
-            f"Rate limit exceeded: {decision.limit} requests per minute. "
-            f"Retry after {decision.headers()['Retry-After']} seconds.",
-            retry_after=int(decision.headers()["Retry-After"]),
-        )
-        error.headers = decision.headers()
-        raise error
+        raise _too_many(decision, f"Rate limit exceeded: {decision.limit} requests per minute.")
     return auth
+
+
+def _cached(services: Services, authorization: str | None) -> AuthContext | None:
+    try:
+        return services.auth_cache.get(hash_key(bearer_token(authorization)))
+    except Unauthorized:
+        return None  # decided, and counted, by the lookup path
+
+
+async def _look_up(request: Request, services: Services, authorization: str | None) -> AuthContext:
+    """The database lookup, unless the client's address has failed too often (then 429,
+    before the lookup); a failure here counts against that address."""
+    failures = FailedAuthLimit(services.rate_limiter, services.settings.auth_failures_per_minute)
+    address = _client_address(request, services.settings)
+    refused = await failures.check(address)
+    if refused is not None:
+        raise _too_many(refused, "Too many failed authentications from this address.")
+    try:
+        key_hash = hash_key(bearer_token(authorization))
+        async with services.sessions() as session, session.begin():
+            auth = await authenticate(session, authorization)
+    except Unauthorized:
+        # A request without credentials guessed nothing; only presented ones count.
+        if authorization:
+            await failures.failed(address)
+        raise
+    services.auth_cache.put(key_hash, auth)
+    return auth
+
+
+def _client_address(request: Request, settings: Settings) -> str:
+    peer = request.client.host if request.client else None
+    return client_address(
+        peer, request.headers.getlist("x-forwarded-for"), settings.trusted_proxy_hops
+    )
+
+
+def _too_many(decision: Decision, message: str) -> RateLimitExceeded:
+    headers = decision.headers()
+    error = RateLimitExceeded(
+        f"{message} Retry after {headers['Retry-After']} seconds.",
+        retry_after=int(headers["Retry-After"]),
+    )
+    error.headers = headers
+    return error
 
 
 def external_base_url(request: Request) -> str:

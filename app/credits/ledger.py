@@ -58,6 +58,10 @@ _INSERT_HOLD = insert(_HOLDS)
 _INSERT_ENTRY = insert(_ENTRIES)
 _BALANCE = select(_ACCOUNTS.c.balance).where(_ACCOUNTS.c.tenant_id == bindparam("b_tenant"))
 
+# The largest single grant, for every way in (admin API, CLI): far above any real top-up,
+# and ~9 billion grants short of a 64-bit balance (SQLite turns an overflow into a float).
+MAX_GRANT = 1_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Hold:
@@ -80,13 +84,19 @@ async def get_balance(session: AsyncSession, tenant_id: str) -> int:
 
 async def grant(session: AsyncSession, tenant_id: str, amount: int, note: str | None = None) -> int:
     """Add credits; returns the new balance."""
-    if amount <= 0:
-        raise InvalidRequest("amount must be a positive integer")
+    validate_grant(amount)
     await ensure_account(session, tenant_id)
     balance = await _change_balance(session, tenant_id, amount)
     session.add(LedgerEntry(tenant_id=tenant_id, kind="grant", amount=amount, note=note))
     await session.flush()
     return balance
+
+
+def validate_grant(amount: int) -> int:
+    """`amount` if it is a grant the ledger accepts (1..MAX_GRANT), else InvalidRequest."""
+    if not 0 < amount <= MAX_GRANT:
+        raise InvalidRequest(f"amount must be an integer from 1 to {MAX_GRANT}", field="amount")
+    return amount
 
 
 async def reserve(

@@ -1,5 +1,5 @@
 """One pure-ASGI middleware: request id, access log, HTTP metrics, and the headers a
-request decided on (rate-limit state, the emulation marker)."""
+request decided on (rate-limit state, the emulation marker, no-store on API answers)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ log = logging.getLogger("app.access")
 
 EMULATED_HEADER = "x-imagegate-emulated"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# API answers carry signed URLs, plaintext keys (admin key creation) and tenant data:
+# no cache, shared or private, may keep them. A route that sets its own Cache-Control
+# keeps it.
+_NO_STORE_PREFIXES = ("/api/", "/v1/", "/admin/")
 
 
 class GatewayMiddleware:
@@ -35,6 +39,7 @@ class GatewayMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        no_store = str(scope.get("path", "")).startswith(_NO_STORE_PREFIXES)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -46,6 +51,8 @@ class GatewayMiddleware:
                 for name, value in decided.items():
                     if name.lower().encode() not in present:
                         headers.append((name.lower().encode(), value.encode()))
+                if b"cache-control" not in present and no_store:
+                    headers.append((b"cache-control", b"no-store"))
                 headers.append((b"x-request-id", request_id.encode()))
                 if self.emulated:
                     headers.append((EMULATED_HEADER.encode(), b"true"))

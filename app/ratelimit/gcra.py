@@ -102,5 +102,12 @@ class MemoryRateLimiter:
                 self._tats.update(zip(keys, new_tats, strict=True))
         return decision
 
+    async def peek(self, keys: list[str], limits: list[Limit]) -> Decision:
+        """Would a hit be allowed now? Changes nothing."""
+        now = time.time()
+        with self._lock:
+            decision, _ = evaluate([self._tats.get(k, 0.0) for k in keys], limits, now)
+        return decision
+
     async def aclose(self) -> None:
         return None

@@ -14,8 +14,9 @@ from app.ratelimit.gcra import Decision, Limit, MemoryRateLimiter, decide
 
 log = logging.getLogger(__name__)
 
-# KEYS: one per limit. ARGV: interval_us, period_us per key.
-# Returns {allowed, retry_after_us, now_us, tat_us...}; TATs are written only if allowed.
+# KEYS: one per limit. ARGV: commit (1: a hit, 0: a peek), then interval_us, period_us
+# per key. Returns {allowed, retry_after_us, now_us, tat_us...}; TATs are written only if
+# allowed and committing.
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -24,8 +25,8 @@ local retry = 0
 local old = {}
 local new = {}
 for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local period = tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[2 * i])
+  local period = tonumber(ARGV[2 * i + 1])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   old[i] = tat
@@ -39,7 +40,7 @@ end
 if allowed == 0 then new = old end
 local out = {allowed, string.format('%.0f', retry), string.format('%.0f', now)}
 for i = 1, #KEYS do
-  if allowed == 1 then
+  if allowed == 1 and ARGV[1] == '1' then
     local ttl_ms = math.ceil((new[i] - now) / 1000) + 1000
     redis.call('SET', KEYS[i], string.format('%.0f', new[i]), 'PX', ttl_ms)
   end
@@ -61,7 +62,14 @@ class RedisRateLimiter:
         self._prefix = prefix
 
     async def hit(self, keys: list[str], limits: list[Limit]) -> Decision:
-        args: list[int] = []
+        return await self._run(keys, limits, commit=True)
+
+    async def peek(self, keys: list[str], limits: list[Limit]) -> Decision:
+        """Would a hit be allowed now? Changes nothing."""
+        return await self._run(keys, limits, commit=False)
+
+    async def _run(self, keys: list[str], limits: list[Limit], *, commit: bool) -> Decision:
+        args: list[int] = [1 if commit else 0]
         for limit in limits:
             args += [round(limit.interval * _US), round(limit.period * _US)]
         reply = await self._script(keys=[self._prefix + k for k in keys], args=args)
@@ -89,10 +97,17 @@ class ResilientRateLimiter:
         self.degraded = False
 
     async def hit(self, keys: list[str], limits: list[Limit]) -> Decision:
+        return await self._decide(keys, limits, commit=True)
+
+    async def peek(self, keys: list[str], limits: list[Limit]) -> Decision:
+        return await self._decide(keys, limits, commit=False)
+
+    async def _decide(self, keys: list[str], limits: list[Limit], *, commit: bool) -> Decision:
+        fallback = self._fallback.hit if commit else self._fallback.peek
         if self.degraded and time.monotonic() < self._next_probe:
-            return await self._fallback.hit(keys, limits)
+            return await fallback(keys, limits)
         try:
-            decision = await self._redis.hit(keys, limits)
+            decision = await (self._redis.hit if commit else self._redis.peek)(keys, limits)
         except (RedisError, OSError) as exc:
             if not self.degraded:
                 log.warning(
@@ -101,7 +116,7 @@ class ResilientRateLimiter:
                 )
             self.degraded = True
             self._next_probe = time.monotonic() + self._probe_every
-            return await self._fallback.hit(keys, limits)
+            return await fallback(keys, limits)
         if self.degraded:
             log.warning("Redis rate limiter reachable again")
             self.degraded = False

@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Objects are written once under unique keys, so any cache may keep them for good.
-CACHE_CONTROL = "public, max-age=31536000, immutable"
+
+def cache_control(ttl_seconds: int) -> str:
+    """Stored on every object: images are a tenant's private data, and a shared cache
+    must not serve one past its URL's expiry or after it was deleted."""
+    return f"private, max-age={ttl_seconds}"
+
+
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
@@ -90,7 +95,7 @@ class S3ImageStore:
                 Key=key,
                 Body=data,
                 ContentType=content_type,
-                CacheControl=CACHE_CONTROL,
+                CacheControl=cache_control(self._ttl),
             ),
             key,
         )

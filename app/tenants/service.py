@@ -24,6 +24,8 @@ _KEY_SHAPE = re.compile(r"^ig_[A-Za-z0-9_-]{40,100}$")
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # Write last_used_at at most this often, so each request is not a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Requests per minute a tenant or key limit may be set to (admin API and CLI alike).
+MAX_RATE_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +139,10 @@ async def set_rate_limits(
 ) -> Tenant:
     """Set a tenant's own limits (requests per minute); None restores the default."""
     for value in (per_minute, key_per_minute):
-        if value is not None and value < 1:
-            raise InvalidRequest("rate limits must be positive integers (requests per minute)")
+        if value is not None and not 1 <= value <= MAX_RATE_LIMIT:
+            raise InvalidRequest(
+                f"rate limits must be integers from 1 to {MAX_RATE_LIMIT} (requests per minute)"
+            )
     tenant.rate_limit_per_minute = per_minute
     tenant.key_rate_limit_per_minute = key_per_minute
     await session.flush()

@@ -106,15 +106,49 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _as_documented() -> dict[str, str]:
+    """The environment of the README's steps: the clone's .venv exists but is not
+    activated, so `python3` (the script's interpreter) is the one the venv was made from,
+    without the project's dependencies. The script must find and use the venv itself."""
+    venv_python = REPO / ".venv" / "bin" / "python"
+    if not venv_python.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{venv_python} is missing; .ci/run creates it")
+        pytest.skip(f"{venv_python} is missing (python3 -m venv .venv && pip install -e '.[dev]')")
+    base = Path(os.path.realpath(venv_python)).parent  # the interpreter the venv came from
+    activated = {str(REPO / ".venv" / "bin"), str(Path(sys.prefix) / "bin")}
+    path = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
+    path = [str(base), *(entry for entry in path if entry not in activated)]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IMAGEGATE_", "AWS_")) and k not in ("VIRTUAL_ENV", "PYTHONHOME")
+    }
+    env["PATH"] = os.pathsep.join(path)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_python3_as_documented_is_not_the_venv() -> None:
+    """The premise of the fixture below: the documented run starts outside the venv."""
+    env = _as_documented()
+    probe = subprocess.run(
+        ["python3", "-c", "import sys; print(sys.prefix)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert Path(probe.stdout.strip()).resolve() != (REPO / ".venv").resolve()
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     base = tmp_path_factory.mktemp("stack")
     root, log = base / "state", base / "stack.log"
     gateway_port, s3_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGEGATE_", "AWS_"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    # As with the virtualenv activated: `python3` on PATH is the project's.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = _as_documented()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [SCRIPT, "--data-dir", root, "--port", str(gateway_port), "--s3-port", str(s3_port)],

@@ -83,3 +83,14 @@ async def test_unreachable_redis_falls_back_to_memory_and_still_limits() -> None
         await limiter.aclose()
     assert limiter.degraded
     assert [r.allowed for r in results] == [True, True, True, False]
+
+
+async def test_peek_decides_like_a_hit_without_consuming(limiter: RateLimiter) -> None:
+    key, limit = _key(), Limit(2, period=60)
+    for _ in range(5):  # peeks never use up the budget
+        assert (await limiter.peek([key], [limit])).allowed
+    assert (await limiter.hit([key], [limit])).allowed
+    assert (await limiter.hit([key], [limit])).allowed
+    refused = await limiter.peek([key], [limit])
+    assert not refused.allowed and refused.headers()["Retry-After"] == "30"
+    assert not (await limiter.hit([key], [limit])).allowed

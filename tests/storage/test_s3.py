@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from app.storage.base import ObjectNotFound, StorageUnavailable
-from app.storage.s3 import CACHE_CONTROL, S3ImageStore
+from app.storage.s3 import S3ImageStore
 from tests.support.servers import free_port
 from tests.support.services import S3Service
 
@@ -36,7 +36,19 @@ async def test_object_metadata(store: S3ImageStore, s3_endpoint: S3Service) -> N
     await store.put(KEY, b"webp-bytes", "image/webp")
     head = s3_endpoint.client().head_object(Bucket=store.bucket, Key=KEY)
     assert head["ContentType"] == "image/webp"
-    assert head["CacheControl"] == CACHE_CONTROL
+    # Private (no shared cache keeps it) and no longer than a presigned URL lives (300 s).
+    assert head["CacheControl"] == "private, max-age=300"
+
+
+async def test_presigned_download_is_not_cacheable_by_shared_caches(store: S3ImageStore) -> None:
+    await store.put(KEY, b"webp-bytes", "image/webp")
+    async with httpx.AsyncClient() as client:
+        response = await client.get(await store.url(KEY, "https://gateway.example.com"))
+    assert response.status_code == 200
+    directives = {part.strip() for part in response.headers["cache-control"].split(",")}
+    assert "private" in directives and "public" not in directives and "immutable" not in directives
+    max_age = next(int(d.split("=", 1)[1]) for d in directives if d.startswith("max-age="))
+    assert 0 < max_age <= 300
 
 
 async def test_missing_object(store: S3ImageStore) -> None:

@@ -19,10 +19,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
-    """Serve `app` (lifespan included) until the block exits; yields its base URL."""
+def serve_in_thread(app: Any, *, port: int | None = None, **config_options: Any) -> Iterator[str]:
+    """Serve `app` (lifespan included) until the block exits; yields its base URL.
+    `config_options` go to uvicorn.Config as they are."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **config_options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
