@@ -31,11 +31,23 @@ def int_param(
     raw = params.get(name)
     if raw is None:
         return default
-    text = raw.strip()
-    # isascii: str.isdigit() also accepts digits like "²" that int() rejects.
-    if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
+    value = parse_int(raw)
+    if value is None or not minimum <= value <= maximum:
         raise InvalidRequest(f"{name} must be an integer from {minimum} to {maximum}", field=name)
-    return int(text)
+    return value
+
+
+def parse_int(raw: str, max_digits: int = 18) -> int | None:
+    """A non-negative decimal integer of at most `max_digits` digits, else None."""
+    text = raw.strip()
+    # isascii: str.isdigit() also accepts digits like "²" that int() rejects. The length
+    # cap keeps int() below Python's int-string conversion limit (and out of bignums).
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > max_digits:
+        return None
+    return int(significant)
 
 
 def text_param(params: QueryParams, name: str) -> str | None:
