@@ -1,6 +1,7 @@
 """Reading a bounded JSON body: too large is refused before it is read whole, and what
 Python's json module accepts but the rest of the gateway cannot hold is refused here,
-naming the field: integers past the int-string conversion limit and lone surrogates."""
+naming the field: integers past the int-string conversion limit, lone surrogates and
+NUL characters (Postgres text cannot store one; SQLite would, so both refuse it here)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
 # default); parsing one would raise a bare ValueError, and converting it back to text
 # for a hash or a log line too.
 MAX_INT_DIGITS = min(sys.get_int_max_str_digits() or 4300, 4300)
-# A lone surrogate can only come from a \uD800-\uDFFF escape (raw UTF-8 cannot encode
-# one); it cannot be encoded back to UTF-8 for a hash, a response or the database.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+# A lone surrogate or a NUL can only come from a \u escape (raw UTF-8 cannot encode a
+# surrogate; JSON forbids a raw NUL); a surrogate cannot be encoded back to UTF-8 for a
+# hash, a response or the database, and Postgres text cannot hold a NUL.
+_SUSPECT_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\\u0000")
+_UNREPRESENTABLE = re.compile("[\ud800-\udfff\x00]")
 
 
 class UnsupportedMediaType(GatewayError):
@@ -88,7 +90,7 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidRequest("Request body JSON is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc.msg}") from None
-    if too_long or _SURROGATE_ESCAPE.search(raw):
+    if too_long or _SUSPECT_ESCAPE.search(raw):
         _refuse_unrepresentable(payload)
     return payload
 
@@ -105,23 +107,26 @@ def _refuse_unrepresentable(payload: Any) -> None:
                 f"numbers may have at most {MAX_INT_DIGITS}",
                 **_field(path),
             )
-        if isinstance(value, str) and _SURROGATE.search(value):
-            raise InvalidRequest(
-                f"{path or 'body'} contains a lone UTF-16 surrogate (an unpaired "
-                "\\ud800-\\udfff escape), which is not a character",
-                **_field(path),
-            )
+        if isinstance(value, str) and (found := _UNREPRESENTABLE.search(value)):
+            raise InvalidRequest(f"{path or 'body'} contains {_describe(found[0])}", **_field(path))
         if isinstance(value, dict):
             items = list(value.items())
             for key, item in reversed(items):
-                if _SURROGATE.search(key):
+                if found := _UNREPRESENTABLE.search(key):
                     raise InvalidRequest(
-                        f"a key in {path or 'the body'} contains a lone UTF-16 surrogate",
+                        f"a key in {path or 'the body'} contains {_describe(found[0])}",
                         **_field(path),
                     )
                 pending.append((f"{path}.{key}" if path else key, item))
         elif isinstance(value, list):
             pending.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+
+
+def _describe(char: str) -> str:
+    point = f"U+{ord(char):04X}"
+    if char == "\x00":
+        return f"the NUL character {point}, which text cannot hold"
+    return f"{point}, a lone UTF-16 surrogate (an unpaired \\u escape), which is not a character"
 
 
 def _field(path: str) -> dict[str, str]:

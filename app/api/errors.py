@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.query import NulInUrlGuard
 from app.errors import GatewayError
 from app.observability.logging import request_id_var
 
@@ -74,6 +75,7 @@ def install_error_handlers(app: FastAPI) -> None:
     # Added before the observability middleware, so it runs inside it: the request id is
     # still set and the 500 goes out with its X-Request-ID and access-log line.
     app.add_middleware(InternalErrorNet)
+    app.add_middleware(NulInUrlGuard)
 
 
 class InternalErrorNet:

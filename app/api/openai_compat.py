@@ -153,7 +153,7 @@ async def _generate(
     if response_format not in ("url", "b64_json"):
         raise InvalidRequest("response_format must be 'url' or 'b64_json'", field="response_format")
     output_format = payload.get("output_format") or "webp"
-    if output_format not in _FORMATS:
+    if not isinstance(output_format, str) or output_format not in _FORMATS:  # {} is unhashable
         raise InvalidRequest("output_format must be one of: webp, png, jpeg", field="output_format")
     contract = {
         "prompt": payload.get("prompt"),

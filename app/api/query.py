@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from typing import overload
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import QueryParams
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import InvalidRequest
 
@@ -72,3 +75,38 @@ def choice_param(
             f"{name} must be one of: {', '.join(allowed)}", field=name, allowed=list(allowed)
         )
     return raw
+
+
+class NulInUrlGuard:
+    """A NUL character (%00) in the URL's path or query is a 400 naming where, before any
+    route sees it: Postgres text cannot hold one, so a lookup by it failed in the database
+    (SQLite would have answered, so both stacks refuse it here)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        where = _nul_in_url(scope) if scope["type"] == "http" else None
+        if where is None:
+            await self.app(scope, receive, send)
+            return
+        message = f"{where} contains the NUL character U+0000 (%00)"
+        body: dict[str, object]
+        if scope["path"].startswith("/v1/"):  # the OpenAI-compatible routes' error shape
+            error = {"message": message, "type": "invalid_request_error", "param": where}
+            body = {"error": error | {"code": "invalid_request"}}
+        else:
+            body = {"error": message, "code": "invalid_request", "field": where}
+        await JSONResponse(body, status_code=400)(scope, receive, send)
+
+
+def _nul_in_url(scope: Scope) -> str | None:
+    if "\x00" in scope["path"]:
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "%00")
+    return None

@@ -4,8 +4,9 @@ wrong is a JSON 500 with the request id. Nothing is ever charged.
 
 The inputs, each a text/plain 500 before: integers past Python's int-string conversion
 limit (4300 digits) in JSON bodies and query parameters, superscript digits that
-`str.isdigit()` accepts and `int()` does not, and lone surrogates when an
-Idempotency-Key makes the gateway hash the body.
+`str.isdigit()` accepts and `int()` does not, lone surrogates when an Idempotency-Key
+makes the gateway hash the body, NUL characters in JSON strings, paths and queries (a
+500 on Postgres, silently stored on SQLite) and an object where a string was expected.
 """
 
 from __future__ import annotations
@@ -144,6 +145,23 @@ CASES = {
         "tags[0]",
         content='{"prompt": "x", "tags": ["a\\udc00b"]}',
         headers={**_key(), "Prefer": "respond-async"},
+    ),
+    # NUL characters, which Postgres text cannot hold (the lookup failed in the database)
+    "nul-json-field": Case(
+        "POST",
+        "/admin/v1/tenants/{tenant}/keys",
+        "label",
+        content='{"label": "a\\u0000b"}',
+        admin=True,
+    ),
+    "nul-path": Case("GET", "/api/v1/images/%00", "path"),
+    "nul-query": Case("GET", "/admin/v1/usage?model=a%00", "model", admin=True),
+    # a JSON object where a string was expected (unhashable, so `in` raised TypeError)
+    "openai-output-format-object": Case(
+        "POST",
+        "/v1/images/generations",
+        "output_format",
+        content='{"prompt": "x", "output_format": {"a": 1}}',
     ),
 }
 
