@@ -342,7 +342,7 @@ async def test_connection_cut_mid_statement_is_503_and_charges_nothing(
         assert (await client.post(path, json={"prompt": "warm"}, headers=tenant.auth)).is_success
         before = await _ledger(stack, tenant)
         if statement == "settle":
-            await stack.set_faults({"kind": "delay", "seconds": 1.5})
+            await stack.set_faults({"kind": "delay", "seconds": 3})
         async with stack.engine.connect() as lock:
             if statement == "reserve":
                 await _lock_account(lock, tenant)
