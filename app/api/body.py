@@ -96,7 +96,7 @@ def parse_json(raw: bytes) -> Any:
 
 
 def _refuse_unrepresentable(payload: Any) -> None:
-    """The first too-long integer or lone surrogate, as a 400 naming where it is."""
+    """The first too-long integer, lone surrogate or NUL, as a 400 naming where it is."""
     # Iterative: a body nested almost to json's recursion limit must not overflow here.
     pending: list[tuple[str, Any]] = [("", payload)]
     while pending:
