@@ -2,6 +2,11 @@
 generation and no new charge; another body is a 409; a duplicate of a request still
 running gets 409 with Retry-After. Only successes are kept (errors charge nothing, so a
 retry may run again); keys expire after 24 hours.
+
+With `Prefer: respond-async` the response is the accepted job, so the claim, the job and
+the completed record commit in one transaction (`on_claim`): a retry, however soon and
+however many at once, finds the job, never a record still in progress, and no second job
+can exist for the key.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -46,6 +52,7 @@ def validate_key(value: str) -> str:
 
 
 def request_hash(payload: Any) -> str:
+    # app.api.body refuses lone surrogates, so every string here encodes as UTF-8.
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -56,7 +63,14 @@ async def claim(
     key: str,
     body_hash: str,
     lock_for: timedelta,
+    *,
+    on_claim: Callable[[AsyncSession], Awaitable[dict[str, Any]]] | None = None,
 ) -> Claim:
+    """Claim `key` for this request, or raise/replay as the module says.
+
+    With `on_claim`, a won claim runs it in the claiming transaction and stores what it
+    returns as the completed response, so the claim is never seen in progress.
+    """
     now = utcnow()
     async with sessions() as session, session.begin():
         insert = _insert(session).values(
@@ -75,7 +89,7 @@ async def claim(
         )
         inserted = result.scalar_one_or_none()
         if inserted is not None:
-            return Claim(inserted)
+            return await _won(session, inserted, on_claim)
         # Someone holds the key: take it over only if it expired or its holder died.
         taken = await session.execute(
             update(IdempotencyRecord)
@@ -100,7 +114,7 @@ async def claim(
         )
         taken_id = taken.scalar_one_or_none()
         if taken_id is not None:
-            return Claim(taken_id)
+            return await _won(session, taken_id, on_claim)
         record = await session.scalar(
             select(IdempotencyRecord).where(
                 IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.key == key
@@ -122,15 +136,29 @@ async def claim(
     return Claim(record.id, replay=json.loads(record.response_body))
 
 
+async def _won(
+    session: AsyncSession,
+    record_id: str,
+    on_claim: Callable[[AsyncSession], Awaitable[dict[str, Any]]] | None,
+) -> Claim:
+    if on_claim is not None:
+        await _complete(session, record_id, await on_claim(session))
+    return Claim(record_id)
+
+
 async def complete(
     sessions: async_sessionmaker[AsyncSession], record_id: str, body: dict[str, Any]
 ) -> None:
     async with sessions() as session, session.begin():
-        await session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.id == record_id)
-            .values(status="completed", response_body=json.dumps(body))
-        )
+        await _complete(session, record_id, body)
+
+
+async def _complete(session: AsyncSession, record_id: str, body: dict[str, Any]) -> None:
+    await session.execute(
+        update(IdempotencyRecord)
+        .where(IdempotencyRecord.id == record_id)
+        .values(status="completed", response_body=json.dumps(body))
+    )
 
 
 async def release(sessions: async_sessionmaker[AsyncSession], record_id: str) -> None:

@@ -1,4 +1,5 @@
-"""One place that renders errors as `{"error": <message>, "code": <code>, ...}`."""
+"""One place that renders errors as `{"error": <message>, "code": <code>, ...}`, and a
+safety net that makes anything unexpected a JSON 500 with the request id."""
 
 from __future__ import annotations
 
@@ -9,11 +10,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.query import NulInUrlGuard
 from app.errors import GatewayError
+from app.observability.logging import request_id_var
 
 log = logging.getLogger(__name__)
+
+# Connection-level database failures (app/db/engine.py gives every disconnect the
+# OperationalError class) and a pool with no connection to give within its timeout.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -61,5 +70,45 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for error in (OperationalError, InterfaceError):
+    for error in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error, _database_error)
+    # Added before the observability middleware, so it runs inside it: the request id is
+    # still set and the 500 goes out with its X-Request-ID and access-log line.
+    app.add_middleware(InternalErrorNet)
+    app.add_middleware(NulInUrlGuard)
+
+
+class InternalErrorNet:
+    """Any exception no handler claimed: a JSON 500 naming the request id, instead of
+    Starlette's text/plain one; the traceback goes to the log (never the request body,
+    which a traceback does not carry). Inputs must be refused by validation long before
+    this: it is a net, not a validator."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # the one catch-all: whatever it is, the client gets JSON
+            request_id = request_id_var.get()
+            log.exception("unhandled error", extra={"path": scope.get("path")})
+            if started:
+                raise  # too late for a response of our own; the server closes it
+            response = error_response(
+                500,
+                f"Internal error; if it persists, report request id {request_id} to the operator",
+                "internal_error",
+                requestId=request_id,
+            )
+            await response(scope, receive, send)

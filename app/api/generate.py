@@ -44,7 +44,9 @@ async def generate_image(
     payload = await read_json_body(request, services.settings.max_body_bytes)
     generate_request = parse_generate_request(payload, services.catalog)
     if jobs_api.wants_async(request):
-        return await jobs_api.submit(request, services, auth, payload, generate_request)
+        return await jobs_api.submit(
+            request, services, auth, payload, generate_request, idempotency_key
+        )
     base_url = external_base_url(request)
     if idempotency_key is None:
         result = await services.generation.generate(auth, generate_request)
@@ -58,11 +60,8 @@ async def generate_image(
         idempotency.request_hash(payload),
         lock_for=timedelta(seconds=services.settings.upstream_deadline_seconds + 60),
     )
-    if claim.replay is not None:
-        body = await with_urls(
-            claim.replay["body"], claim.replay["keys"], services.image_store, base_url
-        )
-        return JSONResponse(body, headers={"Idempotent-Replayed": "true"})
+    if claim.replay is not None:  # a generation's 200, or the job an async request made
+        return await jobs_api.replay_response(services, claim.replay, base_url)
     try:
         result = await services.generation.generate(auth, generate_request)
     except BaseException:

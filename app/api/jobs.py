@@ -4,11 +4,14 @@ job; GET /api/v1/jobs/{id} reports status and progress, then the contract's body
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import idempotency
 from app.api.deps import authenticated, external_base_url, get_services
 from app.api.rendering import ImageView, contract_body, with_urls
 from app.credits.ledger import get_balance
@@ -22,6 +25,10 @@ from app.tenants.service import AuthContext
 
 router = APIRouter()
 
+REPLAYED = {"Idempotent-Replayed": "true"}
+# The key of an idempotency record's response that is an accepted job (not a 200 body).
+JOB_RECORD = "job"
+
 
 def wants_async(request: Request) -> bool:
     prefer = request.headers.get("prefer", "")
@@ -34,7 +41,10 @@ async def submit(
     auth: AuthContext,
     payload: dict[str, Any],
     parsed: GenerateRequest,
+    idempotency_key: str | None = None,
 ) -> JSONResponse:
+    """202 with a new job; with an Idempotency-Key, the key's job (one per key and body)."""
+    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
     source = None
     if parsed.source_image is not None:
         source = await asyncio.to_thread(
@@ -43,18 +53,14 @@ async def submit(
             max_bytes=services.settings.max_source_image_bytes,
             max_pixels=services.settings.max_source_image_pixels,
         )
-    required = parsed.model.price * parsed.num_images
-    async with services.sessions() as session:
-        available = await get_balance(session, auth.tenant_id)
-    # Checked now so an obvious 402 is not deferred; the job reserves when it runs.
-    if available < required:
-        raise InsufficientCredits(required=required, available=available)
     job_id = new_id()
-    if source is not None:
-        await services.image_store.put(
-            jobs.source_key(auth.tenant_id, job_id), source.data, source.mime_type
-        )
-    async with services.sessions() as session, session.begin():
+    required = parsed.model.price * parsed.num_images
+
+    async def create(session: AsyncSession) -> dict[str, Any]:
+        # Checked now so an obvious 402 is not deferred; the job reserves when it runs.
+        available = await get_balance(session, auth.tenant_id)
+        if available < required:
+            raise InsufficientCredits(required=required, available=available)
         await jobs.create_job(
             session,
             job_id=job_id,
@@ -64,13 +70,58 @@ async def submit(
             source_mime_type=source.mime_type if source else None,
             num_images=parsed.num_images,
         )
+        return {JOB_RECORD: _accepted_body(job_id)}
+
+    # Stored first: the job may run as soon as it commits.
+    if source is not None:
+        await services.image_store.put(
+            jobs.source_key(auth.tenant_id, job_id), source.data, source.mime_type
+        )
+    replay: dict[str, Any] | None = None
+    created = False
+    try:
+        if key is None:
+            async with services.sessions() as session, session.begin():
+                await create(session)
+        else:
+            claim = await idempotency.claim(
+                services.sessions,
+                auth.tenant_id,
+                key,
+                idempotency.request_hash(payload),
+                lock_for=timedelta(seconds=services.settings.upstream_deadline_seconds + 60),
+                on_claim=create,
+            )
+            replay = claim.replay
+        created = replay is None
+    finally:
+        if source is not None and not created:  # no job will read it
+            await asyncio.shield(
+                services.image_store.delete(jobs.source_key(auth.tenant_id, job_id))
+            )
+    if replay is not None:
+        return await replay_response(services, replay, external_base_url(request))
     services.job_runner.wake()
-    location = f"/api/v1/jobs/{job_id}"
-    return JSONResponse(
-        {"id": job_id, "status": "queued", "statusUrl": location},
-        status_code=202,
-        headers={"Location": location, "Preference-Applied": "respond-async"},
-    )
+    return _accepted(_accepted_body(job_id))
+
+
+async def replay_response(
+    services: Services, replay: dict[str, Any], base_url: str
+) -> JSONResponse:
+    """An Idempotency-Key's stored response, sent again: a job's 202 or a generation's 200."""
+    if JOB_RECORD in replay:
+        return _accepted(replay[JOB_RECORD], replayed=True)
+    body = await with_urls(replay["body"], replay["keys"], services.image_store, base_url)
+    return JSONResponse(body, headers=REPLAYED)
+
+
+def _accepted_body(job_id: str) -> dict[str, Any]:
+    return {"id": job_id, "status": "queued", "statusUrl": f"/api/v1/jobs/{job_id}"}
+
+
+def _accepted(body: dict[str, Any], *, replayed: bool = False) -> JSONResponse:
+    headers = {"Location": body["statusUrl"], "Preference-Applied": "respond-async"}
+    return JSONResponse(body, status_code=202, headers=headers | (REPLAYED if replayed else {}))
 
 
 @router.get("/api/v1/jobs/{job_id}")

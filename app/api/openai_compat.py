@@ -16,14 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from PIL import Image
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.datastructures import UploadFile
 
-from app.api.body import read_json_body
+from app.api.body import declared_length, read_json_body
 from app.api.deps import authenticated, get_services
+from app.api.errors import DATABASE_UNAVAILABLE
+from app.api.query import parse_int
 from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from app.generation.aspect import CONTRACT_RATIOS, nearest_native
-from app.generation.request import DEFAULT_MODEL, parse_generate_request
+from app.generation.request import DEFAULT_MODEL, MAX_IMAGES, parse_generate_request
 from app.generation.service import GenerationResult
 from app.providers.catalog import Catalog
 from app.services import Services
@@ -42,6 +43,8 @@ _ERROR_TYPES = {
     503: "service_unavailable",
 }
 _FORMATS = {"webp": "WEBP", "png": "PNG", "jpeg": "JPEG"}
+# A side of more than 5 digits is no image size; it only feeds an aspect ratio here.
+_MAX_SIDE_DIGITS = 5
 
 
 def openai_error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
@@ -75,7 +78,7 @@ class OpenAIErrorRoute(APIRoute):
                 first = exc.errors()[0] if exc.errors() else {}
                 param = str(first.get("loc", ("", ""))[-1])
                 return openai_error(400, f"{param}: {first.get('msg')}", "invalid_value", param)
-            except (OperationalError, InterfaceError):
+            except DATABASE_UNAVAILABLE:
                 return openai_error(
                     503, "The database is unavailable; nothing was charged", "unavailable"
                 )
@@ -119,9 +122,9 @@ async def edits(
     services: Annotated[Services, Depends(get_services)],
 ) -> dict[str, Any]:
     limit = services.settings.max_body_bytes
-    declared = request.headers.get("content-length")
+    declared = declared_length(request)
     # Refuse before parsing: multipart parsing would spool the whole body first.
-    if declared is None or not declared.isdigit() or int(declared) > limit:
+    if declared is None or declared > limit:
         raise PayloadTooLarge(f"Request body must declare a length of at most {limit} bytes")
     async with request.form(max_files=16, max_fields=32) as form:
         images = [item for key in ("image", "image[]") for item in form.getlist(key)]
@@ -135,7 +138,7 @@ async def edits(
     source = f"data:image/{subtype};base64,{base64.b64encode(data).decode('ascii')}"
     payload: dict[str, Any] = dict(fields)
     if "n" in payload:
-        payload["n"] = _int_field(payload["n"], "n")
+        payload["n"] = _count_field(payload["n"], "n")
     return await _generate(services, auth, request, payload, source_data_url=source)
 
 
@@ -150,7 +153,7 @@ async def _generate(
     if response_format not in ("url", "b64_json"):
         raise InvalidRequest("response_format must be 'url' or 'b64_json'", field="response_format")
     output_format = payload.get("output_format") or "webp"
-    if output_format not in _FORMATS:
+    if not isinstance(output_format, str) or output_format not in _FORMATS:  # {} is unhashable
         raise InvalidRequest("output_format must be one of: webp, png, jpeg", field="output_format")
     contract = {
         "prompt": payload.get("prompt"),
@@ -207,18 +210,21 @@ def ratio_for_size(size: Any) -> str:
     if size is None or size == "auto":
         return "1:1"
     if isinstance(size, str):
-        width, _, height = size.partition("x")
-        if width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0:
-            return nearest_native(f"{int(width)}:{int(height)}", CONTRACT_RATIOS)
+        width_text, _, height_text = size.partition("x")
+        width = parse_int(width_text, _MAX_SIDE_DIGITS)
+        height = parse_int(height_text, _MAX_SIDE_DIGITS)
+        if width and height:  # neither None nor 0
+            return nearest_native(f"{width}:{height}", CONTRACT_RATIOS)
     raise InvalidRequest(
         "size must be WIDTHxHEIGHT (e.g. 1024x1024, 1536x1024, 1024x1536) or auto", field="size"
     )
 
 
-def _int_field(value: str, field: str) -> int:
-    if not value.strip().isdigit():
-        raise InvalidRequest(f"{field} must be an integer", field=field)
-    return int(value)
+def _count_field(value: str, field: str) -> int:
+    count = parse_int(value)
+    if count is None or not 1 <= count <= MAX_IMAGES:
+        raise InvalidRequest(f"{field} must be an integer from 1 to {MAX_IMAGES}", field=field)
+    return count
 
 
 def _transcode(webp: bytes, output_format: str) -> bytes:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from typing import overload
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import QueryParams
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import InvalidRequest
 
@@ -31,11 +34,23 @@ def int_param(
     raw = params.get(name)
     if raw is None:
         return default
-    text = raw.strip()
-    # isascii: str.isdigit() also accepts digits like "²" that int() rejects.
-    if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
+    value = parse_int(raw)
+    if value is None or not minimum <= value <= maximum:
         raise InvalidRequest(f"{name} must be an integer from {minimum} to {maximum}", field=name)
-    return int(text)
+    return value
+
+
+def parse_int(raw: str, max_digits: int = 18) -> int | None:
+    """A non-negative decimal integer of at most `max_digits` digits, else None."""
+    text = raw.strip()
+    # isascii: str.isdigit() also accepts digits like "²" that int() rejects. The length
+    # cap keeps int() below Python's int-string conversion limit (and out of bignums).
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > max_digits:
+        return None
+    return int(significant)
 
 
 def text_param(params: QueryParams, name: str) -> str | None:
@@ -60,3 +75,38 @@ def choice_param(
             f"{name} must be one of: {', '.join(allowed)}", field=name, allowed=list(allowed)
         )
     return raw
+
+
+class NulInUrlGuard:
+    """A NUL character (%00) in the URL's path or query is a 400 naming where, before any
+    route sees it: Postgres text cannot hold one, so a lookup by it failed in the database
+    (SQLite would have answered, so both stacks refuse it here)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        where = _nul_in_url(scope) if scope["type"] == "http" else None
+        if where is None:
+            await self.app(scope, receive, send)
+            return
+        message = f"{where} contains the NUL character U+0000 (%00)"
+        body: dict[str, object]
+        if scope["path"].startswith("/v1/"):  # the OpenAI-compatible routes' error shape
+            error = {"message": message, "type": "invalid_request_error", "param": where}
+            body = {"error": error | {"code": "invalid_request"}}
+        else:
+            body = {"error": message, "code": "invalid_request", "field": where}
+        await JSONResponse(body, status_code=400)(scope, receive, send)
+
+
+def _nul_in_url(scope: Scope) -> str | None:
+    if "\x00" in scope["path"]:
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "%00")
+    return None

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -32,6 +33,7 @@ def create_engine(
         pool_timeout=10,
     )
     _connect_failures_are_operational(engine)
+    _disconnects_are_operational(engine)
     return engine
 
 
@@ -58,6 +60,37 @@ def _connect_failures_are_operational(engine: AsyncEngine) -> None:
             raise
         except (OSError, TimeoutError, dbapi.Error) as exc:
             raise dbapi.OperationalError(f"cannot connect to the database: {exc}") from exc
+
+
+def _disconnects_are_operational(engine: AsyncEngine) -> None:
+    """A connection lost mid-statement raises OperationalError too, like any other outage.
+
+    asyncpg reports it as ConnectionDoesNotExistError ("connection was closed in the
+    middle of operation"), a PostgresError that SQLAlchemy wraps as a bare DBAPIError
+    (it maps only a few asyncpg classes), and a socket error may come through raw; both
+    escaped the API's 503 mapping as 500s. The dialect already knows a disconnect when it
+    sees one (`is_disconnect`), so this only gives every disconnect the same class.
+    """
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> BaseException | None:
+        original = context.original_exception
+        if (
+            context.is_pre_ping  # it reconnects by itself
+            or not isinstance(original, Exception)  # a cancellation stays a cancellation
+            or isinstance(context.sqlalchemy_exception, OperationalError)
+        ):
+            return None
+        if not (context.is_disconnect or isinstance(original, OSError)):
+            return None
+        context.is_disconnect = True  # the pool discards the connection
+        return OperationalError(
+            context.statement,
+            context.parameters,
+            original,
+            hide_parameters=True,
+            connection_invalidated=True,
+        )
 
 
 def _create_sqlite_engine(database_url: str) -> AsyncEngine:

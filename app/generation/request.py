@@ -16,6 +16,10 @@ from app.providers.catalog import Catalog, CatalogModel
 DEFAULT_MODEL = "google/gemini-2.5-flash-image"
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGES = 4
+# Emoji sequences: the joiner, and a flag's tag sequence (UTS #51, ED-14a).
+_ZWJ = "\u200d"
+_TAG_BASE = "\U0001f3f4"
+_TAG_FIRST, _TAG_LAST, _CANCEL_TAG = "\U000e0020", "\U000e007e", "\U000e007f"
 
 
 class GenerateImageBody(BaseModel):
@@ -69,17 +73,40 @@ def _prompt(value: Any) -> str:
             f"prompt is {len(prompt)} characters; the maximum is {MAX_PROMPT_CHARS}",
             field="prompt",
         )
-    for char in prompt:
-        # Newlines and tabs are fine in a prompt; other control and format characters
-        # (NUL, escape sequences, bidi overrides, lone surrogates) are not.
-        if char in "\n\t\r":
+    if bad := _disallowed_char(prompt):
+        raise InvalidRequest(
+            f"prompt contains a disallowed control or format character U+{ord(bad):04X}",
+            field="prompt",
+        )
+    return prompt
+
+
+def _disallowed_char(prompt: str) -> str | None:
+    """The first character a prompt may not carry, or None.
+
+    Newlines and tabs are fine; other control and format characters (NUL, escape
+    sequences, bidi overrides, zero-width spaces, lone surrogates) are not, except those
+    emoji sequences are made of: the zero-width joiner ("👨‍👩‍👧") and, only inside a flag's
+    tag sequence ("🏴" + tags + cancel tag), the tag characters, which elsewhere would
+    be invisible text. Variation selectors and skin tones are marks and symbols anyway.
+    """
+    tags_from: int | None = None  # where the open tag sequence's first tag is
+    for index, char in enumerate(prompt):
+        if tags_from is not None:
+            if _TAG_FIRST <= char <= _TAG_LAST:
+                continue
+            if char != _CANCEL_TAG:
+                return prompt[tags_from]  # a tag sequence must end with the cancel tag
+            tags_from = None
+            continue
+        if char in "\n\t\r" or char == _ZWJ:
+            continue
+        if char == _TAG_BASE and _TAG_FIRST <= prompt[index + 1 : index + 2] <= _TAG_LAST:
+            tags_from = index + 1  # the flag itself is a symbol
             continue
         if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            raise InvalidRequest(
-                f"prompt contains a disallowed control or format character U+{ord(char):04X}",
-                field="prompt",
-            )
-    return prompt
+            return char
+    return None if tags_from is None else prompt[tags_from]
 
 
 def _model(value: Any, catalog: Catalog) -> CatalogModel:

@@ -1,15 +1,17 @@
-"""Idempotency-Key on POST /api/v1/generate-image."""
+"""Idempotency-Key on POST /api/v1/generate-image, synchronous and with Prefer: respond-async."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 
-from app.db.models import Generation, IdempotencyRecord, utcnow
-from tests.support.gateway import Stack
+from app.credits import ledger
+from app.db.models import Generation, IdempotencyRecord, Job, utcnow
+from tests.support.gateway import Stack, TenantHandle
 
 PATH = "/api/v1/generate-image"
 PRICE = 4
@@ -136,3 +138,93 @@ async def test_malformed_key_is_400(stack: Stack) -> None:
     assert response.status_code == 400
     assert "Idempotency-Key" in response.json()["error"]
     assert await stack.balance(tenant) == 10
+
+
+# --------------------------------------------------------------------------- respond-async
+
+ASYNC = {"Prefer": "respond-async"}
+
+
+async def _jobs(stack: Stack, tenant_id: str) -> list[Job]:
+    async with stack.sessions() as session:
+        return list(await session.scalars(select(Job).where(Job.tenant_id == tenant_id)))
+
+
+async def _wait_for_job(stack: Stack, tenant: TenantHandle, location: str) -> dict[str, Any]:
+    async with stack.client() as client:
+        for _ in range(200):
+            response = await client.get(location, headers=tenant.auth)
+            assert response.status_code == 200, response.text
+            if response.json()["status"] in ("succeeded", "failed"):
+                return dict(response.json())
+            await asyncio.sleep(0.25)
+    raise AssertionError("job did not finish")
+
+
+async def test_async_retries_get_one_job_charged_once(stack: Stack) -> None:
+    tenant = await stack.new_tenant(credits=100)
+    key = str(uuid.uuid4())
+    body = {"prompt": "a paper crane", "aspectRatio": "3:4"}
+    headers = {**_headers(tenant.auth, key), **ASYNC}
+    async with stack.client() as client:
+        burst = await asyncio.gather(
+            *(client.post(PATH, json=body, headers=headers) for _ in range(20))
+        )
+    assert [r.status_code for r in burst] == [202] * 20, [
+        r.text for r in burst if r.status_code != 202
+    ]
+    assert len({r.json()["id"] for r in burst}) == 1
+    assert len({r.headers["location"] for r in burst}) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in burst) == 1  # one made it
+    [job] = await _jobs(stack, tenant.id)
+    location = burst[0].headers["location"]
+    assert job.id == burst[0].json()["id"] and location == f"/api/v1/jobs/{job.id}"
+
+    done = await _wait_for_job(stack, tenant, location)
+    assert done["status"] == "succeeded"
+    async with stack.client() as client:
+        again = await client.post(PATH, json=body, headers=headers)
+        other = await client.post(PATH, json={**body, "prompt": "a crane"}, headers=headers)
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert (again.json()["id"], again.headers["location"]) == (job.id, location)
+    assert other.status_code == 409
+    assert other.json()["code"] == "idempotency_conflict"
+    assert "different request body" in other.json()["error"]
+    assert len(await _jobs(stack, tenant.id)) == 1
+    assert await _generations(stack, tenant.id) == 1
+    assert await stack.balance(tenant) == 100 - PRICE
+    assert (await stack.audit()).ok
+
+
+async def test_async_refusal_keeps_no_key_then_the_job_is_replayed(stack: Stack) -> None:
+    tenant = await stack.new_tenant(credits=PRICE - 1)
+    key = str(uuid.uuid4())
+    headers = {**_headers(tenant.auth, key), **ASYNC}
+    async with stack.client() as client:
+        refused = await client.post(PATH, json={"prompt": "p"}, headers=headers)
+        async with stack.sessions() as session, session.begin():
+            await ledger.grant(session, tenant.id, 1, note="top up")
+        accepted = await client.post(PATH, json={"prompt": "p"}, headers=headers)
+        replayed = await client.post(PATH, json={"prompt": "p"}, headers=headers)
+    assert refused.status_code == 402  # nothing was created, so the key is still free
+    assert accepted.status_code == 202 and "idempotent-replayed" not in accepted.headers
+    assert replayed.status_code == 202 and replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json()["id"] == accepted.json()["id"]
+    assert len(await _jobs(stack, tenant.id)) == 1
+    await _wait_for_job(stack, tenant, accepted.headers["location"])
+    assert await stack.balance(tenant) == 0
+
+
+async def test_key_used_synchronously_replays_its_200_to_an_async_retry(stack: Stack) -> None:
+    tenant = await stack.new_tenant(credits=100)
+    key = str(uuid.uuid4())
+    async with stack.client() as client:
+        first = await client.post(PATH, json={"prompt": "q"}, headers=_headers(tenant.auth, key))
+        retry = await client.post(
+            PATH, json={"prompt": "q"}, headers={**_headers(tenant.auth, key), **ASYNC}
+        )
+    assert first.status_code == 200
+    assert retry.status_code == 200 and retry.headers["idempotent-replayed"] == "true"
+    assert retry.json()["id"] == first.json()["id"]
+    assert await _jobs(stack, tenant.id) == []
+    assert await stack.balance(tenant) == 100 - PRICE
