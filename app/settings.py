@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_source_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_source_image_pixels: int = Field(default=40_000_000, ge=1024)
+    # Megapixels decoded at once by the whole process (source images and upstream
+    # outputs, ~4 bytes each, a transcode counting 3x): memory is bounded by this, not by
+    # thread counts. Work beyond it waits within the request deadline; a source image
+    # larger than all of it is a 400.
+    decode_budget_mpx: float = Field(default=64, ge=0.01)
 
     # Rate limits (requests per minute) unless a tenant has its own; Redis shares them
     # between replicas, otherwise each process counts alone.
@@ -144,6 +149,10 @@ class Settings(BaseSettings):
         if self.image_workers is not None:
             return self.image_workers
         return max(1, (os.cpu_count() or 2) - 1)
+
+    @property
+    def decode_budget_pixels(self) -> int:
+        return int(self.decode_budget_mpx * 1_000_000)
 
     @property
     def resolved_image_dir(self) -> Path:

@@ -3,7 +3,6 @@ job; GET /api/v1/jobs/{id} reports status and progress, then the contract's body
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,7 +14,6 @@ from app.credits.ledger import get_balance
 from app.db.models import new_id
 from app.errors import InsufficientCredits
 from app.generation.request import GenerateRequest
-from app.generation.source_image import parse_source_image
 from app.jobs import service as jobs
 from app.services import Services
 from app.tenants.service import AuthContext
@@ -37,12 +35,7 @@ async def submit(
 ) -> JSONResponse:
     source = None
     if parsed.source_image is not None:
-        source = await asyncio.to_thread(
-            parse_source_image,
-            parsed.source_image,
-            max_bytes=services.settings.max_source_image_bytes,
-            max_pixels=services.settings.max_source_image_pixels,
-        )
+        source = await services.generation.decode_source(parsed.source_image)
     required = parsed.model.price * parsed.num_images
     async with services.sessions() as session:
         available = await get_balance(session, auth.tenant_id)
