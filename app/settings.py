@@ -106,6 +106,16 @@ class Settings(BaseSettings):
     # a database transaction on its key; revocations by another process apply within it.
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
 
+    # Connection limits of `imagegate serve` (app/server_limits.py): a slow client is cut
+    # after these, whether or not a reverse proxy is in front.
+    server_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    server_body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    server_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    # Connections + in-flight requests beyond this are answered 503 by uvicorn.
+    server_limit_concurrency: int = Field(default=1000, ge=1)
+    # Connections the kernel queues before accept().
+    server_backlog: int = Field(default=2048, ge=1)
+
     log_level: str = "INFO"
 
     # The admin HTTP API (/admin/v1) exists only when this is set; send it as a Bearer token.
