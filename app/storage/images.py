@@ -11,7 +11,7 @@ import io
 import struct
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, _imaging
 
 from app.generation.aspect import centre_crop_box, parse_ratio
 
@@ -31,6 +31,14 @@ ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
 # Measured on a 6000x6000 PNG: a plain decode peaks at +138 MiB, the whole transcode at
 # +334 MiB (2.4x), so 3 leaves room for a mode conversion.
 TRANSCODE_COST = 3
+
+# Pillow allocates decoded pixels in blocks of 16 MiB by default. glibc serves blocks of
+# that size from its per-thread heaps once its adaptive mmap threshold has grown (up to
+# 32 MiB) and keeps them after free, so RSS grew with the number of threads that ever
+# decoded a big image, whatever the decode budget allows at once (bench/decode_memory.py:
+# peak 580 -> 360 MiB). Larger blocks are always mmap'ed, and so returned when freed.
+PIXEL_BLOCK_BYTES = 64 * 1024 * 1024
+_imaging.set_block_size(PIXEL_BLOCK_BYTES)
 
 _EXIF_ORIENTATION = 0x0112
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
