@@ -13,6 +13,9 @@ parser, the one `uvicorn[standard]` picks, has no header size limit at all (h11 
   the headers; otherwise a 408 JSON answer (if nothing was answered yet) and close;
 - a header size cap: more than `server_max_header_bytes` before the headers end is a
   431 JSON answer and close (checked after each read, so before any more is buffered).
+
+`QuietDisconnects` (an ASGI middleware) ends a request whose client is gone, or was cut
+by the body deadline, without uvicorn's error traceback: there is nobody to answer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import logging
 from typing import Any, Protocol
 
 import uvicorn
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.settings import Settings
@@ -63,6 +68,19 @@ class GatewayConfig(uvicorn.Config):
             h11_max_incomplete_event_size=settings.server_max_header_bytes,
             **kwargs,
         )
+
+
+class QuietDisconnects:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            # One line, no traceback: a crowd of slow clients must not cost a crowd of
+            # formatted stack traces on the event loop.
+            log.info("client gone before its request body was read")
 
 
 def _response(status: int, reason: str, message: str, code: str) -> bytes:

@@ -41,9 +41,10 @@ DRIP_EVERY = 0.2
 
 
 class Target:
-    def __init__(self, port: int, key: str) -> None:
+    def __init__(self, port: int, key: str, logs: Callable[[], bytes] | None = None) -> None:
         self.port = port
         self.key = key
+        self.logs = logs  # the gateway's log, when it runs as its own process
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=5)
@@ -62,7 +63,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     gateway = GatewayProcess(env, data_dir / "gateway.log").start()
     try:
         tenant = create_tenant(env, "slow-clients", credits=100)
-        yield Target(gateway.port, tenant.key)
+        yield Target(gateway.port, tenant.key, gateway.logs)
     finally:
         gateway.terminate()
 
@@ -176,6 +177,13 @@ def test_a_client_dripping_a_body_gets_408(target: Target) -> None:
     answer = json.loads(rest.partition(b"\r\n\r\n")[2])
     assert answer["code"] == "request_timeout"
     assert "body" in answer["error"]
+    if target.logs is not None:
+        # The cut request ends quietly: one info line, no traceback per slow client.
+        deadline = time.monotonic() + 5
+        while b"client gone before its request body was read" not in target.logs():
+            assert time.monotonic() < deadline, "the cut request was never logged"
+            time.sleep(0.05)
+        assert b"Exception in ASGI application" not in target.logs()
 
 
 def test_a_megabyte_of_headers_is_refused(target: Target) -> None:
