@@ -321,6 +321,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.server_limits import GatewayConfig
 
     settings = Settings(emulate=True) if args.emulate else Settings()
     configure_logging(settings.log_level)
@@ -328,8 +329,12 @@ def _serve(args: argparse.Namespace) -> int:
     # writes) holds it; Python's default 5 ms hand-over interval showed up directly in
     # /healthz latency under transcode load. 1 ms keeps the loop responsive.
     sys.setswitchinterval(0.001)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None)
-    return 0
+    config = GatewayConfig(
+        create_app(settings), settings=settings, host=args.host, port=args.port, log_config=None
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3  # uvicorn.run's exit status for a failed startup
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
+from app.generation.decode_budget import DecodeBudget
 from app.generation.producer import ImageProducer
 from app.generation.service import GenerationService
 from app.housekeeping import run_housekeeping
@@ -69,6 +70,7 @@ async def running_services(
         ),
         max_pixels=settings.max_source_image_pixels,
         metrics=metrics,
+        decode_budget=DecodeBudget(settings.decode_budget_pixels),
         limiters={
             model.id: asyncio.Semaphore(model.max_concurrency)
             for model in catalog

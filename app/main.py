@@ -20,6 +20,7 @@ from app.emulators.openai import create_openai_emulator
 from app.lifespan import running_services
 from app.observability.metrics import Metrics
 from app.observability.middleware import GatewayMiddleware
+from app.server_limits import QuietDisconnects
 from app.settings import Settings
 
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     for name, emulator in emulators.items():
         app.mount(f"/emulators/{name}", emulator)
+    app.add_middleware(QuietDisconnects)  # inside GatewayMiddleware: still access-logged
     app.add_middleware(GatewayMiddleware, metrics=metrics, emulated=bool(emulators))
 
     original_openapi = app.openapi

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_source_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_source_image_pixels: int = Field(default=40_000_000, ge=1024)
+    # Megapixels decoded at once by the whole process (source images and upstream
+    # outputs, ~4 bytes each, a transcode counting 3x): memory is bounded by this, not by
+    # thread counts. Work beyond it waits within the request deadline; a source image
+    # larger than all of it is a 400.
+    decode_budget_mpx: float = Field(default=64, ge=0.01)
 
     # Rate limits (requests per minute) unless a tenant has its own; Redis shares them
     # between replicas, otherwise each process counts alone.
@@ -106,6 +111,16 @@ class Settings(BaseSettings):
     # Successful key lookups are remembered this long (0: off), so a request does not spend
     # a database transaction on its key; revocations by another process apply within it.
     auth_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+
+    # Connection limits of `imagegate serve` (app/server_limits.py): a slow client is cut
+    # after these, whether or not a reverse proxy is in front.
+    server_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    server_body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    server_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    # Connections + in-flight requests beyond this are answered 503 by uvicorn.
+    server_limit_concurrency: int = Field(default=1000, ge=1)
+    # Connections the kernel queues before accept().
+    server_backlog: int = Field(default=2048, ge=1)
 
     log_level: str = "INFO"
     # Interactive API docs at /docs (Swagger UI from the installed package, under a strict
@@ -153,6 +168,10 @@ class Settings(BaseSettings):
         if self.image_workers is not None:
             return self.image_workers
         return max(1, (os.cpu_count() or 2) - 1)
+
+    @property
+    def decode_budget_pixels(self) -> int:
+        return int(self.decode_budget_mpx * 1_000_000)
 
     @property
     def resolved_image_dir(self) -> Path:

@@ -18,7 +18,6 @@ from app.credits.ledger import get_balance
 from app.db.models import new_id
 from app.errors import InsufficientCredits
 from app.generation.request import GenerateRequest
-from app.generation.source_image import parse_source_image
 from app.jobs import service as jobs
 from app.services import Services
 from app.tenants.service import AuthContext
@@ -47,12 +46,7 @@ async def submit(
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
     source = None
     if parsed.source_image is not None:
-        source = await asyncio.to_thread(
-            parse_source_image,
-            parsed.source_image,
-            max_bytes=services.settings.max_source_image_bytes,
-            max_pixels=services.settings.max_source_image_pixels,
-        )
+        source = await services.generation.decode_source(parsed.source_image)
     job_id = new_id()
     required = parsed.model.price * parsed.num_images
 

@@ -9,6 +9,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
+from app.generation.decode_budget import DecodeBudget
 from app.observability.metrics import Metrics
 from app.providers.base import (
     ImageRequest,
@@ -23,7 +24,13 @@ from app.providers.base import (
 from app.providers.catalog import CatalogModel
 from app.providers.retry import RetryPolicy, call_with_retries
 from app.storage.base import ImageStore, object_key
-from app.storage.images import EncodedImage, normalise_to_webp, passthrough
+from app.storage.images import (
+    TRANSCODE_COST,
+    EncodedImage,
+    decoded_size,
+    normalise_to_webp,
+    passthrough,
+)
 
 # Errors that say "this upstream cannot serve right now", which a fallback model may fix.
 FALLBACK_ON = (RateLimited, Unavailable, UpstreamTimeout)
@@ -62,6 +69,7 @@ class ImageProducer:
         max_pixels: int,
         metrics: Metrics,
         limiters: dict[str, asyncio.Semaphore],
+        decode_budget: DecodeBudget,
         encoder: Executor | None = None,
     ) -> None:
         self._adapters = adapters
@@ -72,6 +80,7 @@ class ImageProducer:
         self._max_pixels = max_pixels
         self._limiters = limiters
         self._metrics = metrics
+        self.decode_budget = decode_budget
 
     def usable_chain(
         self, chain: tuple[CatalogModel, ...], image_to_image: bool
@@ -111,15 +120,7 @@ class ImageProducer:
             # anything to decode and encode goes to a thread.
             encoded = passthrough(image.data, job.aspect_ratio, max_pixels=self._max_pixels)
             if encoded is None:
-                encoded = await asyncio.get_running_loop().run_in_executor(
-                    self._encoder,
-                    functools.partial(
-                        normalise_to_webp,
-                        image.data,
-                        job.aspect_ratio,
-                        max_pixels=self._max_pixels,
-                    ),
-                )
+                encoded = await self._transcode(image.data, job, model)
             key = object_key(job.tenant_id, job.generation_id, index, job.created)
             await self._store.put(key, encoded.data, encoded.mime_type)
             self._metrics.images_stored.labels(model.id).inc()
@@ -129,6 +130,25 @@ class ImageProducer:
             return StoredImage(index=index, key=key, image=encoded, text=image.text, model=model)
         assert last_error is not None
         raise last_error
+
+    async def _transcode(self, data: bytes, job: Job, model: CatalogModel) -> EncodedImage:
+        """Decode + crop + WebP in the encoder pool, once its pixels fit the decode budget."""
+        # The header is read in a thread too: a PNG may carry any number of chunks before it.
+        width, height = await asyncio.to_thread(decoded_size, data, max_pixels=self._max_pixels)
+        cost = width * height * TRANSCODE_COST
+        if not self.decode_budget.fits(cost):
+            raise ProviderError(
+                f"{model.id} returned a {width}x{height} image, more pixels than this gateway "
+                "decodes at once"
+            )
+        return await self.decode_budget.run(
+            cost,
+            functools.partial(
+                normalise_to_webp, data, job.aspect_ratio, max_pixels=self._max_pixels
+            ),
+            wait_seconds=job.deadline - time.monotonic(),
+            executor=self._encoder,
+        )
 
     async def _observed_call(
         self, adapter: ProviderAdapter, model: CatalogModel, request: ImageRequest

@@ -31,7 +31,7 @@ from app.errors import (
 from app.generation.presets import apply_preset
 from app.generation.producer import ImageProducer, Job, StoredImage
 from app.generation.request import GenerateRequest
-from app.generation.source_image import parse_source_image
+from app.generation.source_image import decode_source_image
 from app.observability.metrics import Metrics
 from app.providers.base import Moderated, ProviderError, SourceImage
 from app.providers.catalog import Catalog, CatalogModel
@@ -182,11 +182,16 @@ class GenerationService:
                 f"model {request.model.id} does not support image-to-image (sourceImage)",
                 field="sourceImage",
             )
-        return await asyncio.to_thread(
-            parse_source_image,
-            request.source_image,
+        return await self.decode_source(request.source_image)
+
+    async def decode_source(self, value: str) -> SourceImage:
+        """A validated `sourceImage`; its decode waits for the shared decode budget."""
+        return await decode_source_image(
+            value,
+            budget=self._producer.decode_budget,
             max_bytes=self._settings.max_source_image_bytes,
             max_pixels=self._settings.max_source_image_pixels,
+            wait_seconds=self._settings.upstream_deadline_seconds,
         )
 
     async def _reserve(

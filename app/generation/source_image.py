@@ -2,17 +2,23 @@
 
 The gateway never fetches URLs: only inline `data:image/...;base64,` payloads are
 accepted. Every check that can run before decoding does (size from the base64 length,
-magic bytes, header pixel count), so a hostile payload costs little. Synchronous and
-CPU-bound: callers run `parse_source_image` via `asyncio.to_thread`.
+magic bytes, header pixel count), so a hostile payload costs little. The full decode,
+which proves the pixel data is intact, draws its pixels from the process's decode
+budget: `decode_source_image` is the async entry point; `parse_source_image` is the
+same checks, synchronous and unbudgeted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import functools
 import re
+from dataclasses import dataclass, field
 
 from app.errors import InvalidRequest
+from app.generation.decode_budget import DecodeBudget
 from app.providers.base import SourceImage
 from app.storage.images import ImageDecodeError, open_bounded
 
@@ -29,8 +35,44 @@ _DECLARED: dict[str, tuple[str, str]] = {
 _HEADER = re.compile(r"data:image/(?P<subtype>[a-z]+);base64", re.IGNORECASE)
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A source whose header passed every check; its pixel data is not decoded yet."""
+
+    data: bytes = field(repr=False)
+    mime_type: str
+    pil_format: str
+    width: int
+    height: int
+
+
+async def decode_source_image(
+    value: str, *, budget: DecodeBudget, max_bytes: int, max_pixels: int, wait_seconds: float
+) -> SourceImage:
+    """`parse_source_image`, with the decode waiting (at most `wait_seconds`) for budget.
+
+    An image larger than the whole budget is refused with a 400 naming the field, as
+    it could never be decoded here; DecodeBusy (503) when the wait runs out.
+    """
+    checked = await asyncio.to_thread(
+        _check_header, value, max_bytes=max_bytes, max_pixels=max_pixels
+    )
+    pixels = checked.width * checked.height
+    if not budget.fits(pixels):
+        raise InvalidRequest(
+            f"{FIELD} is {checked.width}x{checked.height} ({pixels} pixels); this gateway "
+            f"decodes at most {budget.capacity} pixels at once",
+            field=FIELD,
+        )
+    return await budget.run(pixels, functools.partial(_verify, checked), wait_seconds=wait_seconds)
+
+
 def parse_source_image(value: str, *, max_bytes: int, max_pixels: int) -> SourceImage:
     """Return the decoded image, or raise InvalidRequest saying what is wrong with it."""
+    return _verify(_check_header(value, max_bytes=max_bytes, max_pixels=max_pixels))
+
+
+def _check_header(value: str, *, max_bytes: int, max_pixels: int) -> _Checked:
     header, comma, payload = value.partition(",")
     # The header is tiny; bound it so a huge string without a comma is not regex-scanned.
     match = _HEADER.fullmatch(header) if comma and len(header) <= 64 else None
@@ -54,6 +96,21 @@ def parse_source_image(value: str, *, max_bytes: int, max_pixels: int) -> Source
 
     try:
         image = open_bounded(data, max_pixels=max_pixels, formats=(pil_format,))
+    except ImageDecodeError as exc:
+        raise InvalidRequest(f"{FIELD} is not usable: {exc}", field=FIELD) from exc
+    with image:
+        width, height = image.width, image.height
+    return _Checked(data, mime_type, pil_format, width, height)
+
+
+def _verify(checked: _Checked) -> SourceImage:
+    """Decode the pixel data once (then free it): truncation and corruption show only here."""
+    try:
+        image = open_bounded(
+            checked.data,
+            max_pixels=checked.width * checked.height,
+            formats=(checked.pil_format,),
+        )
         try:
             image.load()
         finally:
@@ -65,7 +122,7 @@ def parse_source_image(value: str, *, max_bytes: int, max_pixels: int) -> Source
         raise InvalidRequest(
             f"{FIELD} is not usable: image data is corrupt or truncated", field=FIELD
         ) from exc
-    return SourceImage(mime_type=mime_type, data=data)
+    return SourceImage(mime_type=checked.mime_type, data=checked.data)
 
 
 def _decode_base64(payload: str, *, max_bytes: int) -> bytes:

@@ -1,6 +1,8 @@
 """Normalise any provider output to a WebP of exactly the requested aspect ratio.
 
-Synchronous and CPU-bound: callers run `normalise_to_webp` via `asyncio.to_thread`.
+Synchronous and CPU-bound: callers read `decoded_size` first (headers only), reserve
+`TRANSCODE_COST` pixels per pixel from the decode budget (app/generation/decode_budget.py)
+and run `normalise_to_webp` in a thread.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import io
 import struct
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, _imaging
 
 from app.generation.aspect import centre_crop_box, parse_ratio
 
@@ -23,6 +25,20 @@ WEBP_METHOD = 2
 # What upstream providers return. Refusing the rest keeps Pillow's rarer (and riskier)
 # decoders, e.g. EPS via Ghostscript, out of reach of whatever bytes an upstream sends.
 ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+
+# Decoded images held at once by `normalise_to_webp`, in units of the input's pixels:
+# the decoded input, a converted or cropped copy, and libwebp's ARGB and YUV buffers.
+# Measured on a 6000x6000 PNG: a plain decode peaks at +138 MiB, the whole transcode at
+# +334 MiB (2.4x), so 3 leaves room for a mode conversion.
+TRANSCODE_COST = 3
+
+# Pillow allocates decoded pixels in blocks of 16 MiB by default. glibc serves blocks of
+# that size from its per-thread heaps once its adaptive mmap threshold has grown (up to
+# 32 MiB) and keeps them after free, so RSS grew with the number of threads that ever
+# decoded a big image, whatever the decode budget allows at once (bench/decode_memory.py:
+# peak 580 -> 360 MiB). Larger blocks are always mmap'ed, and so returned when freed.
+PIXEL_BLOCK_BYTES = 64 * 1024 * 1024
+_imaging.set_block_size(PIXEL_BLOCK_BYTES)
 
 _EXIF_ORIENTATION = 0x0112
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -65,8 +81,10 @@ def normalise_to_webp(data: bytes, aspect_ratio: str, *, max_pixels: int) -> Enc
             _load(image)
             return EncodedImage(data=data, width=image.width, height=image.height)
         _load(image)
-        upright = ImageOps.exif_transpose(image)
-        converted = _convert_mode(upright)
+        # In place: without a rotation tag this is a no-op, where the default returns a
+        # full copy (one more decoded image held at once, see TRANSCODE_COST).
+        ImageOps.exif_transpose(image, in_place=True)
+        converted = _convert_mode(image)
         try:
             box = centre_crop_box(converted.width, converted.height, aspect_ratio)
         except ValueError as exc:
@@ -100,6 +118,17 @@ def passthrough(data: bytes, aspect_ratio: str, *, max_pixels: int) -> EncodedIm
     if size is None:
         return None
     return EncodedImage(data=data, width=size[0], height=size[1])
+
+
+def decoded_size(
+    data: bytes, *, max_pixels: int, formats: tuple[str, ...] = ACCEPTED_FORMATS
+) -> tuple[int, int]:
+    """(width, height) from the header alone; ImageDecodeError as `open_bounded` says."""
+    image = open_bounded(data, max_pixels=max_pixels, formats=formats)
+    try:
+        return image.width, image.height
+    finally:
+        image.close()
 
 
 def open_bounded(

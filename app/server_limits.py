@@ -1,0 +1,244 @@
+"""Limits on what one client connection may cost, for `imagegate serve`.
+
+Uvicorn (0.54) times out only idle keep-alive connections, and that timer is cancelled
+by every byte received, so a client dripping one byte of headers or body every few
+seconds holds a connection (and its buffers) for as long as it likes; and its httptools
+parser, the one `uvicorn[standard]` picks, has no header size limit at all (h11 has
+`h11_max_incomplete_event_size`). The protocol classes here add, for both parsers:
+
+- a header deadline: the request line and headers must be complete within
+  `server_header_timeout_seconds` of the connection becoming ready for a request
+  (accepted, or the previous response finished); otherwise the connection is closed;
+- a body deadline: the whole body must arrive within `server_body_timeout_seconds` of
+  the headers; otherwise a 408 JSON answer (if nothing was answered yet) and close;
+- a header size cap: more than `server_max_header_bytes` before the headers end is a
+  431 JSON answer and close (checked after each read, so before any more is buffered).
+
+`QuietDisconnects` (an ASGI middleware) ends a request whose client is gone, or was cut
+by the body deadline, without uvicorn's error traceback: there is nobody to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Protocol
+
+import uvicorn
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from app.settings import Settings
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools comes with uvicorn[standard]
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+log = logging.getLogger(__name__)
+
+
+class _Cycle(Protocol):
+    """The parts of uvicorn's RequestResponseCycle (both parsers) read here."""
+
+    more_body: bool
+    response_started: bool
+    response_complete: bool
+    disconnected: bool
+    message_event: asyncio.Event
+
+
+class GatewayConfig(uvicorn.Config):
+    """uvicorn's Config plus the limits, which the protocol classes read from it."""
+
+    def __init__(self, app: Any, *, settings: Settings, **kwargs: Any) -> None:
+        self.header_timeout = settings.server_header_timeout_seconds
+        self.body_timeout = settings.server_body_timeout_seconds
+        self.max_header_bytes = settings.server_max_header_bytes
+        kwargs["http"] = _protocol_class(kwargs.pop("http", "auto"))
+        # No route is a WebSocket; an upgraded connection would escape the limits above.
+        kwargs.setdefault("ws", "none")
+        super().__init__(
+            app,
+            limit_concurrency=settings.server_limit_concurrency,
+            backlog=settings.server_backlog,
+            # h11's own cap, so a plain H11Protocol (http="h11" elsewhere) honours it too.
+            h11_max_incomplete_event_size=settings.server_max_header_bytes,
+            **kwargs,
+        )
+
+
+class QuietDisconnects:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            # One line, no traceback: a crowd of slow clients must not cost a crowd of
+            # formatted stack traces on the event loop.
+            log.info("client gone before its request body was read")
+
+
+def _response(status: int, reason: str, message: str, code: str) -> bytes:
+    body = json.dumps({"error": message, "code": code}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class _Guard:
+    """The timers and header accounting of one connection, for either parser."""
+
+    def __init__(self, config: GatewayConfig, transport: asyncio.Transport) -> None:
+        self._config = config
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self._cycle: _Cycle | None = None  # the request whose headers were seen last
+        self._body_done = True
+        self._header_bytes = 0
+        self._awaiting_headers = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._await_headers()
+
+    def received(self, size: int) -> None:
+        """Before the parser sees `size` new bytes."""
+        if self._awaiting_headers:
+            self._header_bytes += size
+
+    def parsed(self, cycle: _Cycle | None) -> None:
+        """After the parser (or a finished response) may have moved the request on."""
+        if self._transport.is_closing():
+            return
+        if cycle is not None:
+            self._follow(cycle)
+        if self._awaiting_headers and self._header_bytes > self._config.max_header_bytes:
+            limit = self._config.max_header_bytes
+            self._refuse(
+                _response(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"request line and headers exceed the limit of {limit} bytes",
+                    "headers_too_large",
+                )
+            )
+
+    def _follow(self, cycle: _Cycle) -> None:
+        if cycle is not self._cycle:  # a new request's headers are complete
+            self._cycle = cycle
+            self._awaiting_headers = False
+            self._body_done = not cycle.more_body
+            self._arm(None if self._body_done else self._config.body_timeout, self._body_late)
+        elif not self._body_done and not cycle.more_body:
+            self._body_done = True
+            self._arm(None, self._body_late)
+        if self._body_done and cycle.response_complete and not self._awaiting_headers:
+            self._await_headers()  # keep-alive: the next request's headers are due
+
+    def lost(self) -> None:
+        self._arm(None, self._body_late)
+
+    def _await_headers(self) -> None:
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._arm(self._config.header_timeout, self._headers_late)
+
+    def _arm(self, delay: float | None, callback: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None if delay is None else self._loop.call_later(delay, callback)
+
+    def _headers_late(self) -> None:
+        self._timer = None
+        if self._awaiting_headers and not self._transport.is_closing():
+            log.info(
+                "closed a connection whose request headers were not complete within %s s",
+                self._config.header_timeout,
+            )
+            self._transport.close()
+
+    def _body_late(self) -> None:
+        self._timer = None
+        cycle = self._cycle
+        if cycle is None or self._body_done or self._transport.is_closing():
+            return
+        log.info("request body not complete within %s s", self._config.body_timeout)
+        answer = b""
+        if not cycle.response_started:
+            answer = _response(
+                408,
+                "Request Timeout",
+                f"request body not received within {self._config.body_timeout:g} s",
+                "request_timeout",
+            )
+        # The application sees the client as gone (http.disconnect) and writes nothing.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._refuse(answer)
+
+    def _refuse(self, answer: bytes) -> None:
+        self._arm(None, self._body_late)
+        self._awaiting_headers = False
+        if answer:
+            self._transport.write(answer)
+        self._transport.close()
+
+
+class LimitedH11Protocol(H11Protocol):
+    config: GatewayConfig
+    _guard: _Guard
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._guard = _Guard(self.config, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._guard.received(len(data))
+        super().data_received(data)
+        self._guard.parsed(self.cycle)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._guard.parsed(self.cycle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._guard.lost()
+        super().connection_lost(exc)
+
+
+if HttpToolsProtocol is not None:
+
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
+        config: GatewayConfig
+        _guard: _Guard
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._guard = _Guard(self.config, transport)
+
+        def data_received(self, data: bytes) -> None:
+            self._guard.received(len(data))
+            super().data_received(data)
+            self._guard.parsed(self.cycle)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._guard.parsed(self.cycle)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._guard.lost()
+            super().connection_lost(exc)
+
+
+def _protocol_class(http: str) -> type[asyncio.Protocol]:
+    """uvicorn's choice for `http` ("auto": httptools when installed), with the limits."""
+    if http in ("auto", "httptools") and HttpToolsProtocol is not None:
+        return LimitedHttpToolsProtocol
+    if http in ("auto", "h11"):
+        return LimitedH11Protocol
+    raise ValueError(f"unsupported HTTP implementation {http!r}")

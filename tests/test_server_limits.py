@@ -1,0 +1,227 @@
+"""Slow and oversized clients against `imagegate serve`, over real sockets.
+
+The gateway runs as `python -m app.cli serve --emulate` (httptools, as installed with
+uvicorn[standard]) with short limits from settings; the h11 parser is checked too,
+with the same GatewayConfig served in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from app.main import create_app
+from app.server_limits import GatewayConfig
+from app.settings import Settings
+from tests.support.gateway import gateway_settings
+from tests.support.process import GatewayProcess, create_tenant, gateway_env
+from tests.support.servers import free_port
+
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.5
+MAX_HEADER_BYTES = 8192
+LIMITS: dict[str, object] = {
+    "server_header_timeout_seconds": HEADER_TIMEOUT,
+    "server_body_timeout_seconds": BODY_TIMEOUT,
+    "server_max_header_bytes": MAX_HEADER_BYTES,
+}
+# How long a dripping client keeps trying before the test gives up: far past the limits,
+# far short of what an unlimited server would allow (minutes).
+DRIP_FOR = 10.0
+DRIP_EVERY = 0.2
+
+
+class Target:
+    def __init__(self, port: int, key: str, logs: Callable[[], bytes] | None = None) -> None:
+        self.port = port
+        self.key = key
+        self.logs = logs  # the gateway's log, when it runs as its own process
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """`imagegate serve` itself, in its own process."""
+    data_dir = tmp_path_factory.mktemp("server-limits")
+    env = gateway_env(
+        data_dir,
+        server_header_timeout_seconds=HEADER_TIMEOUT,
+        server_body_timeout_seconds=BODY_TIMEOUT,
+        server_max_header_bytes=MAX_HEADER_BYTES,
+    )
+    gateway = GatewayProcess(env, data_dir / "gateway.log").start()
+    try:
+        tenant = create_tenant(env, "slow-clients", credits=100)
+        yield Target(gateway.port, tenant.key, gateway.logs)
+    finally:
+        gateway.terminate()
+
+
+@pytest.fixture(scope="module")
+def h11_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """The same config with the h11 parser, in a thread."""
+    settings: Settings = gateway_settings(
+        data_dir=tmp_path_factory.mktemp("server-limits-h11"), **LIMITS
+    )
+    port = free_port()
+    config = GatewayConfig(
+        create_app(settings),
+        settings=settings,
+        host="127.0.0.1",
+        port=port,
+        http="h11",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "h11 gateway did not start"
+        time.sleep(0.02)
+    try:
+        # The key comes from the gateway's admin API: no CLI against a thread's database.
+        yield Target(port, _admin_key(port, settings))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _admin_key(port: int, settings: Settings) -> str:
+    assert settings.admin_token is not None
+    admin = {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=admin, timeout=30) as client:
+        name = "slow-clients-h11"
+        assert client.post("/admin/v1/tenants", json={"name": name}).status_code == 201
+        granted = client.post(f"/admin/v1/tenants/{name}/credits", json={"amount": 100})
+        assert granted.status_code == 200, granted.text
+        key = client.post(f"/admin/v1/tenants/{name}/keys", json={"label": "t"})
+        assert key.status_code == 201, key.text
+        return str(key.json()["key"])
+
+
+@pytest.fixture(params=["httptools-process", "h11-thread"])
+def target(request: pytest.FixtureRequest) -> Target:
+    name = "served" if request.param == "httptools-process" else "h11_served"
+    found: Target = request.getfixturevalue(name)
+    return found
+
+
+def _closed(sock: socket.socket) -> tuple[bool, bytes]:
+    """(closed by the server, what it sent before), without blocking."""
+    received = b""
+    while select.select([sock], [], [], 0)[0]:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, OSError):
+            return True, received
+        if not chunk:
+            return True, received
+        received += chunk
+    return False, received
+
+
+def _drip(sock: socket.socket, payload: Callable[[int], bytes]) -> tuple[bool, float, bytes]:
+    """Send payload(i) every DRIP_EVERY s until the server closes or DRIP_FOR passes."""
+    started = time.monotonic()
+    received = b""
+    i = 0
+    while time.monotonic() - started < DRIP_FOR:
+        try:
+            sock.sendall(payload(i))
+        except (BrokenPipeError, ConnectionResetError):
+            return True, time.monotonic() - started, received
+        time.sleep(DRIP_EVERY)
+        closed, chunk = _closed(sock)
+        received += chunk
+        if closed:
+            return True, time.monotonic() - started, received
+        i += 1
+    return False, time.monotonic() - started, received
+
+
+def test_a_client_dripping_headers_is_disconnected(target: Target) -> None:
+    with target.connect() as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n")
+        closed, elapsed, received = _drip(sock, lambda i: b"X-Drip-%d: y\r\n" % i)
+    assert closed, f"connection still open after dripping headers for {elapsed:.1f} s"
+    assert not received.startswith(b"HTTP/1.1 200"), received[:200]
+
+
+def test_a_client_dripping_a_body_gets_408(target: Target) -> None:
+    body = json.dumps({"prompt": "x" * 400}).encode()
+    head = (
+        b"POST /api/v1/generate-image HTTP/1.1\r\nHost: gateway\r\n"
+        b"Content-Type: application/json\r\n"
+        + b"Authorization: Bearer "
+        + target.key.encode()
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with target.connect() as sock:
+        sock.sendall(head)
+        closed, elapsed, received = _drip(sock, lambda i: body[i : i + 1])
+    assert closed, f"connection still open after dripping a body for {elapsed:.1f} s"
+    status_line, _, rest = received.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 408 Request Timeout", received[:300]
+    answer = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert answer["code"] == "request_timeout"
+    assert "body" in answer["error"]
+    if target.logs is not None:
+        # The cut request ends quietly: one info line, no traceback per slow client.
+        deadline = time.monotonic() + 5
+        while b"client gone before its request body was read" not in target.logs():
+            assert time.monotonic() < deadline, "the cut request was never logged"
+            time.sleep(0.05)
+        assert b"Exception in ASGI application" not in target.logs()
+
+
+def test_a_megabyte_of_headers_is_refused(target: Target) -> None:
+    block = (
+        b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n"
+        + b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(1040))
+        + b"\r\n"
+    )
+    assert len(block) > 1024 * 1024
+    received = b""
+    with target.connect() as sock:
+        try:
+            sock.sendall(block)
+            # No half-close: uvicorn closes on EOF before answering, which would hide a 200.
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed while we were still sending: refused
+        except TimeoutError:
+            pass  # an answer followed by an open keep-alive connection
+    assert not received.startswith(b"HTTP/1.1 200"), received[:200]
+    if received:
+        assert received.split(b"\r\n", 1)[0] in (
+            b"HTTP/1.1 431 Request Header Fields Too Large",
+            b"HTTP/1.1 400 Bad Request",  # h11's own cap, which answers first on that parser
+        ), received[:200]
+
+
+def test_ordinary_clients_are_unaffected(target: Target, tmp_path: Path) -> None:
+    """Keep-alive reuse past the header timeout, headers near the cap, a fast large body."""
+    auth = {"Authorization": f"Bearer {target.key}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{target.port}", timeout=60) as client:
+        for _ in range(3):
+            assert client.get("/healthz", headers={"X-Pad": "p" * 6000}).status_code == 200
+            time.sleep(HEADER_TIMEOUT / 2)
+        big = client.post(
+            "/api/v1/generate-image",
+            json={"prompt": "fast upload", "padding": "z" * (2 * 1024 * 1024)},
+            headers=auth,
+        )
+        assert big.status_code == 200, big.text
