@@ -60,6 +60,9 @@ class GatewayConfig(uvicorn.Config):
         kwargs["http"] = _protocol_class(kwargs.pop("http", "auto"))
         # No route is a WebSocket; an upgraded connection would escape the limits above.
         kwargs.setdefault("ws", "none")
+        # uvicorn would rewrite the client address from X-Forwarded-For sent by loopback
+        # peers; IMAGEGATE_TRUSTED_PROXY_HOPS is the one switch that decides whom to trust.
+        kwargs.setdefault("proxy_headers", False)
         super().__init__(
             app,
             limit_concurrency=settings.server_limit_concurrency,

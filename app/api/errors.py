@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.query import NulInUrlGuard
@@ -100,6 +101,8 @@ class InternalErrorNet:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            raise  # nobody to answer: app.server_limits.QuietDisconnects logs one line
         except Exception:  # the one catch-all: whatever it is, the client gets JSON
             request_id = request_id_var.get()
             log.exception("unhandled error", extra={"path": scope.get("path")})
