@@ -22,6 +22,13 @@ from app.api.body import declared_length, read_json_body
 from app.api.deps import authenticated, get_services
 from app.api.errors import DATABASE_UNAVAILABLE
 from app.api.query import parse_int
+from app.api.schemas.common import openai_error_responses
+from app.api.schemas.openai import (
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    OpenAIModelList,
+)
 from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from app.generation.aspect import CONTRACT_RATIOS, nearest_native
 from app.generation.request import DEFAULT_MODEL, MAX_IMAGES, parse_generate_request
@@ -86,10 +93,22 @@ class OpenAIErrorRoute(APIRoute):
         return handle
 
 
-router = APIRouter(prefix="/v1", route_class=OpenAIErrorRoute, tags=["openai-compatible"])
+router = APIRouter(
+    prefix="/v1",
+    route_class=OpenAIErrorRoute,
+    tags=["openai-compatible"],
+    responses=openai_error_responses(401, 429, 503),
+)
+_GENERATION_ERRORS = openai_error_responses(400, 402, 413, 415, 500)
 
 
-@router.get("/models")
+def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: str) -> Any:
+    """`openapi_extra` declaring a body the route parses by hand (size cap first)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+@router.get("/models", response_model=OpenAIModelList)
 async def list_models(
     _auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
@@ -103,7 +122,13 @@ async def list_models(
     }
 
 
-@router.post("/images/generations")
+@router.post(
+    "/images/generations",
+    response_model=ImagesResponse,
+    response_model_exclude_unset=True,
+    responses=_GENERATION_ERRORS,
+    openapi_extra=_body(ImageGenerationRequest, "application/json"),
+)
 async def generations(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
@@ -115,7 +140,13 @@ async def generations(
     return await _generate(services, auth, request, payload, source_data_url=None)
 
 
-@router.post("/images/edits")
+@router.post(
+    "/images/edits",
+    response_model=ImagesResponse,
+    response_model_exclude_unset=True,
+    responses=_GENERATION_ERRORS,
+    openapi_extra=_body(ImageEditRequest, "multipart/form-data"),
+)
 async def edits(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
