@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from PIL import Image
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from app.api.body import declared_length, read_json_body
 from app.api.deps import authenticated, get_services
@@ -81,6 +82,8 @@ class OpenAIErrorRoute(APIRoute):
                 )
                 response.headers.update(exc.headers)
                 return response
+            except HTTPException as exc:  # Starlette's own, e.g. a malformed multipart body
+                return openai_error(exc.status_code, str(exc.detail), "invalid_request")
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {}
                 param = str(first.get("loc", ("", ""))[-1])
