@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 
 from app.api.deps import authenticated, get_services
 from app.api.images import iso_utc
 from app.api.query import int_param, int_query, query_parameters
-from app.api.schemas.common import error_responses
+from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Credits
 from app.credits import ledger
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter(tags=["account"])
+router = APIRouter(tags=["account"], dependencies=[Security(API_KEY)])
 
 DEFAULT_ENTRIES = 20
 MAX_ENTRIES = 100

@@ -16,7 +16,7 @@ import logging
 from datetime import date
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 from pydantic import BaseModel, ValidationError
 
 from app.admin import service as admin
@@ -37,7 +37,7 @@ from app.api.query import (
 from app.api.schemas import admin as schemas
 from app.api.schemas.admin import CreateKey, CreateTenant, RateLimits
 from app.api.schemas.admin import GrantCredits as GrantCredits  # re-exported: one bound, CLI too
-from app.api.schemas.common import error_responses
+from app.api.schemas.common import ADMIN_TOKEN, error_responses
 from app.credits import ledger
 from app.db.models import ApiKey
 from app.errors import InvalidRequest, Unauthorized
@@ -86,7 +86,7 @@ async def require_admin(request: Request) -> None:
 router = APIRouter(
     prefix=PREFIX,
     tags=["admin"],
-    dependencies=[Depends(require_admin)],
+    dependencies=[Security(ADMIN_TOKEN), Depends(require_admin)],
     # 400 on every route: a NUL in the URL (app.api.query.NulInUrlGuard).
     responses=error_responses(400, 401, 503),
 )

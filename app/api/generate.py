@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Security
 from fastapi.responses import JSONResponse
 
 from app import idempotency
@@ -14,13 +14,13 @@ from app.api import jobs as jobs_api
 from app.api.body import read_json_body
 from app.api.deps import authenticated, external_base_url, get_services
 from app.api.rendering import result_body, with_urls
-from app.api.schemas.common import error_responses
+from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Generation, JobAccepted
 from app.generation.request import GenerateImageBody, parse_generate_request
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter()
+router = APIRouter(dependencies=[Security(API_KEY)])
 
 _PREFER = {
     "name": "Prefer",

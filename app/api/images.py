@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 
 from app.api.deps import authenticated, external_base_url, get_services
 from app.api.query import (
@@ -19,14 +19,14 @@ from app.api.query import (
     text_param,
     text_query,
 )
-from app.api.schemas.common import error_responses
+from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Gallery, ImageItem, ImagePage
 from app.history import images as history
 from app.history.images import ImageRecord, PageRequest
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter(tags=["history"])
+router = APIRouter(tags=["history"], dependencies=[Security(API_KEY)])
 
 _LIST_ERRORS = error_responses(400, 401, 429, 503)
 # 400: a NUL in the id (app.api.query.NulInUrlGuard).

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Security
 
 from app.api.deps import authenticated, get_services
-from app.api.schemas.common import error_responses
+from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Models, Presets
 from app.generation.aspect import CONTRACT_RATIOS
 from app.generation.presets import DEFAULT_PRESET, all_presets
@@ -16,7 +16,7 @@ from app.providers.catalog import CatalogModel
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
 
 
 @router.get("/api/v1/models", response_model=Models, responses=error_responses(401, 429, 503))

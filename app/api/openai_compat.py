@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -23,7 +23,7 @@ from app.api.body import declared_length, read_json_body
 from app.api.deps import authenticated, get_services
 from app.api.errors import DATABASE_UNAVAILABLE
 from app.api.query import parse_int
-from app.api.schemas.common import openai_error_responses
+from app.api.schemas.common import API_KEY, openai_error_responses
 from app.api.schemas.openai import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -100,6 +100,7 @@ router = APIRouter(
     prefix="/v1",
     route_class=OpenAIErrorRoute,
     tags=["openai-compatible"],
+    dependencies=[Security(API_KEY)],
     responses=openai_error_responses(401, 429, 503),
 )
 _GENERATION_ERRORS = openai_error_responses(400, 402, 413, 415, 500)

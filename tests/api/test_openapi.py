@@ -1,7 +1,8 @@
 """/openapi.json describes the whole API: every route the app serves under /api, /v1
 and /admin is in it, every operation's answers have a declared schema (a model with
 properties, not a free-form object), errors are the contract's shapes, the parameters
-and bodies parsed by hand are declared, and FastAPI's 422 (never sent) is not listed."""
+and bodies parsed by hand are declared, FastAPI's 422 (never sent) is not listed, and
+each operation names the credentials it takes."""
 
 from __future__ import annotations
 
@@ -150,3 +151,17 @@ def test_request_bodies_are_declared(spec: dict[str, Any]) -> None:
     edits = body("post", "/v1/images/edits", "multipart/form-data")
     assert edits["properties"]["image"]["format"] == "binary"
     assert {"image", "prompt"} <= set(edits["required"])
+
+
+def test_operations_name_their_credentials(spec: dict[str, Any]) -> None:
+    schemes = spec["components"]["securitySchemes"]
+    for name in ("apiKey", "adminToken"):
+        assert schemes[name]["type"] == "http" and schemes[name]["scheme"] == "bearer"
+    for method, path, operation in _operations(spec):
+        names = {name for requirement in operation.get("security", []) for name in requirement}
+        if path.startswith("/admin/"):
+            assert names == {"adminToken"}, f"{method} {path}"
+        elif path.startswith(("/api/", "/v1/")):
+            assert names == {"apiKey"}, f"{method} {path}"
+        else:  # health and metrics are open
+            assert names == set(), f"{method} {path}"

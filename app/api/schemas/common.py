@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -65,3 +66,14 @@ def openai_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": OpenAIError, "description": _DESCRIPTIONS[status]} for status in statuses
     }
+
+
+# Declared for the schema only: they never refuse (auto_error=False); the routes'
+# dependencies (app.api.deps.authenticated, app.api.admin.require_admin) decide, with
+# the contract's 401.
+API_KEY = HTTPBearer(
+    auto_error=False, scheme_name="apiKey", description="A tenant's API key: `Bearer ig_...`"
+)
+ADMIN_TOKEN = HTTPBearer(
+    auto_error=False, scheme_name="adminToken", description="`Bearer <IMAGEGATE_ADMIN_TOKEN>`"
+)
