@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp
@@ -13,6 +12,7 @@ from app.api import account, files, generate, health, images, jobs, models, open
 from app.api import admin as admin_api
 from app.api import docs as api_docs
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
 from app.dashboard import routes as dashboard
 from app.emulators.bfl import create_bfl_emulator
 from app.emulators.gemini import create_gemini_emulator
@@ -64,14 +64,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(QuietDisconnects)  # inside GatewayMiddleware: still access-logged
     app.add_middleware(GatewayMiddleware, metrics=metrics, emulated=bool(emulators))
 
-    original_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        schema = original_openapi()
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(
-            generate.OPENAPI_SCHEMAS
-        )
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    install_openapi(app)
     return app

@@ -1,11 +1,13 @@
 """Property-based fuzzing of every operation in the gateway's OpenAPI schema.
 
 Schemathesis reads `/openapi.json` from a live gateway and sends generated requests,
-valid and invalid, to each operation with a real key (plenty of credits, limits out of
-the way), so the happy paths really generate and store images. Whatever it sends, the
-gateway must answer with its own 2xx/4xx, never a 5xx. Bounded and repeatable: a fixed
-number of examples per operation and mode, derandomized, no shrinking, no example
-database.
+valid and invalid, to each operation (native, OpenAI-compatible and admin) with a real
+key (plenty of credits, limits out of the way) or, under /admin/v1, the admin token, so
+the happy paths really generate and store images against the emulated providers.
+Whatever it sends, the gateway must answer with its own 2xx/4xx, never a 5xx, and every
+answer must be one the schema declares: its status, its content type and its body.
+Bounded and repeatable: a fixed number of examples per operation and mode,
+derandomized, no shrinking, no example database.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from app.tenants import service as tenants
 from tests.support.gateway import Stack, TenantHandle
 
-EXAMPLES_PER_OPERATION = 50
+# Per operation and mode: about 25 operations x 2 modes stay within a minute or two.
+EXAMPLES_PER_OPERATION = 20
+CONFORMANCE = [response_schema_conformance, status_code_conformance, content_type_conformance]
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -35,7 +45,12 @@ async def fuzz_tenant(embedded_stack: Stack) -> TenantHandle:
 
 
 def _fuzz(
-    operation: Any, mode: GenerationMode, base_url: str, auth: dict[str, str], found: list[str]
+    operation: Any,
+    mode: GenerationMode,
+    base_url: str,
+    auth: dict[str, str],
+    found: list[str],
+    mismatches: list[str],
 ) -> int:
     """Send generated requests of one mode (valid or invalid) to one operation."""
     sent = 0
@@ -58,6 +73,11 @@ def _fuzz(
                 f"{operation.label} ({mode.value}) -> {response.status_code} "
                 f"{response.text[:300]!r}\n  reproduce: {case.as_curl_command()}"
             )
+            return
+        try:
+            case.validate_response(response, checks=CONFORMANCE)
+        except FailureGroup as failures:
+            mismatches.append(f"{operation.label} ({mode.value}): {failures}")
 
     try:
         run()
@@ -68,6 +88,13 @@ def _fuzz(
     return sent
 
 
+def _auth(label: str, stack: Stack, tenant: TenantHandle) -> dict[str, str]:
+    if label.split(" ", 1)[1].startswith("/admin/"):
+        assert stack.settings.admin_token is not None
+        return {"Authorization": f"Bearer {stack.settings.admin_token.get_secret_value()}"}
+    return tenant.auth
+
+
 def test_no_input_gives_a_server_error(embedded_stack: Stack, fuzz_tenant: TenantHandle) -> None:
     # The lazy `schemathesis.pytest.from_fixture` integration reads a private pytest
     # attribute that pytest 9 removed, so each operation is driven through Hypothesis here.
@@ -76,14 +103,23 @@ def test_no_input_gives_a_server_error(embedded_stack: Stack, fuzz_tenant: Tenan
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), f"the schema has an invalid operation: {result.err()}"
         operations.append(result.ok())
-    assert "POST /api/v1/generate-image" in {op.label for op in operations}
+    labels = {op.label for op in operations}
+    for label in ("POST /api/v1/generate-image", "POST /v1/images/edits", "GET /admin/v1/usage"):
+        assert label in labels
     server_errors: list[str] = []
+    mismatches: list[str] = []
     sent = {
         (op.label, mode.value): _fuzz(
-            op, mode, embedded_stack.base_url, fuzz_tenant.auth, server_errors
+            op,
+            mode,
+            embedded_stack.base_url,
+            _auth(op.label, embedded_stack, fuzz_tenant),
+            server_errors,
+            mismatches,
         )
         for op in operations
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     }
     assert not server_errors, "\n".join(server_errors)
+    assert not mismatches, "\n".join(mismatches[:20])
     assert all(sent[(op.label, "positive")] > 0 for op in operations), sent

@@ -4,23 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 
 from app.api.deps import authenticated, get_services
-from app.api.errors import error_responses
 from app.api.images import iso_utc
-from app.api.query import int_param
+from app.api.query import int_param, int_query, query_parameters
+from app.api.schemas.common import API_KEY, error_responses
+from app.api.schemas.native import Credits
 from app.credits import ledger
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter(tags=["account"])
+router = APIRouter(tags=["account"], dependencies=[Security(API_KEY)])
 
 DEFAULT_ENTRIES = 20
 MAX_ENTRIES = 100
 
 
-@router.get("/api/v1/credits", responses=error_responses(400, 401, 429, 503))
+@router.get(
+    "/api/v1/credits",
+    response_model=Credits,
+    responses=error_responses(400, 401, 429, 503),
+    openapi_extra=query_parameters(
+        int_query("limit", minimum=1, maximum=MAX_ENTRIES, default=DEFAULT_ENTRIES)
+    ),
+)
 async def credits(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],

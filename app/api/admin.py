@@ -16,23 +16,33 @@ import logging
 from datetime import date
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi import APIRouter, Depends, Request, Response, Security
+from pydantic import BaseModel, ValidationError
 
 from app.admin import service as admin
 from app.admin.service import TenantSummary, UsageQuery, UsageRow
 from app.api.body import read_json_body
 from app.api.deps import get_services
-from app.api.errors import error_responses
 from app.api.images import iso_utc
-from app.api.query import MAX_OFFSET, choice_param, int_param, text_param
+from app.api.query import (
+    MAX_OFFSET,
+    choice_param,
+    choice_query,
+    int_param,
+    int_query,
+    query_parameters,
+    text_param,
+    text_query,
+)
+from app.api.schemas import admin as schemas
+from app.api.schemas.admin import CreateKey, CreateTenant, RateLimits
+from app.api.schemas.admin import GrantCredits as GrantCredits  # re-exported: one bound, CLI too
+from app.api.schemas.common import ADMIN_TOKEN, error_responses
 from app.credits import ledger
-from app.credits.ledger import MAX_GRANT
 from app.db.models import ApiKey
 from app.errors import InvalidRequest, Unauthorized
 from app.services import Services
 from app.tenants import service as tenants
-from app.tenants.service import MAX_RATE_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -76,38 +86,45 @@ async def require_admin(request: Request) -> None:
 router = APIRouter(
     prefix=PREFIX,
     tags=["admin"],
-    dependencies=[Depends(require_admin)],
-    responses=error_responses(401, 503),
+    dependencies=[Security(ADMIN_TOKEN), Depends(require_admin)],
+    # 400 on every route: a NUL in the URL (app.api.query.NulInUrlGuard).
+    responses=error_responses(400, 401, 503),
 )
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+def _json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
+    """`openapi_extra` declaring the JSON body that `_body` parses by hand (so a bad one
+    is the native 400 naming the field, after the size cap and the guards in app.api.body)."""
+    schema = model.model_json_schema(by_alias=True)
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
 
 
-class CreateTenant(_Body):
-    name: str
+def _date_query(name: str) -> dict[str, Any]:
+    schema = {"type": "string", "format": "date", "minLength": 10, "maxLength": 10}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": "A UTC day, YYYY-MM-DD (inclusive)",
+    }
 
 
-class CreateKey(_Body):
-    label: str | None = Field(default=None, min_length=1, max_length=100)
-
-
-class GrantCredits(_Body):
-    amount: int = Field(gt=0, le=MAX_GRANT)
-    note: str | None = Field(default=None, min_length=1, max_length=150)
-
-
-class RateLimits(_Body):
-    """Both limits in requests per minute; null (or absent) restores the gateway default."""
-
-    per_minute: int | None = Field(default=None, alias="perMinute", ge=1, le=MAX_RATE_LIMIT)
-    key_per_minute: int | None = Field(default=None, alias="keyPerMinute", ge=1, le=MAX_RATE_LIMIT)
-
-
-@router.get("/tenants", responses=error_responses(400))
+@router.get(
+    "/tenants",
+    response_model=schemas.TenantList,
+    openapi_extra=query_parameters(
+        int_query("limit", minimum=1, maximum=MAX_PAGE, default=DEFAULT_PAGE),
+        int_query("offset", minimum=0, maximum=MAX_OFFSET, default=0),
+    ),
+)
 async def list_tenants(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Tenants by name with balance, limits and active keys; `limit` 1..1000 (100), `offset`."""
     params = request.query_params
@@ -124,7 +141,13 @@ async def list_tenants(request: Request, services: ServicesDep) -> dict[str, Any
     }
 
 
-@router.post("/tenants", status_code=201, responses=error_responses(400, 415))
+@router.post(
+    "/tenants",
+    status_code=201,
+    response_model=schemas.Tenant,
+    responses=error_responses(413, 415),
+    openapi_extra=_json_body(CreateTenant),
+)
 async def create_tenant(request: Request, services: ServicesDep) -> dict[str, Any]:
     body = await _body(request, CreateTenant)
     async with services.sessions() as session, session.begin():
@@ -134,7 +157,7 @@ async def create_tenant(request: Request, services: ServicesDep) -> dict[str, An
     return _tenant(summary, services)
 
 
-@router.get("/tenants/{name}", responses=error_responses(404))
+@router.get("/tenants/{name}", response_model=schemas.Tenant, responses=error_responses(404))
 async def get_tenant(name: str, services: ServicesDep) -> dict[str, Any]:
     async with services.sessions() as session:
         tenant = await tenants.get_tenant(session, name)
@@ -142,7 +165,13 @@ async def get_tenant(name: str, services: ServicesDep) -> dict[str, Any]:
     return _tenant(summary, services)
 
 
-@router.post("/tenants/{name}/keys", status_code=201, responses=error_responses(400, 404, 415))
+@router.post(
+    "/tenants/{name}/keys",
+    status_code=201,
+    response_model=schemas.CreatedKey,
+    responses=error_responses(404, 413, 415),
+    openapi_extra=_json_body(CreateKey, required=False),
+)
 async def create_key(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
     """A new key. Its plaintext is in this response only; the gateway keeps a hash."""
     body = await _body(request, CreateKey, optional=True)
@@ -158,7 +187,7 @@ async def create_key(name: str, request: Request, services: ServicesDep) -> dict
     }
 
 
-@router.get("/tenants/{name}/keys", responses=error_responses(404))
+@router.get("/tenants/{name}/keys", response_model=schemas.KeyList, responses=error_responses(404))
 async def list_keys(name: str, services: ServicesDep) -> dict[str, Any]:
     """The tenant's keys, newest first, revoked ones included; never a secret."""
     async with services.sessions() as session:
@@ -167,7 +196,7 @@ async def list_keys(name: str, services: ServicesDep) -> dict[str, Any]:
     return {"tenant": tenant.name, "keys": [_key(key) for key in keys]}
 
 
-@router.post("/keys/{prefix}/revoke", responses=error_responses(404))
+@router.post("/keys/{prefix}/revoke", response_model=schemas.Key, responses=error_responses(404))
 async def revoke_key(prefix: str, services: ServicesDep) -> dict[str, Any]:
     """Revoke a key by its prefix; revoking a revoked key changes nothing."""
     async with services.sessions() as session, session.begin():
@@ -177,7 +206,12 @@ async def revoke_key(prefix: str, services: ServicesDep) -> dict[str, Any]:
     return _key(key)
 
 
-@router.post("/tenants/{name}/credits", responses=error_responses(400, 404, 415))
+@router.post(
+    "/tenants/{name}/credits",
+    response_model=schemas.Grant,
+    responses=error_responses(404, 413, 415),
+    openapi_extra=_json_body(GrantCredits),
+)
 async def grant_credits(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
     body = await _body(request, GrantCredits)
     async with services.sessions() as session, session.begin():
@@ -189,7 +223,12 @@ async def grant_credits(name: str, request: Request, services: ServicesDep) -> d
     return {"tenant": tenant.name, "granted": body.amount, "balance": balance}
 
 
-@router.put("/tenants/{name}/rate-limits", responses=error_responses(400, 404, 415))
+@router.put(
+    "/tenants/{name}/rate-limits",
+    response_model=schemas.Tenant,
+    responses=error_responses(404, 413, 415),
+    openapi_extra=_json_body(RateLimits),
+)
 async def set_rate_limits(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
     """Replace both limits (requests per minute); a null or absent one means the default."""
     body = await _body(request, RateLimits)
@@ -204,7 +243,21 @@ async def set_rate_limits(name: str, request: Request, services: ServicesDep) ->
     return _tenant(summary, services)
 
 
-@router.get("/usage", response_model=None, responses=error_responses(400, 404))
+@router.get(
+    "/usage",
+    response_model=schemas.Usage,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        **error_responses(404),
+    },
+    openapi_extra=query_parameters(
+        choice_query("format", USAGE_FORMATS, default="json"),
+        text_query("tenant", "A tenant name"),
+        text_query("model", "A catalog model id"),
+        _date_query("from"),
+        _date_query("to"),
+    ),
+)
 async def usage(request: Request, services: ServicesDep) -> dict[str, Any] | Response:
     """Generations per UTC day, tenant and model: `generations`, `failed`, `images`
     (delivered) and `creditsCharged`. Filters: `tenant` (name), `model`, `from` and `to`

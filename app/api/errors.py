@@ -4,7 +4,6 @@ safety net that makes anything unexpected a JSON 500 with the request id."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,12 +23,6 @@ log = logging.getLogger(__name__)
 # Connection-level database failures (app/db/engine.py gives every disconnect the
 # OperationalError class) and a pool with no connection to give within its timeout.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these statuses, each the shared Error schema."""
-    schema = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    return {status: schema for status in statuses}
 
 
 def error_response(status: int, message: str, code: str, **extra: object) -> JSONResponse:

@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Security
 from fastapi.responses import JSONResponse
 
 from app import idempotency
@@ -14,26 +14,41 @@ from app.api import jobs as jobs_api
 from app.api.body import read_json_body
 from app.api.deps import authenticated, external_base_url, get_services
 from app.api.rendering import result_body, with_urls
+from app.api.schemas.common import API_KEY, error_responses
+from app.api.schemas.native import Generation, JobAccepted
 from app.generation.request import GenerateImageBody, parse_generate_request
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter()
+router = APIRouter(dependencies=[Security(API_KEY)])
 
-_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": "`respond-async`: answer 202 with a job to poll instead of waiting",
+    "schema": {"type": "string", "enum": ["respond-async"]},
+}
 
 
 @router.post(
     "/api/v1/generate-image",
+    # Parsed by hand (app.api.body, then parse_generate_request): declared for the schema.
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/GenerateImageBody"}}
             },
-        }
+        },
+        "parameters": [_PREFER],
     },
-    responses={code: _ERROR for code in (400, 401, 402, 409, 413, 415, 429, 500, 503)},
+    response_model=Generation,
+    responses={
+        200: {"description": "The images (an Idempotency-Key's replay is marked so)"},
+        202: {"model": JobAccepted, "description": "With `Prefer: respond-async`: the job"},
+        **error_responses(400, 401, 402, 409, 413, 415, 429, 500, 503),
+    },
 )
 async def generate_image(
     request: Request,
@@ -72,14 +87,9 @@ async def generate_image(
     return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
 
 
-# Referenced by the OpenAPI requestBody above; registered by app.main.
+# Referenced by the OpenAPI requestBody above; registered by app.api.openapi.
 OPENAPI_SCHEMAS = {
     "GenerateImageBody": GenerateImageBody.model_json_schema(
         ref_template="#/components/schemas/{model}"
     ),
-    "Error": {
-        "type": "object",
-        "required": ["error", "code"],
-        "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-    },
 }

@@ -10,22 +10,27 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from app.api.deps import get_services
+from app.api.schemas.native import Health, Readiness
 from app.ratelimit import describe
 from app.ratelimit.redis import ResilientRateLimiter
 from app.services import Services
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=["health"])
 
 _CHECK_TIMEOUT = 3.0
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict[str, str]:
     """Alive: the process answers. Says which rate limiter is deciding."""
     return {"status": "ok", "rateLimiter": describe(services.rate_limiter)}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency does not answer"}},
+)
 async def readyz(services: Annotated[Services, Depends(get_services)]) -> JSONResponse:
     """Ready: the database, the image store and (when configured) Redis answer."""
     checks: dict[str, Any] = {
@@ -42,7 +47,11 @@ async def readyz(services: Annotated[Services, Depends(get_services)]) -> JSONRe
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    response_class=Response,
+)
 async def metrics(services: Annotated[Services, Depends(get_services)]) -> Response:
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
 

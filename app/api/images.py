@@ -6,28 +6,51 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 
 from app.api.deps import authenticated, external_base_url, get_services
-from app.api.errors import error_responses
-from app.api.query import MAX_OFFSET, choice_param, int_param, text_param
+from app.api.query import (
+    MAX_OFFSET,
+    choice_param,
+    choice_query,
+    int_param,
+    int_query,
+    query_parameters,
+    text_param,
+    text_query,
+)
+from app.api.schemas.common import API_KEY, error_responses
+from app.api.schemas.native import Gallery, ImageItem, ImagePage
 from app.history import images as history
 from app.history.images import ImageRecord, PageRequest
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter(tags=["history"])
+router = APIRouter(tags=["history"], dependencies=[Security(API_KEY)])
 
 _LIST_ERRORS = error_responses(400, 401, 429, 503)
-_ONE_ERRORS = error_responses(401, 404, 429, 503)
+# 400: a NUL in the id (app.api.query.NulInUrlGuard).
+_ONE_ERRORS = error_responses(400, 401, 404, 429, 503)
 
 # The hosted service's gallery also lists other media; this gateway makes only images,
 # so `video` is a valid, always empty type and anything unknown is a 400.
 GALLERY_TYPES = ("image", "video", "all")
 GALLERY_DEFAULT_LIMIT = 12
+_OFFSET = "Skip this many images (newest first)"
 
 
-@router.get("/api/v1/images", responses=_LIST_ERRORS)
+@router.get(
+    "/api/v1/images",
+    response_model=ImagePage,
+    response_model_exclude_unset=True,
+    responses=_LIST_ERRORS,
+    openapi_extra=query_parameters(
+        int_query("limit", minimum=1, maximum=history.MAX_LIMIT, default=history.DEFAULT_LIMIT),
+        text_query("cursor", "A previous page's nextCursor"),
+        int_query("offset", minimum=0, maximum=MAX_OFFSET, description=_OFFSET),
+        text_query("model", "Only images made by this catalog model (see /api/v1/models)"),
+    ),
+)
 async def list_images(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
@@ -56,7 +79,7 @@ async def list_images(
     return body
 
 
-@router.get("/api/v1/images/{image_id}", responses=_ONE_ERRORS)
+@router.get("/api/v1/images/{image_id}", response_model=ImageItem, responses=_ONE_ERRORS)
 async def get_image(
     image_id: str,
     request: Request,
@@ -81,7 +104,16 @@ async def delete_image(
     return Response(status_code=204)
 
 
-@router.get("/api/v1/gallery", responses=_LIST_ERRORS)
+@router.get(
+    "/api/v1/gallery",
+    response_model=Gallery,
+    responses=_LIST_ERRORS,
+    openapi_extra=query_parameters(
+        choice_query("type", GALLERY_TYPES, default="image"),
+        int_query("limit", minimum=1, maximum=history.MAX_LIMIT, default=GALLERY_DEFAULT_LIMIT),
+        int_query("offset", minimum=0, maximum=MAX_OFFSET, default=0, description=_OFFSET),
+    ),
+)
 async def gallery(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],

@@ -7,13 +7,15 @@ import asyncio
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import idempotency
 from app.api.deps import authenticated, external_base_url, get_services
 from app.api.rendering import ImageView, contract_body, with_urls
+from app.api.schemas.common import API_KEY, error_responses
+from app.api.schemas.native import Job
 from app.credits.ledger import get_balance
 from app.db.models import new_id
 from app.errors import InsufficientCredits
@@ -22,7 +24,7 @@ from app.jobs import service as jobs
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter()
+router = APIRouter(dependencies=[Security(API_KEY)])
 
 REPLAYED = {"Idempotent-Replayed": "true"}
 # The key of an idempotency record's response that is an accepted job (not a 200 body).
@@ -118,7 +120,9 @@ def _accepted(body: dict[str, Any], *, replayed: bool = False) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers=headers | (REPLAYED if replayed else {}))
 
 
-@router.get("/api/v1/jobs/{job_id}")
+@router.get(
+    "/api/v1/jobs/{job_id}", response_model=Job, responses=error_responses(400, 401, 404, 429, 503)
+)
 async def get_job(
     job_id: str,
     request: Request,

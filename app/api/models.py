@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Security
 
 from app.api.deps import authenticated, get_services
-from app.api.errors import error_responses
+from app.api.schemas.common import API_KEY, error_responses
+from app.api.schemas.native import Models, Presets
 from app.generation.aspect import CONTRACT_RATIOS
 from app.generation.presets import DEFAULT_PRESET, all_presets
 from app.generation.request import DEFAULT_MODEL
@@ -15,10 +16,10 @@ from app.providers.catalog import CatalogModel
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
 
 
-@router.get("/api/v1/models", responses=error_responses(401, 429))
+@router.get("/api/v1/models", response_model=Models, responses=error_responses(401, 429, 503))
 async def list_models(
     _auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
@@ -36,7 +37,7 @@ async def list_models(
     }
 
 
-@router.get("/api/v1/presets", responses=error_responses(401, 429))
+@router.get("/api/v1/presets", response_model=Presets, responses=error_responses(401, 429, 503))
 async def list_presets(
     _auth: Annotated[AuthContext, Depends(authenticated)],
 ) -> dict[str, Any]:

@@ -11,17 +11,25 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from PIL import Image
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from app.api.body import declared_length, read_json_body
 from app.api.deps import authenticated, get_services
 from app.api.errors import DATABASE_UNAVAILABLE
 from app.api.query import parse_int
+from app.api.schemas.common import API_KEY, openai_error_responses
+from app.api.schemas.openai import (
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    OpenAIModelList,
+)
 from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from app.generation.aspect import CONTRACT_RATIOS, nearest_native
 from app.generation.request import DEFAULT_MODEL, MAX_IMAGES, parse_generate_request
@@ -74,6 +82,8 @@ class OpenAIErrorRoute(APIRoute):
                 )
                 response.headers.update(exc.headers)
                 return response
+            except HTTPException as exc:  # Starlette's own, e.g. a malformed multipart body
+                return openai_error(exc.status_code, str(exc.detail), "invalid_request")
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {}
                 param = str(first.get("loc", ("", ""))[-1])
@@ -86,10 +96,23 @@ class OpenAIErrorRoute(APIRoute):
         return handle
 
 
-router = APIRouter(prefix="/v1", route_class=OpenAIErrorRoute, tags=["openai-compatible"])
+router = APIRouter(
+    prefix="/v1",
+    route_class=OpenAIErrorRoute,
+    tags=["openai-compatible"],
+    dependencies=[Security(API_KEY)],
+    responses=openai_error_responses(401, 429, 503),
+)
+_GENERATION_ERRORS = openai_error_responses(400, 402, 413, 415, 500)
 
 
-@router.get("/models")
+def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: str) -> Any:
+    """`openapi_extra` declaring a body the route parses by hand (size cap first)."""
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+@router.get("/models", response_model=OpenAIModelList)
 async def list_models(
     _auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
@@ -103,7 +126,13 @@ async def list_models(
     }
 
 
-@router.post("/images/generations")
+@router.post(
+    "/images/generations",
+    response_model=ImagesResponse,
+    response_model_exclude_unset=True,
+    responses=_GENERATION_ERRORS,
+    openapi_extra=_body(ImageGenerationRequest, "application/json"),
+)
 async def generations(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
@@ -115,7 +144,13 @@ async def generations(
     return await _generate(services, auth, request, payload, source_data_url=None)
 
 
-@router.post("/images/edits")
+@router.post(
+    "/images/edits",
+    response_model=ImagesResponse,
+    response_model_exclude_unset=True,
+    responses=_GENERATION_ERRORS,
+    openapi_extra=_body(ImageEditRequest, "multipart/form-data"),
+)
 async def edits(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import overload
+from typing import Any, overload
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import QueryParams
@@ -110,3 +110,40 @@ def _nul_in_url(scope: Scope) -> str | None:
         if "\x00" in name or "\x00" in value:
             return name.replace("\x00", "%00")
     return None
+
+
+# OpenAPI declarations of the parameters above, so the schema states what they accept.
+def int_query(
+    name: str, *, minimum: int, maximum: int, default: int | None = None, description: str = ""
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": minimum, "maximum": maximum}
+    if default is not None:
+        schema["default"] = default
+    return _query(name, schema, description)
+
+
+def text_query(name: str, description: str = "") -> dict[str, Any]:
+    return _query(
+        name, {"type": "string", "minLength": 1, "maxLength": _MAX_TEXT_CHARS}, description
+    )
+
+
+def choice_query(
+    name: str, allowed: tuple[str, ...], default: str | None = None, description: str = ""
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "enum": list(allowed)}
+    if default is not None:
+        schema["default"] = default
+    return _query(name, schema, description)
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    parameter: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        parameter["description"] = description
+    return parameter
+
+
+def query_parameters(*parameters: dict[str, Any]) -> dict[str, Any]:
+    """`openapi_extra` for a route that parses these query parameters by hand."""
+    return {"parameters": list(parameters)}

@@ -130,3 +130,23 @@ def test_size_maps_to_the_nearest_contract_ratio(size: str | None, ratio: str) -
 def test_bad_sizes_are_rejected(size: object) -> None:
     with pytest.raises(InvalidRequest):
         ratio_for_size(size)
+
+
+async def test_a_malformed_multipart_body_is_a_400_in_openai_shape(stack: Stack) -> None:
+    # Starlette's multipart parser refuses this (no part headers); the SDK must still get
+    # OpenAI's error object, not the native one (found by the schemathesis test).
+    tenant = await stack.new_tenant(credits=100)
+    boundary = "bf80673b9baeec86a7a6853455ad6d1d"
+    body = f"--{boundary}\r\n5.2e+16--{boundary}--\r\n".encode()
+    async with stack.client() as client:
+        response = await client.post(
+            "/v1/images/edits",
+            content=body,
+            headers=tenant.auth | {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"] == "Invalid multipart data."
+    assert error["code"] == "invalid_request"
+    assert await stack.balance(tenant) == 100

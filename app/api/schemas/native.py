@@ -1,0 +1,181 @@
+"""Response models of the native routes under /api/v1."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from app.api.schemas.common import ApiModel
+
+
+class ContractImage(ApiModel):
+    """One image as the seed's contract shows it (`url`, `text`, `mimeType`,
+    `fileSize`), plus its size, position and the model that delivered it."""
+
+    url: str
+    text: str | None
+    mime_type: str
+    file_size: int
+    width: int
+    height: int
+    index: int
+    model: str
+
+
+class ImageFailure(ApiModel):
+    index: int
+    code: str
+    error: str
+
+
+class Generation(ApiModel):
+    """The 200 of generate-image: the seed's `images` and `numImages`, plus the
+    generation id, the model asked for and the credits charged and left. `failures`
+    lists the images that failed upstream (not charged) when some were delivered."""
+
+    images: list[ContractImage]
+    num_images: int
+    id: str
+    model: str
+    credits_charged: int
+    credits_remaining: int
+    failures: list[ImageFailure] | None = None
+
+
+class JobAccepted(ApiModel):
+    """The 202 of `Prefer: respond-async`; poll `statusUrl`."""
+
+    id: str
+    status: Literal["queued"]
+    status_url: str
+
+
+class JobProgress(ApiModel):
+    images_done: int
+    images_total: int
+
+
+class JobError(ApiModel):
+    status: int | None
+    code: str | None
+    error: str | None
+
+
+class Job(ApiModel):
+    """An async job: status and progress; once succeeded, the generation's body
+    (`images`, `numImages`, `id`, ...); once failed, the `error` it would have answered."""
+
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: JobProgress
+    created_at: str
+    completed_at: str | None
+    error: JobError | None = None
+    images: list[ContractImage] | None = None
+    num_images: int | None = None
+    id: str | None = None
+    model: str | None = None
+    credits_charged: int | None = None
+    credits_remaining: int | None = None
+
+
+class ImageItem(ApiModel):
+    """A stored image with what was asked for it; `url` is freshly signed."""
+
+    id: str
+    url: str
+    mime_type: str
+    file_size: int
+    width: int
+    height: int
+    model: str
+    prompt: str
+    style_preset: str
+    aspect_ratio: str
+    image_to_image: bool
+    text: str | None
+    index: int
+    generation_id: str
+    created_at: str
+
+
+class ImagePage(ApiModel):
+    """A page of images, newest first; `offset` and `nextOffset` when paging by offset."""
+
+    items: list[ImageItem]
+    has_more: bool
+    next_cursor: str | None
+    limit: int
+    offset: int | None = None
+    next_offset: int | None = None
+
+
+class _GalleryType(ApiModel):
+    type: Literal["image"]
+
+
+class GalleryItem(ImageItem, _GalleryType):
+    """An image in the gallery: `type` first, then the image's fields."""
+
+
+class Gallery(ApiModel):
+    """The hosted service's gallery; `count` is the number of items in this page."""
+
+    items: list[GalleryItem]
+    count: int
+    offset: int
+    limit: int
+    has_more: bool
+
+
+class LedgerEntry(ApiModel):
+    id: int
+    kind: Literal["grant", "hold", "capture", "release", "adjustment"]
+    amount: int
+    note: str | None
+    generation_id: str | None
+    created_at: str
+
+
+class Credits(ApiModel):
+    balance: int
+    entries: list[LedgerEntry]
+
+
+class ModelSummary(ApiModel):
+    id: str
+    provider: str
+    description: str
+    price: int
+    native_aspect_ratios: list[str]
+    supported_aspect_ratios: list[str]
+    image_to_image: bool
+    configured: bool
+    default: bool
+
+
+class Models(ApiModel):
+    models: list[ModelSummary]
+    default_model: str
+    aspect_ratios: list[str]
+
+
+class Preset(ApiModel):
+    id: str
+    description: str
+
+
+class Presets(ApiModel):
+    presets: list[Preset]
+    default_preset: str
+
+
+class Health(ApiModel):
+    status: Literal["ok"]
+    rate_limiter: str
+
+
+class Readiness(ApiModel):
+    """`checks` maps each dependency to `ok`, `timeout` or `error: <kind>`."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
