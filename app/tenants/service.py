@@ -20,8 +20,8 @@ KEY_SCHEME = "ig_"
 # The prefix (scheme + 8 random chars) identifies a key for lookup and display; the
 # rest is secret. 8 chars of the URL-safe alphabet: collisions are retried below.
 PREFIX_LENGTH = len(KEY_SCHEME) + 8
-_KEY_SHAPE = re.compile(r"^ig_[A-Za-z0-9_-]{40,100}$")
-_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_KEY_SHAPE = re.compile(r"ig_[A-Za-z0-9_-]{40,100}")
+_TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Write last_used_at at most this often, so each request is not a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # Requests per minute a tenant or key limit may be set to (admin API and CLI alike).
@@ -49,7 +49,7 @@ def hash_key(plaintext: str) -> str:
 
 
 async def create_tenant(session: AsyncSession, name: str) -> Tenant:
-    if not _TENANT_NAME.match(name):
+    if not _TENANT_NAME.fullmatch(name):  # fullmatch: "$" would admit a trailing newline
         raise InvalidRequest(
             "tenant name must be 1-100 characters of letters, digits, '.', '_' or '-'"
         )
@@ -101,7 +101,7 @@ def bearer_token(authorization: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Malformed Authorization header: expected 'Bearer <key>'")
-    if not _KEY_SHAPE.match(token):
+    if not _KEY_SHAPE.fullmatch(token):
         raise Unauthorized("Invalid API key")
     return token
 

@@ -75,7 +75,9 @@ async def test_revoke_unknown_prefix_is_not_found(sessions: Sessions) -> None:
             await service.revoke_key(session, "ig_nothere")
 
 
-@pytest.mark.parametrize("name", ["", "has space", "-leading", "x" * 101, "semi;colon"])
+@pytest.mark.parametrize(
+    "name", ["", "has space", "-leading", "x" * 101, "semi;colon", "trailing-newline\n"]
+)
 async def test_tenant_names_are_validated(sessions: Sessions, name: str) -> None:
     async with sessions() as session:
         with pytest.raises(InvalidRequest):
