@@ -82,7 +82,7 @@ async def test_storage_outage_is_503_and_charges_nothing(
         assert response.status_code == 200, response.text
         assert response.json()["creditsRemaining"] == 20 - PRICE
     assert await postgres_stack.balance(tenant) == 20 - PRICE
-    assert (await postgres_stack.audit()).ok
+    assert (await postgres_stack.audit(tenant)).ok
 
 
 # --------------------------------------------------------------------------- database
@@ -268,4 +268,4 @@ async def test_upstream_timeouts_are_retried_then_refunded(impatient_stack: Stac
         assert response.status_code == 200, response.text
     assert await stack.balance(tenant) == 20 - PRICE
     assert await _open_holds(stack, tenant.id) == 0
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok
