@@ -38,6 +38,8 @@ from tests.support.proxy import TcpProxy, postgres_target
 from tests.support.servers import serve_in_thread
 from tests.support.services import S3Service
 
+pytestmark = pytest.mark.slow  # outages, proxies and subprocess gateways: 10-27 s each here
+
 GENERATE = "/api/v1/generate-image"
 PRICE = 4  # google/gemini-2.5-flash-image
 BODY = {"prompt": "a red bicycle leaning on a wall"}

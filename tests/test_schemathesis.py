@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_asyncio
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -21,6 +22,8 @@ from schemathesis.core.result import Ok
 
 from app.tenants import service as tenants
 from tests.support.gateway import Stack, TenantHandle
+
+pytestmark = pytest.mark.slow  # 50 examples per operation: ~45 s here
 
 EXAMPLES_PER_OPERATION = 50
 
