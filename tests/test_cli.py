@@ -46,6 +46,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cli-data")
 
 
+@pytest.mark.slow
 def test_admin_flow_on_the_embedded_default(data_dir: Path) -> None:
     assert _json(data_dir, "tenants", "create", "acme")["tenant"] == "acme"
     created = _json(data_dir, "keys", "create", "--tenant", "acme", "--label", "ci")
@@ -67,6 +68,7 @@ def test_admin_flow_on_the_embedded_default(data_dir: Path) -> None:
     assert prefix in dump
 
 
+@pytest.mark.slow
 def test_errors_are_one_json_object_and_exit_1(data_dir: Path) -> None:
     missing = _json(data_dir, "credits", "balance", "--tenant", "nobody", expect=1)
     assert missing["code"] == "not_found" and "nobody" in missing["error"]
@@ -77,6 +79,7 @@ def test_errors_are_one_json_object_and_exit_1(data_dir: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_audit_exits_1_naming_the_broken_account(data_dir: Path) -> None:
     _json(data_dir, "tenants", "create", "broken")
     _json(data_dir, "credits", "grant", "--tenant", "broken", "10")
@@ -101,6 +104,7 @@ def test_audit_exits_1_naming_the_broken_account(data_dir: Path) -> None:
     assert _json(data_dir, "credits", "audit")["ok"] is True
 
 
+@pytest.mark.slow
 def test_migrate_is_idempotent(tmp_path: Path) -> None:
     assert _json(tmp_path, "migrate")["migrated"] is True
     assert _json(tmp_path, "migrate")["migrated"] is True

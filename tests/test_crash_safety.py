@@ -38,6 +38,8 @@ from tests.support.process import (
     run_in_session,
 )
 
+pytestmark = pytest.mark.slow  # gateway processes killed and restarted: 30-65 s each here
+
 PRICE = 4  # google/gemini-2.5-flash-image
 HOLD_TTL = 300
 SWEEP_INTERVAL = 0.5

@@ -31,6 +31,8 @@ from tests.support.process import (
 )
 from tests.support.services import S3Service
 
+pytestmark = pytest.mark.slow  # a full run in a subprocess gateway: 15-27 s each here
+
 GENERATE = "/api/v1/generate-image"
 # 200+ characters of the base64 alphabets (standard and URL-safe) in one run.
 BASE64_RUN = re.compile(rb"[A-Za-z0-9+/_-]{200,}")

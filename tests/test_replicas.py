@@ -30,6 +30,8 @@ from tests.support.process import (
 )
 from tests.support.services import S3Service
 
+pytestmark = pytest.mark.slow  # two gateway processes: 13-20 s a test here
+
 GENERATE = "/api/v1/generate-image"
 PRICE = 4  # google/gemini-2.5-flash-image
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_asyncio
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -29,6 +30,8 @@ from schemathesis.specs.openapi.checks import (
 
 from app.tenants import service as tenants
 from tests.support.gateway import Stack, TenantHandle
+
+pytestmark = pytest.mark.slow  # ~45 s here
 
 # Per operation and mode: about 25 operations x 2 modes stay within a minute or two.
 EXAMPLES_PER_OPERATION = 20

@@ -4,15 +4,20 @@
 2. Every hold has exactly one `hold` entry of -amount and is open (nothing else),
    captured (one `capture` entry returning amount - captured, captured > 0) or
    released (one `release` entry returning amount, captured == 0): settled exactly once.
+
+`tenant_ids` limits the audit to those accounts, so a test checks only the tenants it made
+(another test may break one of its own on purpose); the CLI audits every account.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from app.credits.ledger import entry_sums
 from app.db.models import CreditAccount, CreditHold, LedgerEntry, Tenant
@@ -36,17 +41,31 @@ class AuditReport:
         return not self.problems
 
 
-async def audit_ledger(session: AsyncSession) -> AuditReport:
-    names = {row.id: row.name for row in await session.execute(select(Tenant.id, Tenant.name))}
+async def audit_ledger(
+    session: AsyncSession, tenant_ids: Collection[str] | None = None
+) -> AuditReport:
+    scope = None if tenant_ids is None else frozenset(tenant_ids)
+
+    def within(column: QueryableAttribute[str]) -> ColumnElement[bool]:
+        return true() if scope is None else column.in_(scope)
+
+    names = {
+        row.id: row.name
+        for row in await session.execute(select(Tenant.id, Tenant.name).where(within(Tenant.id)))
+    }
     problems: list[AuditProblem] = []
 
     def report(tenant_id: str, problem: str) -> None:
         problems.append(AuditProblem(tenant_id, names.get(tenant_id, "?"), problem))
 
-    sums = await entry_sums(session)
+    sums = await entry_sums(session, scope)
     balances = {
         row.tenant_id: int(row.balance)
-        for row in await session.execute(select(CreditAccount.tenant_id, CreditAccount.balance))
+        for row in await session.execute(
+            select(CreditAccount.tenant_id, CreditAccount.balance).where(
+                within(CreditAccount.tenant_id)
+            )
+        )
     }
     for tenant_id, balance in balances.items():
         total = sums.get(tenant_id, 0)
@@ -64,7 +83,7 @@ async def audit_ledger(session: AsyncSession) -> AuditReport:
             func.count(),
             func.coalesce(func.sum(LedgerEntry.amount), 0),
         )
-        .where(LedgerEntry.kind.in_(("hold", "capture", "release")))
+        .where(LedgerEntry.kind.in_(("hold", "capture", "release")), within(LedgerEntry.tenant_id))
         .group_by(LedgerEntry.hold_id, LedgerEntry.kind)
     )
     for hold_id, kind, count, total in rows:
@@ -73,7 +92,7 @@ async def audit_ledger(session: AsyncSession) -> AuditReport:
             continue
         per_hold[hold_id][kind] = (int(count), int(total))
 
-    holds = (await session.scalars(select(CreditHold))).all()
+    holds = (await session.scalars(select(CreditHold).where(within(CreditHold.tenant_id)))).all()
     for hold in holds:
         problem = _hold_problem(hold, per_hold.pop(hold.id, {}))
         if problem:

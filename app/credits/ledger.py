@@ -9,6 +9,7 @@ entry (returning all of it).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -211,10 +212,11 @@ async def _change_balance(session: AsyncSession, tenant_id: str, delta: int) -> 
     return int(result.scalar_one())
 
 
-async def entry_sums(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(
-        select(LedgerEntry.tenant_id, func.coalesce(func.sum(LedgerEntry.amount), 0)).group_by(
-            LedgerEntry.tenant_id
-        )
-    )
+async def entry_sums(
+    session: AsyncSession, tenant_ids: Collection[str] | None = None
+) -> dict[str, int]:
+    query = select(LedgerEntry.tenant_id, func.coalesce(func.sum(LedgerEntry.amount), 0))
+    if tenant_ids is not None:
+        query = query.where(LedgerEntry.tenant_id.in_(tenant_ids))
+    rows = await session.execute(query.group_by(LedgerEntry.tenant_id))
     return {tenant_id: int(total) for tenant_id, total in rows}

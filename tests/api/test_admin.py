@@ -139,7 +139,7 @@ async def test_key_created_by_the_admin_api_generates_and_revokes(stack: Stack) 
     refused = await _generate(stack, key)
     assert refused.status_code == 401
     assert (await _admin(stack, "GET", f"/tenants/{name}")).json()["activeKeys"] == 0
-    assert (await stack.audit()).ok
+    assert (await stack.audit(name)).ok
 
 
 async def test_a_key_without_a_body_or_label(stack: Stack) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from app.tenants.service import revoke_key
 from tests.support.gateway import Stack
 
 CREDITS = "/api/v1/credits"
 
 
+@pytest.mark.slow  # waits out the auth cache bound
 async def test_a_key_revoked_elsewhere_is_refused_within_the_cache_bound(stack: Stack) -> None:
     tenant = await stack.new_tenant(credits=10)
     async with stack.client() as client:

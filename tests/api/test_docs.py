@@ -77,6 +77,7 @@ def chromium() -> Path:
     return CHROMIUM
 
 
+@pytest.mark.browser
 async def test_enabled_docs_render_in_a_browser_with_no_csp_violation(
     docs_gateway: str, chromium: Path
 ) -> None:

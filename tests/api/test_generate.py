@@ -60,7 +60,7 @@ async def test_seed_curl_example_returns_webp_url(stack: Stack) -> None:
     assert decoded.format == "WEBP"
     assert decoded.size == (image["width"], image["height"])
     assert await stack.balance(tenant) == 100 - PRICE
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok
 
 
 @pytest.mark.parametrize("ratio", CONTRACT_RATIOS)
@@ -146,7 +146,7 @@ async def test_partial_success_charges_only_delivered_images(stack: Stack) -> No
         )
     assert generation is not None and generation.status == "partial"
     assert hold is not None and (hold.status, hold.captured) == ("captured", 2 * PRICE)
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok
 
 
 async def test_transient_upstream_errors_are_retried(stack: Stack) -> None:
@@ -175,7 +175,7 @@ async def test_upstream_failure_refunds_everything(stack: Stack) -> None:
     assert body["code"] == "generation_failed"
     assert "refunded" in body["error"]
     assert await stack.balance(tenant) == 50
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok
 
 
 async def test_blocked_prompt_is_400_and_free(stack: Stack) -> None:
@@ -335,7 +335,7 @@ async def test_concurrent_requests_never_overspend(postgres_stack: Stack) -> Non
     assert statuses.count(200) == 10, statuses
     assert statuses.count(402) == 30, statuses
     assert await postgres_stack.balance(tenant) == 0
-    report = await postgres_stack.audit()
+    report = await postgres_stack.audit(tenant)
     assert report.ok, report.problems
 
 
@@ -357,7 +357,7 @@ async def test_fallback_model_serves_and_bills_its_own_price(stack: Stack) -> No
     async with stack.sessions() as session:
         row = await session.scalar(select(ImageRow).where(ImageRow.generation_id == body["id"]))
     assert row is not None and row.model == "google/gemini-2.5-flash-image"
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok
 
 
 async def test_rate_limit_headers_and_429_after_auth(stack: Stack) -> None:

@@ -260,7 +260,7 @@ async def test_delete_removes_the_object_and_keeps_the_billing_record(stack: Sta
     assert generation is not None and generation.credits_charged == result["creditsCharged"] == 8
     assert row is not None and row.deleted_at is not None
     assert await stack.balance(tenant) == 92
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok
 
 
 async def test_unknown_image_ids_are_404(stack: Stack) -> None:

@@ -193,7 +193,7 @@ async def test_async_retries_get_one_job_charged_once(stack: Stack) -> None:
     assert len(await _jobs(stack, tenant.id)) == 1
     assert await _generations(stack, tenant.id) == 1
     assert await stack.balance(tenant) == 100 - PRICE
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok
 
 
 async def test_async_refusal_keeps_no_key_then_the_job_is_replayed(stack: Stack) -> None:

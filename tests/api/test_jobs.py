@@ -60,7 +60,7 @@ async def test_async_generation_end_to_end(stack: Stack) -> None:
         done["images"][0]["height"],
     )
     assert await stack.balance(tenant) == 100 - 2 * PRICE
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok
 
 
 async def test_async_image_to_image_cleans_up_its_source(stack: Stack) -> None:
@@ -183,4 +183,4 @@ async def test_restarted_job_whose_generation_died_runs_once_more(stack: Stack) 
     # One charge for the new attempt; the dead attempt's hold is still reserved until
     # the sweeper releases it at expiry, so it is not lost either.
     assert await stack.balance(tenant) == 100 - PRICE - PRICE
-    assert (await stack.audit()).ok
+    assert (await stack.audit(tenant)).ok

@@ -180,7 +180,7 @@ async def _ledger(stack: Stack, tenant: TenantHandle) -> tuple[int, int, tuple[A
         entries = await session.scalar(
             select(func.count()).select_from(LedgerEntry).where(LedgerEntry.tenant_id == tenant.id)
         )
-    return await stack.balance(tenant), int(entries or 0), (await stack.audit()).problems
+    return await stack.balance(tenant), int(entries or 0), (await stack.audit(tenant)).problems
 
 
 def _assert_json_error(response: httpx.Response, status: int, *, openai: bool) -> dict[str, Any]:

@@ -67,7 +67,7 @@ async def test_429_storm_is_retried_then_refunded(embedded_stack: Stack) -> None
     attempts = embedded_stack.settings.upstream_max_attempts
     assert state["calls"] == 2 * attempts  # each image retried to the bound, not beyond
     assert await embedded_stack.balance(tenant) == 8
-    assert (await embedded_stack.audit()).ok
+    assert (await embedded_stack.audit(tenant)).ok
 
 
 async def test_kontext_max_cap_queues_the_seventh_task(embedded_stack: Stack) -> None:

@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -48,7 +48,7 @@ async def _balance(sessions: Sessions, tenant_id: str) -> int:
 
 async def _problems_for(sessions: Sessions, tenant_id: str) -> list[str]:
     async with sessions() as session:
-        report = await audit_ledger(session)
+        report = await audit_ledger(session, tenant_ids=[tenant_id])
     return [p.problem for p in report.problems if p.tenant_id == tenant_id]
 
 
@@ -203,3 +203,35 @@ async def test_audit_finds_a_hold_settled_twice(sessions: Sessions) -> None:
             update(CreditAccount).where(CreditAccount.tenant_id == tenant_id).values(balance=10)
         )
     assert await _problems_for(sessions, tenant_id) == []
+
+
+async def test_an_audit_scoped_to_one_tenant_ignores_another_tenants_broken_ledger(
+    sessions: Sessions,
+) -> None:
+    broken = await _tenant(sessions, 10)
+    clean = await _tenant(sessions, 10)
+    hold_id = await _reserve(sessions, clean, 4)
+    async with sessions() as session, session.begin():
+        assert await ledger.settle(session, hold_id, 4)
+        # An entry written straight into the table, without its balance change.
+        await session.execute(
+            insert(LedgerEntry).values(tenant_id=broken, kind="adjustment", amount=5, note="x")
+        )
+    try:
+        async with sessions() as session:
+            scoped = await audit_ledger(session, tenant_ids=[clean])
+            everything = await audit_ledger(session)
+        assert scoped.ok and (scoped.accounts, scoped.holds) == (1, 1)
+        assert ("balance 10 != sum of entries 15", broken) in {
+            (p.problem, p.tenant_id) for p in everything.problems
+        }
+        assert everything.accounts > scoped.accounts
+    finally:  # the database is shared by the session's other tests
+        async with sessions() as session, session.begin():
+            await session.execute(
+                delete(LedgerEntry).where(
+                    LedgerEntry.tenant_id == broken, LedgerEntry.kind == "adjustment"
+                )
+            )
+    async with sessions() as session:
+        assert (await audit_ledger(session, tenant_ids=[broken, clean])).ok

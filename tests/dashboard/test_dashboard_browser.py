@@ -144,6 +144,7 @@ async def _api(stack: Stack, tenant: TenantHandle, path: str) -> httpx.Response:
         return await client.get(path, headers=tenant.auth)
 
 
+@pytest.mark.browser
 async def test_generate_see_reload_delete_and_run_out_of_credits(
     browser: Browser, embedded_stack: Stack
 ) -> None:
@@ -249,6 +250,7 @@ def _png(colour: str, size: tuple[int, int] = (96, 64)) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.browser
 async def test_image_to_image_from_a_picked_or_dropped_file(
     browser: Browser, embedded_stack: Stack
 ) -> None:
@@ -318,6 +320,7 @@ async def test_image_to_image_from_a_picked_or_dropped_file(
     assert dash.errors == []
 
 
+@pytest.mark.browser
 async def test_a_wrong_key_is_refused_in_plain_words(
     browser: Browser, embedded_stack: Stack
 ) -> None:
@@ -333,6 +336,7 @@ async def test_a_wrong_key_is_refused_in_plain_words(
     await dash.screenshot("07-wrong-key")
 
 
+@pytest.mark.browser
 async def test_rate_limit_and_revoked_key_messages(browser: Browser, embedded_stack: Stack) -> None:
     tenant = await embedded_stack.new_tenant(credits=10)
     dash = await _dashboard(browser, embedded_stack, DESKTOP)
@@ -368,6 +372,7 @@ async def test_rate_limit_and_revoked_key_messages(browser: Browser, embedded_st
     assert dash.errors == []
 
 
+@pytest.mark.browser
 async def test_keyboard_only_generation(browser: Browser, embedded_stack: Stack) -> None:
     tenant = await embedded_stack.new_tenant(credits=10)
     dash = await _dashboard(browser, embedded_stack, DESKTOP)
@@ -400,6 +405,7 @@ async def test_keyboard_only_generation(browser: Browser, embedded_stack: Stack)
     assert dash.errors == []
 
 
+@pytest.mark.browser
 async def test_phone_width(browser: Browser, embedded_stack: Stack) -> None:
     tenant = await embedded_stack.new_tenant(credits=40)
     dash = await _dashboard(browser, embedded_stack, PHONE, color_scheme="light")

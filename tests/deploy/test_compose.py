@@ -417,6 +417,7 @@ def test_build_context_keeps_secrets_and_tests_out() -> None:
         assert not [p for p in context if p == kept_out or kept_out in p], kept_out
 
 
+@pytest.mark.slow
 def test_the_image_layout_finds_its_migrations_and_migrates(tmp_path: Path) -> None:
     """Replay the builder's COPYs (what .dockerignore lets through) into a fresh root and
     run `imagegate migrate` from that tree, as the image's editable install does."""

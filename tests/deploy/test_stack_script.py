@@ -178,6 +178,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
                 process.kill()
 
 
+@pytest.mark.slow
 def test_the_script_is_executable_and_prints_how_to_use_the_stack(running: RunningStack) -> None:
     assert os.access(SCRIPT, os.X_OK)
     output = running.output()
@@ -191,6 +192,7 @@ def test_the_script_is_executable_and_prints_how_to_use_the_stack(running: Runni
     assert set(ready.json()["checks"]) == {"database", "storage", "redis"}
 
 
+@pytest.mark.slow
 def test_cli_and_http_against_the_stack_then_sigint_stops_everything(
     running: RunningStack,
 ) -> None:

@@ -88,7 +88,7 @@ async def test_large_sources_queue_for_the_budget_and_one_beyond_it_is_a_400(
     assert "sourceImage" in body["error"]
     assert "2100x2100" in body["error"]
     assert await small_budget.balance(tenant) == PRICE
-    assert (await small_budget.audit()).ok
+    assert (await small_budget.audit(tenant)).ok
 
 
 async def test_an_output_larger_than_the_whole_budget_fails_and_is_refunded(
@@ -105,4 +105,4 @@ async def test_an_output_larger_than_the_whole_budget_fails_and_is_refunded(
     assert "1024x1024" in body["error"]
     assert "decodes at once" in body["error"]
     assert await tiny_budget.balance(tenant) == PRICE
-    assert (await tiny_budget.audit()).ok
+    assert (await tiny_budget.audit(tenant)).ok

@@ -89,6 +89,6 @@ async def test_sweeper_removes_what_an_abandoned_generation_stored(stack: Stack)
         async with stack.sessions() as session:
             row = await session.get(Generation, generation_id)
         assert row is not None and row.status == "abandoned"
-        assert (await stack.audit()).ok
+        assert (await stack.audit(tenant)).ok
     finally:
         await store.aclose()

@@ -74,9 +74,15 @@ class Stack:
         async with self.sessions() as session:
             return await ledger.get_balance(session, tenant.id)
 
-    async def audit(self) -> AuditReport:
+    async def audit(self, tenant: TenantHandle | str, *more: TenantHandle | str) -> AuditReport:
+        """The ledger audit of these tenants only (a str is a tenant name): the stack is shared
+        by the whole session, and another test may break its own tenant's ledger on purpose."""
         async with self.sessions() as session:
-            return await audit_ledger(session)
+            ids = [
+                t.id if isinstance(t, TenantHandle) else (await tenants.get_tenant(session, t)).id
+                for t in (tenant, *more)
+            ]
+            return await audit_ledger(session, tenant_ids=ids)
 
     async def set_faults(self, *faults: dict[str, Any]) -> None:
         async with httpx.AsyncClient(base_url=self.base_url) as client:
