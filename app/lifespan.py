@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from app.api.body_budget import request_bytes_budget
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.generation.decode_budget import DecodeBudget
@@ -108,6 +109,7 @@ async def running_services(
         metrics=metrics,
         emulated=bool(emulators),
         auth_cache=AuthCache(settings.auth_cache_seconds),
+        request_budget=request_bytes_budget(settings.request_bytes_budget),
     )
     app.state.image_store = image_store
     app.state.url_signer = signer
