@@ -11,6 +11,7 @@ the body limit, so it reserves that.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -71,4 +72,11 @@ async def reserve_body(
         yield
         return
     async with budget.reserve(cost, wait_seconds=wait_seconds):
-        yield
+        try:
+            yield
+        finally:
+            # What is left of the copies is freed by reference cycles (httpx's request,
+            # response and pool stream; tracebacks) that the cyclic collector, counting
+            # objects not bytes, may not visit for many requests: the budget would then
+            # bound nothing. Collect them before the share is given back.
+            gc.collect()
