@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.generation.decode_budget import DecodeBudget
 from app.generation.service import GenerationService
 from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
@@ -29,3 +30,5 @@ class Services:
     metrics: Metrics
     emulated: bool
     auth_cache: AuthCache
+    # Request-body bytes in flight (app/api/body_budget.py).
+    request_budget: DecodeBudget

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     # thread counts. Work beyond it waits within the request deadline; a source image
     # larger than all of it is a 400.
     decode_budget_mpx: float = Field(default=64, ge=0.01)
+    # MiB of request bodies in flight at once: a body over 64 KiB (a source image) holds
+    # 4x its Content-Length (its copies on the way upstream) from before it is read until
+    # its response is ready; beyond it requests wait up to the wait below, then 503 busy.
+    # At least 4x IMAGEGATE_MAX_BODY_BYTES.
+    request_bytes_budget_mb: float = Field(default=128, gt=0)
+    request_bytes_wait_seconds: float = Field(default=60.0, ge=0, le=3600)
 
     # Rate limits (requests per minute) unless a tenant has its own; Redis shares them
     # between replicas, otherwise each process counts alone.
@@ -152,6 +158,19 @@ class Settings(BaseSettings):
                 "IMAGEGATE_HOLD_TTL_SECONDS must exceed IMAGEGATE_UPSTREAM_DEADLINE_SECONDS + 60"
             )
         return self
+
+    @model_validator(mode="after")
+    def _request_budget_holds_a_full_body(self) -> Settings:
+        if self.request_bytes_budget < 4 * self.max_body_bytes:
+            raise ValueError(
+                "IMAGEGATE_REQUEST_BYTES_BUDGET_MB must be at least 4x IMAGEGATE_MAX_BODY_BYTES"
+                f" ({4 * self.max_body_bytes / 1024 / 1024:g} MiB)"
+            )
+        return self
+
+    @property
+    def request_bytes_budget(self) -> int:
+        return int(self.request_bytes_budget_mb * 1024 * 1024)
 
     @property
     def resolved_database_url(self) -> str:

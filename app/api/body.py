@@ -58,20 +58,32 @@ async def read_json_body(request: Request, limit: int) -> Any:
     declared = declared_length(request)
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes", limit=limit)
-    chunks: list[bytes] = []
-    size = 0
+    # One growing buffer, not a list of chunks joined at the end (two copies at once).
+    raw = bytearray()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if len(raw) + len(chunk) > limit:
             raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+        raw += chunk
     if not raw:
         raise InvalidRequest("Request body is empty; send a JSON object with at least a prompt")
     return parse_json(raw)
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytearray | bytes) -> Any:
+    """Parse `raw`; a bytearray is emptied once decoded to text, so the body's bytes, its
+    text and the parsed strings are never all held at once."""
+    suspect = _SUSPECT_ESCAPE.search(raw) is not None
+    try:
+        # What json.loads(bytes) does, but with the bytes freed before parsing.
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    except UnicodeDecodeError:
+        raise InvalidRequest("Request body is not valid UTF-8") from None
+    if isinstance(raw, bytearray):
+        raw.clear()
+    return _parse_text(text, suspect)
+
+
+def _parse_text(document: str, suspect: bool) -> Any:
     too_long = False
 
     def parse_int(text: str) -> int | _TooManyDigits:
@@ -83,14 +95,12 @@ def parse_json(raw: bytes) -> Any:
         return int(text)
 
     try:
-        payload = json.loads(raw, parse_int=parse_int)
-    except UnicodeDecodeError:
-        raise InvalidRequest("Request body is not valid UTF-8") from None
+        payload = json.loads(document, parse_int=parse_int)
     except RecursionError:
         raise InvalidRequest("Request body JSON is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc.msg}") from None
-    if too_long or _SUSPECT_ESCAPE.search(raw):
+    if too_long or suspect:
         _refuse_unrepresentable(payload)
     return payload
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from app import idempotency
 from app.api import jobs as jobs_api
 from app.api.body import read_json_body
+from app.api.body_budget import reserve_body
 from app.api.deps import authenticated, external_base_url, get_services
 from app.api.rendering import result_body, with_urls
 from app.api.schemas.common import API_KEY, error_responses
@@ -55,6 +56,19 @@ async def generate_image(
     auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
     idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    settings = services.settings
+    async with reserve_body(
+        request,
+        services.request_budget,
+        max_body_bytes=settings.max_body_bytes,
+        wait_seconds=settings.request_bytes_wait_seconds,
+    ):
+        return await _generate_image(request, auth, services, idempotency_key)
+
+
+async def _generate_image(
+    request: Request, auth: AuthContext, services: Services, idempotency_key: str | None
 ) -> JSONResponse:
     payload = await read_json_body(request, services.settings.max_body_bytes)
     generate_request = parse_generate_request(payload, services.catalog)

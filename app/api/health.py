@@ -21,9 +21,14 @@ _CHECK_TIMEOUT = 3.0
 
 
 @router.get("/healthz", response_model=Health)
-async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict[str, str]:
-    """Alive: the process answers. Says which rate limiter is deciding."""
-    return {"status": "ok", "rateLimiter": describe(services.rate_limiter)}
+async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+    """Alive: the process answers. Says which rate limiter is deciding, and how many
+    bytes of the request-bytes budget in-flight requests hold."""
+    return {
+        "status": "ok",
+        "rateLimiter": describe(services.rate_limiter),
+        "requestBytesInUse": services.request_budget.in_use,
+    }
 
 
 @router.get(

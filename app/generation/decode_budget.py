@@ -1,4 +1,5 @@
-"""One process-wide allowance of pixels being decoded at once.
+"""One process-wide allowance of pixels being decoded at once (and, generalised to any
+unit, of request-body bytes in flight: app/api/body_budget.py).
 
 A decoded image costs memory in proportion to its pixels, not its file size (a 136 KB
 one-colour 6000x6000 PNG decodes to ~144 MB), so a thread pool's size bounds nothing.
@@ -13,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from app.errors import GatewayError
@@ -33,19 +35,29 @@ class DecodeBusy(GatewayError):
         self.headers["Retry-After"] = "2"
 
 
-class DecodeBudget:
-    """A FIFO-fair counting budget of pixels (a big image is not starved by small ones)."""
+def _decode_busy() -> GatewayError:
+    return DecodeBusy("the gateway is busy decoding other images; retry in a moment")
 
-    def __init__(self, capacity: int) -> None:
+
+class DecodeBudget:
+    """A FIFO-fair counting budget of units, pixels by default (a big image is not
+    starved by small ones). `busy` makes the error raised when a wait runs out."""
+
+    def __init__(self, capacity: int, *, busy: Callable[[], GatewayError] = _decode_busy) -> None:
         if capacity < 1:
             raise ValueError("a decode budget needs a positive capacity")
         self.capacity = capacity
         self._available = capacity
+        self._busy = busy
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     @property
     def available(self) -> int:
         return self._available
+
+    @property
+    def in_use(self) -> int:
+        return self.capacity - self._available
 
     @property
     def waiting(self) -> int:
@@ -82,6 +94,18 @@ class DecodeBudget:
         # holds them; the done callback returns them when the thread really ends.
         return await asyncio.shield(future)
 
+    @asynccontextmanager
+    async def reserve(self, cost: int, *, wait_seconds: float) -> AsyncIterator[None]:
+        """Hold `cost` units for the body of the `with`; returned exactly once, however it
+        ends (error, cancellation). The busy error when the wait runs out (nothing held)."""
+        if not self.fits(cost):
+            raise ValueError(f"cost {cost} exceeds the whole budget {self.capacity}")
+        await self._acquire(cost, wait_seconds)
+        try:
+            yield
+        finally:
+            self._release(cost)
+
     async def _acquire(self, cost: int, wait_seconds: float) -> None:
         if not self._waiters and self._available >= cost:
             self._available -= cost
@@ -100,9 +124,7 @@ class DecodeBudget:
                 self._waiters.remove(entry)
                 self._wake()  # a big waiter at the head may have blocked smaller ones
             if isinstance(exc, TimeoutError):
-                raise DecodeBusy(
-                    "the gateway is busy decoding other images; retry in a moment"
-                ) from None
+                raise self._busy() from None
             raise
 
     def _finished(self, cost: int, future: asyncio.Future[object]) -> None:

@@ -11,7 +11,6 @@ same checks, synchronous and unbudgeted.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import functools
 import re
@@ -86,6 +85,7 @@ def _check_header(value: str, *, max_bytes: int, max_pixels: int) -> _Checked:
     mime_type, pil_format = _DECLARED[subtype]
 
     data = _decode_base64(payload, max_bytes=max_bytes)
+    del payload  # a copy of the base64 text (partition): not held through the checks
     actual = _sniff(data)
     if actual is None:
         raise InvalidRequest(f"{FIELD} is not a png, jpeg or webp image", field=FIELD)
@@ -141,10 +141,11 @@ def _decode_base64(payload: str, *, max_bytes: int) -> bytes:
             field=FIELD,
         )
     try:
-        # validate=True: standard alphabet only and padding only at the end, instead of
-        # silently skipping stray characters.
-        data = base64.b64decode(payload.encode("ascii"), validate=True)
-    except (UnicodeEncodeError, binascii.Error):
+        # strict_mode (b64decode's validate=True): standard alphabet only and padding only
+        # at the end, instead of silently skipping stray characters. Straight from the
+        # str: b64decode would first copy it to bytes. Non-ASCII is a ValueError.
+        data = binascii.a2b_base64(payload, strict_mode=True)
+    except ValueError:
         raise InvalidRequest(
             f"{FIELD} has invalid base64: only A-Z, a-z, 0-9, '+' and '/' are allowed, "
             "with '=' padding only at the end",

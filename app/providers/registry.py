@@ -86,18 +86,46 @@ def configured_upstreams(
     for provider, (api_key, base_url) in real.items():
         if emulator_transports and provider in emulator_transports:
             client = httpx.AsyncClient(
-                transport=emulator_transports[provider], timeout=_timeout(settings)
+                transport=_ReleasingSentBodies(emulator_transports[provider]),
+                timeout=_timeout(settings),
             )
             upstreams[provider] = Upstream(
                 provider, "emulated", emulated_base_url(provider), client, emulated=True
             )
         elif api_key:
             client = httpx.AsyncClient(
+                transport=_ReleasingSentBodies(
+                    httpx.AsyncHTTPTransport(
+                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
+                    )
+                ),
                 timeout=_timeout(settings),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             )
             upstreams[provider] = Upstream(provider, api_key, base_url, client)
     return upstreams
+
+
+class _ReleasingSentBodies(httpx.AsyncBaseTransport):
+    """Drops a request's body once it is sent (the response headers are in).
+
+    httpx's Request, Response and httpcore's pool stream refer to each other, so a sent
+    request (the SDK's JSON with the base64 source image, several MB) is freed only by
+    the cyclic collector, which counts objects, not bytes, and may not run for many
+    requests: memory would grow past what the request-bytes budget accounts for.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if isinstance(request.stream, httpx.ByteStream):
+            request.stream = httpx.ByteStream(b"")
+            request._content = b""  # the same bytes, kept by Request.read()
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def emulated_base_url(provider: str) -> str:

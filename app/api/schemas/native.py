@@ -172,6 +172,7 @@ class Presets(ApiModel):
 class Health(ApiModel):
     status: Literal["ok"]
     rate_limiter: str
+    request_bytes_in_use: int
 
 
 class Readiness(ApiModel):

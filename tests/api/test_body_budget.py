@@ -1,0 +1,195 @@
+"""The request-bytes budget over HTTP: big-source requests beyond IMAGEGATE_REQUEST_BYTES_
+BUDGET_MB queue for it (all succeed) and give all of it back; one whose wait runs out is a
+503 `busy` with nothing charged; a client gone mid-body returns its share.
+
+A request holds its share from before its body is read, so a client that sends half a
+body and pauses holds the budget for as long as the test wants: no timing involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from app.db.engine import create_engine, create_sessionmaker
+from app.main import create_app
+from app.settings import Settings
+from tests.support.gateway import Stack, TenantHandle, gateway_settings
+from tests.support.servers import serve_in_thread
+
+PATH = "/api/v1/generate-image"
+PRICE = 4  # google/gemini-2.5-flash-image
+MAX_BODY = 256 * 1024
+# The smallest budget allowed: 4 x the body limit. A ~200 KB body costs 4x that, so two
+# never fit together.
+BUDGET_MB = 1.0
+
+
+async def _stack(settings: Settings, name: str) -> AsyncIterator[Stack]:
+    with serve_in_thread(create_app(settings)) as base_url:
+        engine = create_engine(settings.resolved_database_url, pool_size=2)
+        try:
+            yield Stack(name, settings, base_url, engine, create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+
+def _settings(data_dir: Path, wait_seconds: float) -> Settings:
+    return gateway_settings(
+        data_dir=data_dir,
+        max_body_bytes=MAX_BODY,
+        request_bytes_budget_mb=BUDGET_MB,
+        request_bytes_wait_seconds=wait_seconds,
+    )
+
+
+@pytest_asyncio.fixture(scope="module")
+async def patient(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    settings = _settings(tmp_path_factory.mktemp("bytes-patient"), wait_seconds=60)
+    async for stack in _stack(settings, "bytes-patient"):
+        yield stack
+
+
+@pytest_asyncio.fixture(scope="module")
+async def impatient(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    # No wait at all: a request that finds the budget taken is refused at once.
+    settings = _settings(tmp_path_factory.mktemp("bytes-impatient"), wait_seconds=0)
+    async for stack in _stack(settings, "bytes-impatient"):
+        yield stack
+
+
+def _noisy_body(prompt: str) -> bytes:
+    """A JSON body of ~200 KB: a noise PNG does not compress, so its size is predictable."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (220, 220), os.urandom(220 * 220 * 3)).save(buffer, "PNG")
+    source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    body = f'{{"prompt": "{prompt}", "sourceImage": "{source}"}}'.encode()
+    assert 150_000 < len(body) < MAX_BODY
+    return body
+
+
+async def _in_use(client: httpx.AsyncClient) -> int:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    return int(response.json()["requestBytesInUse"])
+
+
+async def _until_held(client: httpx.AsyncClient) -> int:
+    """The budget in use once the paused request has reserved its share."""
+    for _ in range(500):
+        if held := await _in_use(client):
+            return held
+        await asyncio.sleep(0.01)
+    raise AssertionError("the paused request never reserved its share of the budget")
+
+
+async def _until_free(client: httpx.AsyncClient) -> None:
+    for _ in range(500):
+        if await _in_use(client) == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the budget was not given back: {await _in_use(client)} in use")
+
+
+class _PausedBody:
+    """A request body sent in two halves, the second only when `resume` is set."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.resume = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        half = len(self.body) // 2
+        yield self.body[:half]
+        await self.resume.wait()
+        yield self.body[half:]
+
+
+def _paused_post(
+    client: httpx.AsyncClient, tenant: TenantHandle, body: _PausedBody
+) -> asyncio.Task[httpx.Response]:
+    headers = tenant.auth | {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body.body)),
+    }
+    return asyncio.create_task(client.post(PATH, content=body, headers=headers))
+
+
+def _post(
+    client: httpx.AsyncClient, tenant: TenantHandle, body: bytes
+) -> asyncio.Task[httpx.Response]:
+    headers = tenant.auth | {"Content-Type": "application/json"}
+    return asyncio.create_task(client.post(PATH, content=body, headers=headers))
+
+
+async def test_big_requests_beyond_the_budget_queue_all_succeed_and_return_it(
+    patient: Stack,
+) -> None:
+    tenant = await patient.new_tenant(credits=PRICE * 4)
+    async with patient.client(timeout=120) as client:
+        holder_body = _PausedBody(_noisy_body("the holder"))
+        holder = _paused_post(client, tenant, holder_body)
+        held = await _until_held(client)
+        assert held == 4 * len(holder_body.body)
+        queued = [_post(client, tenant, _noisy_body(f"queued {i}")) for i in range(3)]
+        await asyncio.sleep(0.2)  # let them reach the gateway; none can get in meanwhile
+        assert not any(task.done() for task in queued)
+        assert await _in_use(client) == held  # they wait; nothing more was charged
+        holder_body.resume.set()
+        responses = [await holder, *await asyncio.gather(*queued)]
+        for response in responses:
+            assert response.status_code == 200, response.text
+        await _until_free(client)
+        # Small requests (no source image) take nothing from the budget.
+        plain = await client.post(PATH, json={"prompt": "no source"}, headers=tenant.auth)
+        assert plain.status_code == 402, plain.text  # out of credits, not out of budget
+        assert await _in_use(client) == 0
+    assert await patient.balance(tenant) == 0
+    assert (await patient.audit(tenant)).ok
+
+
+async def test_a_request_whose_wait_runs_out_is_503_busy_and_free(impatient: Stack) -> None:
+    tenant = await impatient.new_tenant(credits=PRICE * 2)
+    async with impatient.client(timeout=120) as client:
+        holder_body = _PausedBody(_noisy_body("the holder"))
+        holder = _paused_post(client, tenant, holder_body)
+        held = await _until_held(client)
+        # A prompt-only request is exempt: it is served while the budget is taken.
+        plain = await client.post(PATH, json={"prompt": "no source"}, headers=tenant.auth)
+        assert plain.status_code == 200, plain.text
+        refused = await _post(client, tenant, _noisy_body("refused"))
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "busy"
+        assert "busy" in refused.json()["error"]
+        assert refused.headers["Retry-After"] == "2"
+        assert await _in_use(client) == held  # the refused request holds nothing
+        assert await impatient.balance(tenant) == PRICE  # only the plain request paid
+        holder_body.resume.set()
+        assert (await holder).status_code == 200
+        await _until_free(client)
+        assert await impatient.balance(tenant) == 0
+
+
+async def test_a_client_gone_mid_body_returns_its_share(impatient: Stack) -> None:
+    tenant = await impatient.new_tenant(credits=PRICE)
+    async with impatient.client(timeout=120) as client:
+        holder = _paused_post(client, tenant, _PausedBody(_noisy_body("abandoned")))
+        await _until_held(client)
+        holder.cancel()  # the connection closes with half a body sent
+        with pytest.raises(asyncio.CancelledError):
+            await holder
+        await _until_free(client)
+        # The whole budget is usable again.
+        after = await _post(client, tenant, _noisy_body("after"))
+        assert after.status_code == 200, after.text
+        assert await _in_use(client) == 0
+    assert await impatient.balance(tenant) == 0
