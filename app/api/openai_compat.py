@@ -20,6 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from app.api.body import declared_length, read_json_body
+from app.api.body_budget import reserve_body
 from app.api.deps import authenticated, get_services
 from app.api.errors import DATABASE_UNAVAILABLE
 from app.api.query import parse_int
@@ -161,6 +162,17 @@ async def edits(
     # Refuse before parsing: multipart parsing would spool the whole body first.
     if declared is None or declared > limit:
         raise PayloadTooLarge(f"Request body must declare a length of at most {limit} bytes")
+    # The upload is copied (form, bytes, data URL, decoded image) like a native source.
+    async with reserve_body(
+        request,
+        services.request_budget,
+        max_body_bytes=limit,
+        wait_seconds=services.settings.request_bytes_wait_seconds,
+    ):
+        return await _edit(request, auth, services)
+
+
+async def _edit(request: Request, auth: AuthContext, services: Services) -> dict[str, Any]:
     async with request.form(max_files=16, max_fields=32) as form:
         images = [item for key in ("image", "image[]") for item in form.getlist(key)]
         fields = {k: v for k, v in form.items() if isinstance(v, str)}

@@ -193,3 +193,28 @@ async def test_a_client_gone_mid_body_returns_its_share(impatient: Stack) -> Non
         assert after.status_code == 200, after.text
         assert await _in_use(client) == 0
     assert await impatient.balance(tenant) == 0
+
+
+async def test_an_openai_edit_upload_takes_its_share_too(impatient: Stack) -> None:
+    tenant = await impatient.new_tenant(credits=PRICE * 2)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (220, 220), os.urandom(220 * 220 * 3)).save(buffer, "PNG")
+    upload = buffer.getvalue()
+    assert 100_000 < len(upload) < MAX_BODY  # with the holder, over the budget
+    async with impatient.client(timeout=120) as client:
+        holder_body = _PausedBody(_noisy_body("the holder"))
+        holder = _paused_post(client, tenant, holder_body)
+        held = await _until_held(client)
+        refused = await client.post(
+            "/v1/images/edits",
+            data={"prompt": "an edit", "model": "google/gemini-2.5-flash-image"},
+            files={"image": ("source.png", upload, "image/png")},
+            headers=tenant.auth,
+        )
+        assert refused.status_code == 503, refused.text
+        assert "busy" in refused.json()["error"]["message"]
+        assert await _in_use(client) == held  # the refused upload holds nothing
+        holder_body.resume.set()
+        assert (await holder).status_code == 200
+        await _until_free(client)
+    assert await impatient.balance(tenant) == PRICE  # only the holder paid
