@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.emulators.bodies import spoil
 from app.emulators.faults import (
     BlockedFault,
     DelayFault,
@@ -128,12 +129,18 @@ class ImageRequest:
         return INPUT_IMAGE_TOKENS * len(self.images)
 
 
-def create_gemini_emulator(faults: FaultPlan | None = None) -> FastAPI:
-    """The emulator as an ASGI app; mountable under any prefix (e.g. `/emulators/gemini`)."""
+def create_gemini_emulator(
+    faults: FaultPlan | None = None, *, control: bool = True, control_token: str | None = None
+) -> FastAPI:
+    """The emulator as an ASGI app; mountable under any prefix (e.g. `/emulators/gemini`).
+
+    `control` false leaves out the `/_emulator/*` routes; `control_token` guards them.
+    """
     plan = faults if faults is not None else FaultPlan()
     app = FastAPI(title="Gemini API emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.faults = plan
-    app.include_router(fault_control_router(plan))
+    if control:
+        app.include_router(fault_control_router(plan, token=control_token))
     app.add_exception_handler(StarletteHTTPException, _http_exception_as_google_error)
 
     @app.post("/{api_version}/models/{model_action}")
@@ -207,7 +214,7 @@ async def _generate_content(plan: FaultPlan, model: str, request: Request) -> Re
 
     # Drawing, PNG/base64 encoding and serialising megabytes of JSON all stay off the loop.
     content = await asyncio.to_thread(_image_response_body, model, parsed)
-    return Response(content, media_type="application/json")
+    return spoil(fault, Response(content, media_type="application/json"))
 
 
 def parse_generate_request(body: bytes, model: str) -> ImageRequest:
