@@ -1,4 +1,13 @@
-"""The one retry policy: bounded attempts, provider-given delays honoured, one deadline."""
+"""The one retry policy: bounded attempts, provider-given delays honoured, one deadline.
+
+No attempt is ever cancelled. Cancelling a call inside httpx while its pool is contended
+leaks pool slots for good (encode/httpcore#1093, #830; see app.providers.transport), so
+the attempt's deadline is handed to the transport, whose own timeouts end the exchange in
+time, and the caller waits for the attempt with a backstop that stops waiting (but does
+not cancel) a moment after the deadline. An attempt that outlives its backstop is left to
+finish on its own; its HTTP exchanges cannot outlive the deadline by more than a socket
+operation.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +18,16 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.providers.base import ProviderError, UpstreamTimeout
+from app.providers.transport import attempt_deadline
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# How long past an attempt's deadline the caller still waits for the transport's own
+# timeout to end it (with its own, more precise error) before giving up on it.
+BACKSTOP_GRACE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +65,8 @@ async def call_with_retries(
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise UpstreamTimeout(f"{what}: deadline passed before attempt {attempt}")
-                try:
-                    async with asyncio.timeout(min(policy.attempt_timeout, remaining)):
-                        return await call()
-                except TimeoutError:
-                    raise UpstreamTimeout(f"{what}: upstream did not answer in time") from None
+                ends = time.monotonic() + min(policy.attempt_timeout, remaining)
+                return await _attempt(call, ends, what)
         except ProviderError as exc:
             error = exc
         if not error.retryable or attempt >= policy.max_attempts:
@@ -74,6 +84,28 @@ async def call_with_retries(
             },
         )
         await asyncio.sleep(delay)
+
+
+async def _attempt(call: Callable[[], Awaitable[T]], ends: float, what: str) -> T:
+    """`call()` with every upstream exchange bounded by `ends`, awaited without cancelling."""
+    with attempt_deadline(ends):
+        # The task copies the context, so the deadline travels with it.
+        task: asyncio.Future[T] = asyncio.ensure_future(call())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=ends - time.monotonic() + BACKSTOP_GRACE)
+    finally:
+        # Also when our caller is cancelled: the attempt ends by its own deadline.
+        if not task.done():
+            task.add_done_callback(_forget)
+    if not done:
+        raise UpstreamTimeout(f"{what}: upstream did not answer in time")
+    return task.result()
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned attempt's outcome, so asyncio does not log it as unhandled."""
+    if not task.cancelled():
+        task.exception()
 
 
 @contextlib.asynccontextmanager
