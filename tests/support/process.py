@@ -192,12 +192,21 @@ def run_in_session(database_url: str, work: Callable[[AsyncSession], Awaitable[T
 
 
 class GatewayProcess:
-    """One `imagegate serve --emulate` process on a fixed loopback port."""
+    """One `imagegate serve --emulate` process on a fixed loopback port (`emulate=False`:
+    the providers configured in `env`, as an operator runs it)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        port: int | None = None,
+        emulate: bool = True,
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.port = port or free_port()
+        self.emulate = emulate
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -232,7 +241,7 @@ class GatewayProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--emulate",
+            *(["--emulate"] if self.emulate else []),
         ]
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {time.strftime('%H:%M:%S')} ===\n".encode())
