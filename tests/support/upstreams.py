@@ -266,7 +266,8 @@ def network_gateway_factory(
     def start(**overrides: object) -> NetworkGateway:
         data_dir = tmp_path_factory.mktemp("network-gateway")
         settings = {**network_settings(upstream_emulators), **overrides}
-        env = gateway_env(data_dir, **settings)
+        env = gateway_env(data_dir)
+        env.update({f"IMAGEGATE_{name.upper()}": str(value) for name, value in settings.items()})
         database_url = f"sqlite+aiosqlite:///{data_dir / 'imagegate.db'}"
         upgrade(database_url)
         process = GatewayProcess(env, data_dir / "gateway.log", emulate=False)
