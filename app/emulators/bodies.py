@@ -16,6 +16,7 @@ import struct
 import zlib
 from collections.abc import AsyncIterator
 
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from app.emulators.faults import (
@@ -27,12 +28,42 @@ from app.emulators.faults import (
     SlowBodyFault,
 )
 
-__all__ = ["BODY_FAULTS", "EmulatedReset", "spoil", "spoiled_response"]
+__all__ = [
+    "BODY_FAULTS",
+    "CLIENT_GONE",
+    "EmulatedReset",
+    "delay_unless_gone",
+    "spoil",
+    "spoiled_response",
+]
 
 _BLOCK = 1024 * 1024
 _SPACES = b" " * _BLOCK
 _ZEROS = bytes(_BLOCK)
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # deflate, no name, no mtime
+
+
+# nginx's status for "the client closed the request": nobody reads it.
+CLIENT_GONE = 499
+
+
+async def delay_unless_gone(request: Request, seconds: float) -> bool:
+    """Wait `seconds`, or less if the client hangs up first; True if it did.
+
+    A real upstream does not render for a caller who left; an emulator that did would burn
+    the CPU a loaded test shares with the gateway on images nobody reads. Call it once the
+    body is read: `receive()` then only reports the disconnect.
+    """
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    try:
+        await asyncio.wait_for(gone(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 class EmulatedReset(ConnectionResetError):
@@ -52,7 +83,7 @@ def spoiled_response(fault: BodyFault, body: bytes, content_type: str) -> Respon
     stream: AsyncIterator[bytes]
     if isinstance(fault, ResetFault):
         headers["content-length"] = str(len(body))
-        stream = _reset(body, fault.after_bytes)
+        stream = _reset(body, min(fault.after_bytes, len(body) // 2))
     elif isinstance(fault, SlowBodyFault):
         headers["content-length"] = str(len(body))
         stream = _drip(body, fault.chunk_bytes, fault.interval_seconds)

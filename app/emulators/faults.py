@@ -51,7 +51,8 @@ class ErrorFault(_FaultBase):
 
 
 class DelayFault(_FaultBase):
-    """Wait, then answer normally (exercises client timeouts and slow upstreams)."""
+    """Wait, then answer normally (exercises client timeouts and slow upstreams); a caller
+    who hangs up meanwhile gets nothing rendered."""
 
     kind: Literal["delay"] = "delay"
     seconds: float = Field(gt=0, le=600)
@@ -110,7 +111,8 @@ class ForeignPollingFault(_FaultBase):
 
 
 class ResetFault(_FaultBase):
-    """Send the status, the full Content-Length and `after_bytes` of the body, then close."""
+    """Send the status, the full Content-Length and `after_bytes` of the body (at most half
+    of it, so something is always missing), then close the connection."""
 
     kind: Literal["reset"] = "reset"
     after_bytes: int = Field(default=1024, ge=0, le=_MAX_BODY)

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.emulators.bodies import spoil
+from app.emulators.bodies import CLIENT_GONE, delay_unless_gone, spoil
 from app.emulators.faults import (
     BlockedFault,
     DelayFault,
@@ -183,8 +183,6 @@ async def _generate_content(plan: FaultPlan, model: str, request: Request) -> Re
     fault = plan.next_fault()
     if isinstance(fault, ErrorFault):
         raise _fault_error(fault, model)
-    if isinstance(fault, DelayFault):
-        await asyncio.sleep(fault.seconds)
 
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
@@ -192,6 +190,8 @@ async def _generate_content(plan: FaultPlan, model: str, request: Request) -> Re
     body = await request.body()
     if len(body) > MAX_REQUEST_BYTES:
         raise _payload_too_large()
+    if isinstance(fault, DelayFault) and await delay_unless_gone(request, fault.seconds):
+        return Response(status_code=CLIENT_GONE)
     # JSON and base64 decoding of a multi-megabyte body would stall the event loop.
     parsed = await asyncio.to_thread(parse_generate_request, body, model)
 

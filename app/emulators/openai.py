@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.emulators.bodies import spoil
+from app.emulators.bodies import CLIENT_GONE, delay_unless_gone, spoil
 from app.emulators.faults import (
     BlockedFault,
     DelayFault,
@@ -128,9 +128,10 @@ async def _handle(plan: FaultPlan, request: Request, endpoint: Endpoint) -> Resp
         fault = plan.next_fault()
         if isinstance(fault, ErrorFault):
             raise _fault_error(fault)
-        if isinstance(fault, DelayFault):
-            await asyncio.sleep(fault.seconds)
-        return spoil(fault, await endpoint(request, await _read_body(request), fault))
+        body = await _read_body(request)
+        if isinstance(fault, DelayFault) and await delay_unless_gone(request, fault.seconds):
+            return Response(status_code=CLIENT_GONE)
+        return spoil(fault, await endpoint(request, body, fault))
     except OpenAIApiError as exc:
         return exc.response()
 

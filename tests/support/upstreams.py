@@ -31,7 +31,6 @@ import pytest
 
 from app.credits import ledger
 from app.credits.audit import audit_ledger
-from app.db.migrate import upgrade
 from app.emulators.images import synthesize_png
 from app.tenants import service as tenants
 from tests.support.process import REPO_ROOT, GatewayProcess, gateway_env, run_in_session
@@ -268,8 +267,8 @@ def network_gateway_factory(
         settings = {**network_settings(upstream_emulators), **overrides}
         env = gateway_env(data_dir)
         env.update({f"IMAGEGATE_{name.upper()}": str(value) for name, value in settings.items()})
+        # The embedded database, which `serve` migrates at start.
         database_url = f"sqlite+aiosqlite:///{data_dir / 'imagegate.db'}"
-        upgrade(database_url)
         process = GatewayProcess(env, data_dir / "gateway.log", emulate=False)
         gateway = NetworkGateway(process, data_dir, upstream_emulators, database_url)
         started.append(gateway)
