@@ -136,7 +136,8 @@ async def test_burst_of_timeouts_is_refunded_and_the_provider_recovers(
         problems.append("the burst stored files")
     if recovered.status_code != 200 or len(recovered.json()["images"]) != IMAGES:
         problems.append(
-            f"{provider} still failing {waited:.1f} s after the upstream recovered: "
+            f"{provider} still failing {waited:.1f} s after the upstream recovered "
+            f"({emulator.calls() - calls_before} upstream calls arrived meanwhile): "
             f"{recovered.status_code} {recovered.text[:200]}"
         )
     elif emulator.calls() <= calls_before:
