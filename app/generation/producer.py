@@ -63,6 +63,7 @@ class ImageProducer:
         metrics: Metrics,
         limiters: dict[str, asyncio.Semaphore],
         encoder: Executor | None = None,
+        upstream_slots: dict[str, asyncio.Semaphore] | None = None,
     ) -> None:
         self._adapters = adapters
         # Where decode + crop + WebP encode run (None: asyncio's default thread pool).
@@ -71,6 +72,9 @@ class ImageProducer:
         self._retry = retry_policy
         self._max_pixels = max_pixels
         self._limiters = limiters
+        # Per adapter: its provider's bound on calls in flight (shared by the adapters of
+        # one provider), taken before any SDK work.
+        self._upstream_slots = upstream_slots or {}
         self._metrics = metrics
 
     def usable_chain(
@@ -101,6 +105,7 @@ class ImageProducer:
                     deadline=job.deadline,
                     what=f"{model.id} image {index}",
                     limiter=self._limiters.get(model.id),
+                    upstream_slots=self._upstream_slots.get(model.adapter),
                 )
             except FALLBACK_ON as exc:
                 last_error = exc

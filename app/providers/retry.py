@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -50,18 +51,21 @@ async def call_with_retries(
     deadline: float,
     what: str,
     limiter: asyncio.Semaphore | None = None,
+    upstream_slots: asyncio.Semaphore | None = None,
 ) -> T:
     """Run `call` until it succeeds, fails for good, attempts run out or `deadline`
     (a time.monotonic() value) would pass. Raises the last ProviderError.
 
-    With a `limiter`, each attempt first waits for a slot (bounded by the deadline, not
-    by the attempt timeout), so a capped upstream queues callers instead of failing them.
+    With a `limiter` (a model's cap) and `upstream_slots` (the provider's bound on calls
+    in flight), each attempt first waits for a slot of each (bounded by the deadline, not
+    by the attempt timeout), so a capped upstream queues callers instead of failing them,
+    and a call that could not be sent costs no SDK work.
     """
     attempt = 0
     while True:
         attempt += 1
         try:
-            async with _slot(limiter, deadline, what):
+            async with _slot(limiter, deadline, what), _slot(upstream_slots, deadline, what):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise UpstreamTimeout(f"{what}: deadline passed before attempt {attempt}")
@@ -88,18 +92,44 @@ async def call_with_retries(
 
 async def _attempt(call: Callable[[], Awaitable[T]], ends: float, what: str) -> T:
     """`call()` with every upstream exchange bounded by `ends`, awaited without cancelling."""
-    with attempt_deadline(ends):
-        # The task copies the context, so the deadline travels with it.
-        task: asyncio.Future[T] = asyncio.ensure_future(call())
+    task: asyncio.Future[T] | None = None
     try:
+        async with _start_gate():
+            with attempt_deadline(ends):
+                # The task copies the context, so the deadline travels with it.
+                task = asyncio.ensure_future(call())
+            # Its first step, the SDK's synchronous request building (milliseconds), runs
+            # now, before the gate lets the next attempt start: see _start_gate.
+            await asyncio.sleep(0)
         done, _ = await asyncio.wait({task}, timeout=ends - time.monotonic() + BACKSTOP_GRACE)
     finally:
         # Also when our caller is cancelled: the attempt ends by its own deadline.
-        if not task.done():
+        if task is not None and not task.done():
             task.add_done_callback(_forget)
     if not done:
         raise UpstreamTimeout(f"{what}: upstream did not answer in time")
     return task.result()
+
+
+_START_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _start_gate() -> asyncio.Lock:
+    """One attempt starts per event-loop iteration.
+
+    Hundreds of attempts become ready together in an incident (a burst arrives; slots
+    freed by attempts timing out together). Each spends a few milliseconds building its
+    request in the SDK before its first await, and asyncio runs everything ready in one
+    iteration before it polls sockets again, so /healthz would wait for all of them. The
+    lock hands over once per iteration, so sockets are polled between attempt starts.
+    """
+    loop = asyncio.get_running_loop()
+    gate = _START_GATES.get(loop)
+    if gate is None:
+        gate = _START_GATES[loop] = asyncio.Lock()
+    return gate
 
 
 def _forget(task: asyncio.Future[Any]) -> None:
