@@ -32,7 +32,7 @@ MEMORY_HEADROOM = 128 * MiB
 
 FAULTS: dict[str, dict[str, object]] = {
     "reset_mid_body": {"kind": "reset", "after_bytes": 4096},
-    "slow_past_read_timeout": {"kind": "slow_body", "chunk_bytes": 64, "interval_seconds": 1.5},
+    "slow_past_read_timeout": {"kind": "slow_body", "chunk_bytes": 64, "interval_seconds": 2.0},
     "slow_past_deadline": {"kind": "slow_body", "chunk_bytes": 16, "interval_seconds": 0.25},
     "oversized": {"kind": "oversized", "total_bytes": 10 * UPSTREAM_BODY_CAP},
     "oversized_chunked": {

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 PATH = "/api/v1/generate-image"
 REQUESTS = 100
 IMAGES = 4
-DELAY = 4.0  # past the attempt timeout, and past the deadline
+DELAY = 5.0  # past the attempt timeout, and past the deadline
 RECOVERY_SECONDS = 10.0
 
 
