@@ -13,7 +13,7 @@ Prints the burst's wall time, per-request durations, /healthz p50/p99/max during
 and the time to first success after clearing, and writes them to
 bench/results/incident-<label>.json. `--root` runs the gateway from another checkout
 (e.g. a `git worktree` of an older revision, for before/after numbers); `--spy` records the
-gateway with py-spy during the burst (bench/results/incident-<label>-profile.txt).
+gateway with py-spy during the burst (bench/results/profile-incident-<label>.txt).
 """
 
 from __future__ import annotations
@@ -113,15 +113,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def burst(gateway: str, key: str) -> tuple[float, list[tuple[int, float]]]:
+async def burst(gateway: str, key: str) -> tuple[float, list[tuple[int | str, float]]]:
     headers = {"authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=REQUESTS + 10, max_keepalive_connections=REQUESTS)
-    async with httpx.AsyncClient(base_url=gateway, timeout=300, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=gateway, timeout=150, limits=limits) as client:
 
-        async def one(i: int) -> tuple[int, float]:
+        async def one(i: int) -> tuple[int | str, float]:
             started = time.monotonic()
             body = {"prompt": f"incident {i}", "numImages": IMAGES}
-            response = await client.post("/api/v1/generate-image", json=body, headers=headers)
+            try:
+                response = await client.post("/api/v1/generate-image", json=body, headers=headers)
+            except httpx.HTTPError as exc:  # e.g. no answer within the client's timeout
+                return type(exc).__name__, time.monotonic() - started
             return response.status_code, time.monotonic() - started
 
         started = time.monotonic()
@@ -129,18 +132,21 @@ async def burst(gateway: str, key: str) -> tuple[float, list[tuple[int, float]]]
         return time.monotonic() - started, list(results)
 
 
-def first_success(gateway: str, key: str, limit: float = 180) -> tuple[float | None, int]:
+def first_success(gateway: str, key: str, limit: float = 120) -> tuple[float | None, int]:
     """Seconds until a one-image request succeeds (None if not within `limit`)."""
     started = time.monotonic()
     tries = 0
     with httpx.Client(base_url=gateway, timeout=DEADLINE + 30) as client:
         while time.monotonic() - started < limit:
             tries += 1
-            response = client.post(
-                "/api/v1/generate-image",
-                json={"prompt": "after the incident", "numImages": 1},
-                headers={"authorization": f"Bearer {key}"},
-            )
+            try:
+                response = client.post(
+                    "/api/v1/generate-image",
+                    json={"prompt": "after the incident", "numImages": 1},
+                    headers={"authorization": f"Bearer {key}"},
+                )
+            except httpx.HTTPError:
+                continue
             if response.status_code == 200:
                 return time.monotonic() - started, tries
             time.sleep(0.5)
@@ -192,7 +198,7 @@ def main() -> None:
         receive, send = multiprocessing.Pipe(duplex=False)
         spy_bin = shutil.which("py-spy", path=f"{Path(PY).parent}{os.pathsep}{env['PATH']}")
         if args.spy and spy_bin:
-            profile = RESULTS / f"incident-{args.label}-profile.txt"
+            profile = RESULTS / f"profile-incident-{args.label}.txt"  # git-ignored
             spy = subprocess.Popen(
                 [spy_bin, "record", "--pid", str(gateway.pid), "--format", "raw",
                  "--output", str(profile), "--duration", str(DEADLINE + 15), "--nonblocking"],
