@@ -24,7 +24,7 @@ from app.housekeeping import run_housekeeping
 from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
 from app.providers.catalog import Catalog
-from app.providers.registry import build_adapters, configured_upstreams
+from app.providers.registry import ADAPTERS, build_adapters, configured_upstreams
 from app.providers.retry import RetryPolicy
 from app.ratelimit import create_rate_limiter
 from app.services import Services
@@ -55,6 +55,10 @@ async def running_services(
         settings, {name: httpx.ASGITransport(app=emu) for name, emu in emulators.items()}
     )
     adapters = build_adapters(upstreams, settings)
+    # Calls in flight per provider, bounded like its exchanges (app.providers.transport).
+    provider_slots = {
+        name: asyncio.Semaphore(settings.upstream_max_in_flight) for name in upstreams
+    }
     # Transcodes are CPU-bound: more threads than cores only make the event loop wait
     # longer for the GIL and a core (and hold more decoded images in memory at once).
     encoder = ThreadPoolExecutor(
@@ -79,6 +83,7 @@ async def running_services(
             if model.max_concurrency
         },
         encoder=encoder,
+        upstream_slots={name: provider_slots[ADAPTERS[name].provider] for name in adapters},
     )
     generation = GenerationService(
         settings=settings,

@@ -29,9 +29,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     emulators: dict[str, ASGIApp] = {}
     if settings.emulate:
-        emulators["gemini"] = create_gemini_emulator()
-        emulators["openai"] = create_openai_emulator()
-        emulators["bfl"] = create_bfl_emulator()
+        # Fault control inside a gateway is admin work: it needs the admin token, and
+        # without one it is absent (a standalone emulator process stays open).
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        on = token is not None
+        emulators["gemini"] = create_gemini_emulator(control=on, control_token=token)
+        emulators["openai"] = create_openai_emulator(control=on, control_token=token)
+        emulators["bfl"] = create_bfl_emulator(control=on, control_token=token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

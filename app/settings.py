@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     upstream_deadline_seconds: float = Field(default=180.0, gt=0)
     retry_base_delay_seconds: float = Field(default=0.5, ge=0)
     retry_max_delay_seconds: float = Field(default=8.0, ge=0)
+    # Per provider: the connection pool, the exchanges in flight at once (below the pool, so
+    # it is never contended), the connect and pool-wait timeouts, and the largest upstream
+    # body accepted (decoded; a 4K PNG in base64 inside JSON fits the default).
+    upstream_max_connections: int = Field(default=100, ge=2, le=10_000)
+    upstream_max_in_flight: int = Field(default=80, ge=1, le=10_000)
+    upstream_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    upstream_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    upstream_max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
 
     # Async jobs (Prefer: respond-async) each process runs at once.
     job_concurrency: int = Field(default=4, ge=1, le=64)
@@ -171,6 +179,14 @@ class Settings(BaseSettings):
     @property
     def request_bytes_budget(self) -> int:
         return int(self.request_bytes_budget_mb * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _in_flight_below_pool(self) -> Settings:
+        if self.upstream_max_in_flight >= self.upstream_max_connections:
+            raise ValueError(
+                "IMAGEGATE_UPSTREAM_MAX_IN_FLIGHT must be below IMAGEGATE_UPSTREAM_MAX_CONNECTIONS"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

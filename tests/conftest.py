@@ -4,3 +4,4 @@ from tests.support.database import *  # noqa: F403
 from tests.support.gateway import *  # noqa: F403
 from tests.support.process import *  # noqa: F403
 from tests.support.services import *  # noqa: F403
+from tests.support.upstreams import *  # noqa: F403

@@ -14,7 +14,10 @@ hold an active slot forever.
 
 Faults are taken at submit: error (the submit answers that status), delay, blocked
 ("Request Moderated"), refused ("Content Moderated"), failed ("Error"), lost ("Task not
-found" when polled) and foreign_sample (the result's sample URL is the given URL).
+found" when polled), foreign_sample (the result's sample URL is the given URL),
+foreign_polling (the submit answer's polling_url is the given URL) and the body faults
+(reset, slow_body, oversized, gzip_bomb), which spoil the answer their `stage` names:
+the submit answer, the Ready poll answer (default) or the sample download.
 `GET /_emulator/bfl` reports active tasks and the most seen at once, per endpoint.
 """
 
@@ -44,16 +47,21 @@ from PIL import Image
 from pydantic import BaseModel, Field, PlainValidator, ValidationError, field_validator
 from starlette.responses import Response
 
+from app.emulators.bodies import spoil
 from app.emulators.faults import (
+    BODY_FAULTS,
+    BflStage,
     BlockedFault,
     DelayFault,
     ErrorFault,
     FailedFault,
     Fault,
     FaultPlan,
+    ForeignPollingFault,
     ForeignSampleFault,
     LostFault,
     RefusedFault,
+    control_guard,
     fault_control_router,
 )
 from app.emulators.images import InvalidSourceImage, synthesize_png
@@ -372,11 +380,14 @@ def create_bfl_emulator(
     max_active_tasks: dict[str, int] | None = None,
     pending_polls: int = DEFAULT_PENDING_POLLS,
     clock: Clock = time.time,
+    control: bool = True,
+    control_token: str | None = None,
 ) -> FastAPI:
     """The emulator as an ASGI app; mountable under any prefix (e.g. `/emulators/bfl`).
 
     `max_active_tasks` overrides per-endpoint limits; `clock` (wall-clock seconds) lets tests
     move time forward, e.g. to expire samples. `app.state.tasks` is the TaskBoard.
+    `control` false leaves out the `/_emulator/*` routes; `control_token` guards them.
     """
     plan = faults if faults is not None else FaultPlan()
     limits = {name: endpoint.max_active for name, endpoint in ENDPOINTS.items()}
@@ -389,16 +400,18 @@ def create_bfl_emulator(
     app = FastAPI(title="BFL API emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.faults = plan
     app.state.tasks = board
-    app.include_router(fault_control_router(plan))
+    if control:
+        app.include_router(fault_control_router(plan, token=control_token))
+        guard = list(control_guard(control_token))
 
-    @app.get("/_emulator/bfl")
-    def emulator_state() -> dict[str, dict[str, int]]:
-        return {"max_active": board.max_active, "active": board.active}
+        @app.get("/_emulator/bfl", dependencies=guard)
+        def emulator_state() -> dict[str, dict[str, int]]:
+            return {"max_active": board.max_active, "active": board.active}
 
-    @app.delete("/_emulator/bfl", status_code=204)
-    def reset_emulator() -> Response:
-        board.reset()
-        return Response(status_code=204)
+        @app.delete("/_emulator/bfl", status_code=204, dependencies=guard)
+        def reset_emulator() -> Response:
+            board.reset()
+            return Response(status_code=204)
 
     def submit_route(endpoint: str) -> Callable[[Request], Awaitable[Response]]:
         async def submit(request: Request) -> Response:
@@ -427,7 +440,8 @@ def create_bfl_emulator(
             # Each poll issues a freshly signed URL, valid for SAMPLE_TTL_SECONDS from now.
             path = signer.sign(f"{task.id}.{task.request.output_format}")
             outcome["result"] = {**outcome["result"], "sample": _base_url(request) + path}
-        return JSONResponse({"id": task.id, **outcome, "progress": None})
+        answer = JSONResponse({"id": task.id, **outcome, "progress": None})
+        return _spoil_at(task.fault, "result", answer) if outcome["status"] == "Ready" else answer
 
     @app.get("/samples/{name}")
     async def sample(name: str, se: str = "", sig: str = "") -> Response:
@@ -438,9 +452,16 @@ def create_bfl_emulator(
         task = board.get(task_id)
         if task is None or task.sample is None or ext != task.request.output_format:
             return _storage_error(404)
-        return Response(task.sample, media_type=f"image/{ext}")
+        return _spoil_at(task.fault, "sample", Response(task.sample, media_type=f"image/{ext}"))
 
     return app
+
+
+def _spoil_at(fault: Fault | None, stage: BflStage, response: Response) -> Response:
+    """`response` spoiled by `fault` if it is a body fault aimed at this stage."""
+    if isinstance(fault, BODY_FAULTS) and fault.stage == stage:
+        return spoil(fault, response)
+    return response
 
 
 async def _submit(
@@ -484,13 +505,13 @@ async def _submit(
             f"You have reached the limit of {board.limits[endpoint]} active tasks for "
             f"{endpoint}. Wait for a task to finish before submitting another.",
         )
-    return JSONResponse(
-        {
-            "id": task.id,
-            "polling_url": f"{_base_url(request)}/v1/get_result?id={task.id}",
-            "cost": ENDPOINTS[endpoint].cost,
-        }
+    polling_url = f"{_base_url(request)}/v1/get_result?id={task.id}"
+    if isinstance(fault, ForeignPollingFault):
+        polling_url = fault.url.replace("{id}", task.id)
+    answer = JSONResponse(
+        {"id": task.id, "polling_url": polling_url, "cost": ENDPOINTS[endpoint].cost}
     )
+    return _spoil_at(fault, "submit", answer)
 
 
 async def _advance(

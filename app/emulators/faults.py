@@ -5,22 +5,34 @@ one (or none) and the emulator renders it in its own upstream's wire format: a G
 looks like Google's error body, an OpenAI 429 like OpenAI's, and so on. Tests script the
 plan in-process (`plan.add(...)`) or, for a server in another process, over HTTP through
 `fault_control_router`.
+
+Body faults (reset, slow_body, oversized, gzip_bomb) keep the status and headers of a good
+answer and spoil its body on the wire (app.emulators.bodies renders them). Control routes
+are open on a standalone emulator (tests, bench) and require a bearer token when the
+emulator is mounted inside a gateway (`control_token`).
 """
 
 from __future__ import annotations
 
+import hmac
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.params import Depends as DependsParam
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 # Reason strings are upstream vocabulary (Gemini block reasons, finish reasons, ...), so
 # they are checked for shape only; each emulator decides what they mean.
 _REASON = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+_URL = Field(min_length=1, max_length=2000, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+_MAX_BODY = 64 * 1024**3
+# Which BFL answer a body fault spoils: the submit answer, the poll answer that carries the
+# result (the default) or the sample download. Gemini and OpenAI answer once per call.
+BflStage = Literal["submit", "result", "sample"]
 
 
 class _FaultBase(BaseModel):
@@ -39,7 +51,8 @@ class ErrorFault(_FaultBase):
 
 
 class DelayFault(_FaultBase):
-    """Wait, then answer normally (exercises client timeouts and slow upstreams)."""
+    """Wait, then answer normally (exercises client timeouts and slow upstreams); a caller
+    who hangs up meanwhile gets nothing rendered."""
 
     kind: Literal["delay"] = "delay"
     seconds: float = Field(gt=0, le=600)
@@ -84,8 +97,60 @@ class ForeignSampleFault(_FaultBase):
     """
 
     kind: Literal["foreign_sample"] = "foreign_sample"
-    url: str = Field(min_length=1, max_length=2000, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+    url: Annotated[str, _URL]
 
+
+class ForeignPollingFault(_FaultBase):
+    """BFL: the submit answer's `polling_url` is `url` (`{id}` is replaced by the task id).
+
+    Exercises origin pinning: another port or scheme of the API host, userinfo, another host.
+    """
+
+    kind: Literal["foreign_polling"] = "foreign_polling"
+    url: Annotated[str, _URL]
+
+
+class ResetFault(_FaultBase):
+    """Send the status, the full Content-Length and `after_bytes` of the body (at most half
+    of it, so something is always missing), then close the connection."""
+
+    kind: Literal["reset"] = "reset"
+    after_bytes: int = Field(default=1024, ge=0, le=_MAX_BODY)
+    stage: BflStage = "result"
+
+
+class SlowBodyFault(_FaultBase):
+    """Send the headers at once, then `chunk_bytes` of the body every `interval_seconds`."""
+
+    kind: Literal["slow_body"] = "slow_body"
+    chunk_bytes: int = Field(default=64, ge=1, le=1024 * 1024)
+    interval_seconds: float = Field(default=1.0, gt=0, le=600)
+    stage: BflStage = "result"
+
+
+class OversizedFault(_FaultBase):
+    """A valid body padded to `total_bytes` (JSON whitespace, or zeros after an image).
+
+    `declare_length` false sends it chunked, so only a counting reader can refuse it.
+    """
+
+    kind: Literal["oversized"] = "oversized"
+    total_bytes: int = Field(ge=1, le=_MAX_BODY)
+    declare_length: bool = True
+    stage: BflStage = "result"
+
+
+class GzipBombFault(_FaultBase):
+    """A small `Content-Encoding: gzip` body that inflates to `inflated_bytes` (valid once
+    inflated: the good body padded as for `oversized`)."""
+
+    kind: Literal["gzip_bomb"] = "gzip_bomb"
+    inflated_bytes: int = Field(default=4 * 1024**3, ge=1, le=_MAX_BODY)
+    stage: BflStage = "result"
+
+
+BodyFault = ResetFault | SlowBodyFault | OversizedFault | GzipBombFault
+BODY_FAULTS = (ResetFault, SlowBodyFault, OversizedFault, GzipBombFault)
 
 Fault = Annotated[
     ErrorFault
@@ -94,7 +159,12 @@ Fault = Annotated[
     | RefusedFault
     | FailedFault
     | LostFault
-    | ForeignSampleFault,
+    | ForeignSampleFault
+    | ForeignPollingFault
+    | ResetFault
+    | SlowBodyFault
+    | OversizedFault
+    | GzipBombFault,
     Field(discriminator="kind"),
 ]
 _FAULT_ADAPTER: TypeAdapter[Fault] = TypeAdapter(Fault)
@@ -106,6 +176,8 @@ _FAULT_TYPES = (
     FailedFault,
     LostFault,
     ForeignSampleFault,
+    ForeignPollingFault,
+    *BODY_FAULTS,
 )
 
 
@@ -192,14 +264,40 @@ class FaultPlan:
             return EmulatorState(calls=self._calls, pending=pending)
 
 
-def fault_control_router(plan: FaultPlan) -> APIRouter:
+def control_guard(token: str | None) -> Sequence[DependsParam]:
+    """Dependencies of every `/_emulator/*` route: none when `token` is None (a standalone
+    emulator), otherwise `Authorization: Bearer <token>` or 401 (mounted in a gateway,
+    whose admin token it is)."""
+    if token is None:
+        return ()
+    expected = token.encode()
+
+    def require_token(request: Request) -> None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Bytes on both sides: compare_digest refuses non-ASCII str.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "replace"), expected
+        ):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "Emulator control needs the gateway's admin token (Authorization: Bearer).",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return (Depends(require_token),)
+
+
+def fault_control_router(plan: FaultPlan, *, token: str | None = None) -> APIRouter:
     """HTTP control of `plan` for tests that drive an emulator in another process.
 
     `POST /_emulator/faults` appends `{"faults": [...]}` (422 on invalid faults),
     `DELETE /_emulator/faults` clears them, `GET /_emulator/state` reports calls and
-    pending faults, and `DELETE /_emulator/state` also zeroes the call counter.
+    pending faults, and `DELETE /_emulator/state` also zeroes the call counter. With a
+    `token`, every route needs it as a bearer token (see `control_guard`).
     """
-    router = APIRouter(prefix="/_emulator", tags=["emulator control"])
+    router = APIRouter(
+        prefix="/_emulator", tags=["emulator control"], dependencies=control_guard(token)
+    )
 
     @router.post("/faults", response_model=EmulatorState)
     def add_faults(batch: FaultBatch) -> EmulatorState:

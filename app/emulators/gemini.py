@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.emulators.bodies import CLIENT_GONE, delay_unless_gone, spoil
 from app.emulators.faults import (
     BlockedFault,
     DelayFault,
@@ -128,12 +129,18 @@ class ImageRequest:
         return INPUT_IMAGE_TOKENS * len(self.images)
 
 
-def create_gemini_emulator(faults: FaultPlan | None = None) -> FastAPI:
-    """The emulator as an ASGI app; mountable under any prefix (e.g. `/emulators/gemini`)."""
+def create_gemini_emulator(
+    faults: FaultPlan | None = None, *, control: bool = True, control_token: str | None = None
+) -> FastAPI:
+    """The emulator as an ASGI app; mountable under any prefix (e.g. `/emulators/gemini`).
+
+    `control` false leaves out the `/_emulator/*` routes; `control_token` guards them.
+    """
     plan = faults if faults is not None else FaultPlan()
     app = FastAPI(title="Gemini API emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.faults = plan
-    app.include_router(fault_control_router(plan))
+    if control:
+        app.include_router(fault_control_router(plan, token=control_token))
     app.add_exception_handler(StarletteHTTPException, _http_exception_as_google_error)
 
     @app.post("/{api_version}/models/{model_action}")
@@ -176,8 +183,6 @@ async def _generate_content(plan: FaultPlan, model: str, request: Request) -> Re
     fault = plan.next_fault()
     if isinstance(fault, ErrorFault):
         raise _fault_error(fault, model)
-    if isinstance(fault, DelayFault):
-        await asyncio.sleep(fault.seconds)
 
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
@@ -185,6 +190,8 @@ async def _generate_content(plan: FaultPlan, model: str, request: Request) -> Re
     body = await request.body()
     if len(body) > MAX_REQUEST_BYTES:
         raise _payload_too_large()
+    if isinstance(fault, DelayFault) and await delay_unless_gone(request, fault.seconds):
+        return Response(status_code=CLIENT_GONE)
     # JSON and base64 decoding of a multi-megabyte body would stall the event loop.
     parsed = await asyncio.to_thread(parse_generate_request, body, model)
 
@@ -207,7 +214,7 @@ async def _generate_content(plan: FaultPlan, model: str, request: Request) -> Re
 
     # Drawing, PNG/base64 encoding and serialising megabytes of JSON all stay off the loop.
     content = await asyncio.to_thread(_image_response_body, model, parsed)
-    return Response(content, media_type="application/json")
+    return spoil(fault, Response(content, media_type="application/json"))
 
 
 def parse_generate_request(body: bytes, model: str) -> ImageRequest:

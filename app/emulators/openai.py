@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.emulators.bodies import CLIENT_GONE, delay_unless_gone, spoil
 from app.emulators.faults import (
     BlockedFault,
     DelayFault,
@@ -90,12 +91,18 @@ _FAULT_ERRORS: dict[int, tuple[str, str | None, str]] = {
 Endpoint = Callable[[Request, bytes, Fault | None], Awaitable[Response]]
 
 
-def create_openai_emulator(faults: FaultPlan | None = None) -> FastAPI:
-    """The emulator as an ASGI app; mountable under any prefix (e.g. `/emulators/openai`)."""
+def create_openai_emulator(
+    faults: FaultPlan | None = None, *, control: bool = True, control_token: str | None = None
+) -> FastAPI:
+    """The emulator as an ASGI app; mountable under any prefix (e.g. `/emulators/openai`).
+
+    `control` false leaves out the `/_emulator/*` routes; `control_token` guards them.
+    """
     plan = faults if faults is not None else FaultPlan()
     app = FastAPI(title="OpenAI API emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.faults = plan
-    app.include_router(fault_control_router(plan))
+    if control:
+        app.include_router(fault_control_router(plan, token=control_token))
     app.add_exception_handler(StarletteHTTPException, _http_exception_as_openai_error)
 
     @app.post("/v1/images/generations")
@@ -121,9 +128,10 @@ async def _handle(plan: FaultPlan, request: Request, endpoint: Endpoint) -> Resp
         fault = plan.next_fault()
         if isinstance(fault, ErrorFault):
             raise _fault_error(fault)
-        if isinstance(fault, DelayFault):
-            await asyncio.sleep(fault.seconds)
-        return await endpoint(request, await _read_body(request), fault)
+        body = await _read_body(request)
+        if isinstance(fault, DelayFault) and await delay_unless_gone(request, fault.seconds):
+            return Response(status_code=CLIENT_GONE)
+        return spoil(fault, await endpoint(request, body, fault))
     except OpenAIApiError as exc:
         return exc.response()
 

@@ -71,6 +71,7 @@ class ImageProducer:
         limiters: dict[str, asyncio.Semaphore],
         decode_budget: DecodeBudget,
         encoder: Executor | None = None,
+        upstream_slots: dict[str, asyncio.Semaphore] | None = None,
     ) -> None:
         self._adapters = adapters
         # Where decode + crop + WebP encode run (None: asyncio's default thread pool).
@@ -79,6 +80,9 @@ class ImageProducer:
         self._retry = retry_policy
         self._max_pixels = max_pixels
         self._limiters = limiters
+        # Per adapter: its provider's bound on calls in flight (shared by the adapters of
+        # one provider), taken before any SDK work.
+        self._upstream_slots = upstream_slots or {}
         self._metrics = metrics
         self.decode_budget = decode_budget
 
@@ -110,6 +114,7 @@ class ImageProducer:
                     deadline=job.deadline,
                     what=f"{model.id} image {index}",
                     limiter=self._limiters.get(model.id),
+                    upstream_slots=self._upstream_slots.get(model.adapter),
                 )
             except FALLBACK_ON as exc:
                 last_error = exc

@@ -20,6 +20,7 @@ from app.providers.base import (
     UpstreamBadRequest,
     UpstreamTimeout,
 )
+from app.providers.transport import translate_http_error
 
 _RETRY_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
@@ -61,10 +62,8 @@ class GeminiAdapter:
             )
         except genai_errors.APIError as exc:
             raise _translate_api_error(exc) from None
-        except httpx.TimeoutException:
-            raise UpstreamTimeout("Gemini did not answer in time") from None
-        except httpx.TransportError as exc:
-            raise Unavailable(f"Gemini unreachable: {type(exc).__name__}") from None
+        except httpx.HTTPError as exc:
+            raise translate_http_error(exc, "Gemini") from None
         return _image_from_response(response)
 
     async def aclose(self) -> None:

@@ -36,6 +36,7 @@ from app.providers.base import (
     UpstreamBadRequest,
     UpstreamTimeout,
 )
+from app.providers.transport import too_large_cause, translate_http_error
 
 if TYPE_CHECKING:
     import httpx2
@@ -235,10 +236,16 @@ async def _translate_errors(call: Callable[[], Awaitable[ProviderImage]]) -> Pro
         return await call()
     except openai.APIError as exc:
         raise translate_error(exc) from None
+    except httpx.HTTPError as exc:  # a body read outside the SDK's own error handling
+        raise translate_http_error(exc, "OpenAI") from None
 
 
 def translate_error(exc: openai.APIError) -> ProviderError:
     """The shared ProviderError for an SDK error; messages carry no keys or image data."""
+    # The SDK wraps transport errors (the body cap among them) in APIConnectionError.
+    wrapped = exc.__cause__
+    if isinstance(wrapped, httpx.HTTPError) and too_large_cause(wrapped) is not None:
+        return translate_http_error(wrapped, "OpenAI")
     # APITimeoutError subclasses APIConnectionError, so it is checked first.
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamTimeout("OpenAI did not answer in time")

@@ -1,7 +1,9 @@
 """Builds the adapters that are configured: a dict registry keyed by catalog adapter name.
 
 Several adapters can share one upstream (OpenAI's Images and Responses APIs share a key,
-a base URL and a connection pool).
+a base URL and a connection pool). Every upstream's client sends through a GuardedTransport
+(app.providers.transport): deadlines, a bound on exchanges in flight, body caps and a
+rebuilt pool if it wedges, for real pools and the in-process emulators alike.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from app.providers.base import ProviderAdapter
 from app.providers.bfl import BflAdapter
 from app.providers.gemini import GeminiAdapter
 from app.providers.openai import OpenAIImagesAdapter, OpenAIResponsesAdapter
+from app.providers.transport import GuardedTransport, UpstreamLimits, pooled_transport
 from app.settings import Settings
 
 PROVIDERS = ("gemini", "openai", "bfl")
@@ -83,49 +86,40 @@ def configured_upstreams(
         "openai": (settings.openai_api_key, settings.openai_base_url),
         "bfl": (settings.bfl_api_key, settings.bfl_base_url),
     }
+    limits = upstream_limits(settings)
     for provider, (api_key, base_url) in real.items():
         if emulator_transports and provider in emulator_transports:
-            client = httpx.AsyncClient(
-                transport=_ReleasingSentBodies(emulator_transports[provider]),
-                timeout=_timeout(settings),
-            )
+            emulator = _fixed(emulator_transports[provider])
+            client = _client(GuardedTransport(provider, emulator, limits))
             upstreams[provider] = Upstream(
                 provider, "emulated", emulated_base_url(provider), client, emulated=True
             )
         elif api_key:
-            client = httpx.AsyncClient(
-                transport=_ReleasingSentBodies(
-                    httpx.AsyncHTTPTransport(
-                        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
-                    )
-                ),
-                timeout=_timeout(settings),
-            )
+            client = _client(GuardedTransport(provider, lambda: pooled_transport(limits), limits))
             upstreams[provider] = Upstream(provider, api_key, base_url, client)
     return upstreams
 
 
-class _ReleasingSentBodies(httpx.AsyncBaseTransport):
-    """Drops a request's body once it is sent (the response headers are in).
+def upstream_limits(settings: Settings) -> UpstreamLimits:
+    return UpstreamLimits(
+        max_connections=settings.upstream_max_connections,
+        max_in_flight=settings.upstream_max_in_flight,
+        max_response_bytes=settings.upstream_max_response_bytes,
+        connect_timeout=settings.upstream_connect_timeout_seconds,
+        read_timeout=settings.upstream_attempt_timeout_seconds,
+        pool_timeout=settings.upstream_pool_timeout_seconds,
+    )
 
-    httpx's Request, Response and httpcore's pool stream refer to each other, so a sent
-    request (the SDK's JSON with the base64 source image, several MB) is freed only by
-    the cyclic collector, which counts objects, not bytes, and may not run for many
-    requests: memory would grow past what the request-bytes budget accounts for.
-    """
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
+def _client(transport: GuardedTransport) -> httpx.AsyncClient:
+    # The transport sets every timeout per exchange (SDKs pass their own, or None).
+    # trust_env=False: proxy variables would mount other transports, bypassing the guard.
+    return httpx.AsyncClient(transport=transport, trust_env=False)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        if isinstance(request.stream, httpx.ByteStream):
-            request.stream = httpx.ByteStream(b"")
-            request._content = b""  # the same bytes, kept by Request.read()
-        return response
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+def _fixed(transport: httpx.AsyncBaseTransport) -> Callable[[], httpx.AsyncBaseTransport]:
+    """An emulator's in-process transport has no pool to rebuild: always the same one."""
+    return lambda: transport
 
 
 def emulated_base_url(provider: str) -> str:
@@ -142,7 +136,3 @@ def build_adapters(
         for name, spec in ADAPTERS.items()
         if spec.provider in upstreams
     }
-
-
-def _timeout(settings: Settings) -> httpx.Timeout:
-    return httpx.Timeout(settings.upstream_attempt_timeout_seconds, connect=10.0)

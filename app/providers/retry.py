@@ -1,4 +1,13 @@
-"""The one retry policy: bounded attempts, provider-given delays honoured, one deadline."""
+"""The one retry policy: bounded attempts, provider-given delays honoured, one deadline.
+
+No attempt is ever cancelled. Cancelling a call inside httpx while its pool is contended
+leaks pool slots for good (encode/httpcore#1093, #830; see app.providers.transport), so
+the attempt's deadline is handed to the transport, whose own timeouts end the exchange in
+time, and the caller waits for the attempt with a backstop that stops waiting (but does
+not cancel) a moment after the deadline. An attempt that outlives its backstop is left to
+finish on its own; its HTTP exchanges cannot outlive the deadline by more than a socket
+operation.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +16,19 @@ import contextlib
 import logging
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from app.providers.base import ProviderError, UpstreamTimeout
+from app.providers.transport import attempt_deadline
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# How long past an attempt's deadline the caller still waits for the transport's own
+# timeout to end it (with its own, more precise error) before giving up on it.
+BACKSTOP_GRACE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,26 +51,26 @@ async def call_with_retries(
     deadline: float,
     what: str,
     limiter: asyncio.Semaphore | None = None,
+    upstream_slots: asyncio.Semaphore | None = None,
 ) -> T:
     """Run `call` until it succeeds, fails for good, attempts run out or `deadline`
     (a time.monotonic() value) would pass. Raises the last ProviderError.
 
-    With a `limiter`, each attempt first waits for a slot (bounded by the deadline, not
-    by the attempt timeout), so a capped upstream queues callers instead of failing them.
+    With a `limiter` (a model's cap) and `upstream_slots` (the provider's bound on calls
+    in flight), each attempt first waits for a slot of each (bounded by the deadline, not
+    by the attempt timeout), so a capped upstream queues callers instead of failing them,
+    and a call that could not be sent costs no SDK work.
     """
     attempt = 0
     while True:
         attempt += 1
         try:
-            async with _slot(limiter, deadline, what):
+            async with _slot(limiter, deadline, what), _slot(upstream_slots, deadline, what):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise UpstreamTimeout(f"{what}: deadline passed before attempt {attempt}")
-                try:
-                    async with asyncio.timeout(min(policy.attempt_timeout, remaining)):
-                        return await call()
-                except TimeoutError:
-                    raise UpstreamTimeout(f"{what}: upstream did not answer in time") from None
+                ends = time.monotonic() + min(policy.attempt_timeout, remaining)
+                return await _attempt(call, ends, what)
         except ProviderError as exc:
             error = exc
         if not error.retryable or attempt >= policy.max_attempts:
@@ -74,6 +88,66 @@ async def call_with_retries(
             },
         )
         await asyncio.sleep(delay)
+
+
+async def _attempt(call: Callable[[], Awaitable[T]], ends: float, what: str) -> T:
+    """`call()` with every upstream exchange bounded by `ends`, awaited without cancelling."""
+    task: asyncio.Future[T] | None = None
+    gate = _start_gate()
+    try:
+        try:
+            # Our own semaphore: timing its wait out cancels nothing of httpx's.
+            async with asyncio.timeout(max(0.0, ends - time.monotonic())):
+                await gate.acquire()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{what}: no time left to start the attempt") from None
+        try:
+            with attempt_deadline(ends):
+                # The task copies the context, so the deadline travels with it.
+                task = asyncio.ensure_future(call())
+            # Its first step, the SDK's synchronous request building (milliseconds), runs
+            # now, before this gate slot lets another attempt start: see _start_gate.
+            await asyncio.sleep(0)
+        finally:
+            gate.release()
+        done, _ = await asyncio.wait({task}, timeout=ends - time.monotonic() + BACKSTOP_GRACE)
+    finally:
+        # Also when our caller is cancelled: the attempt ends by its own deadline.
+        if task is not None and not task.done():
+            task.add_done_callback(_forget)
+    if not done:
+        raise UpstreamTimeout(f"{what}: upstream did not answer in time")
+    return task.result()
+
+
+_START_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+# Attempts that may start in one loop iteration: each builds its request for a few ms
+# before its first await, so this bounds the stall to ~20 ms while keeping throughput.
+STARTS_PER_ITERATION = 4
+
+
+def _start_gate() -> asyncio.Semaphore:
+    """A few attempts start per event-loop iteration.
+
+    Hundreds of attempts become ready together in an incident (a burst arrives; slots
+    freed by attempts timing out together). Each spends a few milliseconds building its
+    request in the SDK before its first await, and asyncio runs everything ready in one
+    iteration before it polls sockets again, so /healthz would wait for all of them. The
+    slots hand over once per iteration, so sockets are polled between attempt starts.
+    """
+    loop = asyncio.get_running_loop()
+    gate = _START_GATES.get(loop)
+    if gate is None:
+        gate = _START_GATES[loop] = asyncio.Semaphore(STARTS_PER_ITERATION)
+    return gate
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned attempt's outcome, so asyncio does not log it as unhandled."""
+    if not task.cancelled():
+        task.exception()
 
 
 @contextlib.asynccontextmanager

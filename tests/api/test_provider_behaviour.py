@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from tests.support.gateway import Stack
@@ -15,7 +14,7 @@ PRICES = {"google/gemini-2.5-flash-image": 4, "openai/gpt-image-1": 10, "bfl/flu
 
 
 async def _faults(stack: Stack, provider: str, *faults: dict[str, object]) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+    async with stack.control_client() as client:
         await client.delete(f"/emulators/{provider}/_emulator/state")
         if faults:
             response = await client.post(
@@ -59,7 +58,8 @@ async def test_429_storm_is_retried_then_refunded(embedded_stack: Stack) -> None
             response = await client.post(
                 PATH, json={"prompt": "storm", "numImages": 2}, headers=tenant.auth
             )
-            state = (await client.get("/emulators/gemini/_emulator/state")).json()
+        async with embedded_stack.control_client() as control:
+            state = (await control.get("/emulators/gemini/_emulator/state")).json()
     finally:
         await _faults(embedded_stack, "gemini")
     assert response.status_code == 500
@@ -75,8 +75,8 @@ async def test_kontext_max_cap_queues_the_seventh_task(embedded_stack: Stack) ->
     never had more than 6 active and never answered 429 (exactly 7 submits)."""
     tenant = await embedded_stack.new_tenant(credits=7 * 8)
     await _faults(embedded_stack, "bfl", {"kind": "delay", "seconds": 0.6, "count": 7})
-    async with httpx.AsyncClient(base_url=embedded_stack.base_url) as client:
-        (await client.delete("/emulators/bfl/_emulator/bfl")).raise_for_status()
+    async with embedded_stack.control_client() as control:
+        (await control.delete("/emulators/bfl/_emulator/bfl")).raise_for_status()
     try:
         async with embedded_stack.client() as client:
             responses = await asyncio.gather(
@@ -89,8 +89,9 @@ async def test_kontext_max_cap_queues_the_seventh_task(embedded_stack: Stack) ->
                     for i in range(7)
                 )
             )
-            tasks = (await client.get("/emulators/bfl/_emulator/bfl")).json()
-            state = (await client.get("/emulators/bfl/_emulator/state")).json()
+        async with embedded_stack.control_client() as control:
+            tasks = (await control.get("/emulators/bfl/_emulator/bfl")).json()
+            state = (await control.get("/emulators/bfl/_emulator/state")).json()
     finally:
         await _faults(embedded_stack, "bfl")
     assert [r.status_code for r in responses] == [200] * 7

@@ -164,3 +164,28 @@ async def test_http_control_rejects_bad_faults_with_422(
     assert response.status_code == 422
     assert response.json()["detail"]  # pydantic's list of what is wrong, and where
     assert plan.pending == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "oversized"},  # how big is required
+        {"kind": "oversized", "total_bytes": 0},
+        {"kind": "slow_body", "interval_seconds": 0},
+        {"kind": "reset", "after_bytes": -1},
+        {"kind": "gzip_bomb", "stage": "elsewhere"},
+        {"kind": "foreign_polling", "url": "not a url"},
+    ],
+)
+def test_body_and_polling_faults_are_validated(fault: dict[str, object]) -> None:
+    plan = FaultPlan()
+    with pytest.raises(ValidationError):
+        plan.add(fault)
+    assert plan.pending == []
+
+
+def test_body_faults_default_to_the_bfl_result_stage() -> None:
+    plan = FaultPlan()
+    plan.add({"kind": "gzip_bomb"}, {"kind": "reset", "stage": "sample"})
+    stages = [getattr(fault, "stage", None) for fault in plan.pending]
+    assert stages == ["result", "sample"]

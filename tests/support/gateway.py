@@ -84,8 +84,16 @@ class Stack:
             ]
             return await audit_ledger(session, tenant_ids=ids)
 
+    def control_client(self) -> httpx.AsyncClient:
+        """A client for the mounted emulators' `/_emulator/*` routes (admin token sent)."""
+        assert self.settings.admin_token is not None, "emulator control needs an admin token"
+        token = self.settings.admin_token.get_secret_value()
+        return httpx.AsyncClient(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}
+        )
+
     async def set_faults(self, *faults: dict[str, Any]) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url) as client:
+        async with self.control_client() as client:
             await client.delete(FAULTS_PATH)
             if faults:
                 response = await client.post(FAULTS_PATH, json={"faults": list(faults)})

@@ -45,6 +45,8 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAULTS_PATH = "/emulators/gemini/_emulator/faults"
 EMULATOR_STATE_PATH = "/emulators/gemini/_emulator/state"
+# Emulator fault control inside a gateway needs its admin token.
+ADMIN_TOKEN = "process-test-admin-token-0123456789"
 # Variables a developer's shell may carry that would change what the gateway does.
 _INHERITED_OUT = ("IMAGEGATE_", "AWS_", "GEMINI_", "GOOGLE_", "OPENAI_", "BFL_")
 
@@ -75,6 +77,7 @@ def gateway_env(
             "IMAGEGATE_RETRY_BASE_DELAY_SECONDS": "0.01",
             "IMAGEGATE_RETRY_MAX_DELAY_SECONDS": "0.05",
             "IMAGEGATE_SWEEP_INTERVAL_SECONDS": "0.5",
+            "IMAGEGATE_ADMIN_TOKEN": ADMIN_TOKEN,
         }
     )
     if database_url is not None:
@@ -189,12 +192,21 @@ def run_in_session(database_url: str, work: Callable[[AsyncSession], Awaitable[T
 
 
 class GatewayProcess:
-    """One `imagegate serve --emulate` process on a fixed loopback port."""
+    """One `imagegate serve --emulate` process on a fixed loopback port (`emulate=False`:
+    the providers configured in `env`, as an operator runs it)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        port: int | None = None,
+        emulate: bool = True,
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.port = port or free_port()
+        self.emulate = emulate
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -229,7 +241,7 @@ class GatewayProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--emulate",
+            *(["--emulate"] if self.emulate else []),
         ]
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {time.strftime('%H:%M:%S')} ===\n".encode())
@@ -289,16 +301,23 @@ class GatewayProcess:
 
     # Emulator fault control (the emulator lives inside this process).
 
+    @property
+    def _control_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.env.get('IMAGEGATE_ADMIN_TOKEN', '')}"}
+
     def set_faults(self, *faults: dict[str, Any]) -> None:
-        httpx.delete(f"{self.base_url}{FAULTS_PATH}", timeout=10).raise_for_status()
+        url = f"{self.base_url}{FAULTS_PATH}"
+        httpx.delete(url, headers=self._control_auth, timeout=10).raise_for_status()
         if faults:
             response = httpx.post(
-                f"{self.base_url}{FAULTS_PATH}", json={"faults": list(faults)}, timeout=10
+                url, json={"faults": list(faults)}, headers=self._control_auth, timeout=10
             )
             response.raise_for_status()
 
     def emulator_calls(self) -> int:
-        response = httpx.get(f"{self.base_url}{EMULATOR_STATE_PATH}", timeout=10)
+        response = httpx.get(
+            f"{self.base_url}{EMULATOR_STATE_PATH}", headers=self._control_auth, timeout=10
+        )
         response.raise_for_status()
         return int(response.json()["calls"])
 
