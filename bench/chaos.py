@@ -48,8 +48,8 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
 from app.db.models import CreditHold, Generation, Image, LedgerEntry  # noqa: E402
-from app.devstack import embedded_postgres_url  # noqa: E402
 from app.providers.catalog import Catalog  # noqa: E402
+from devtools.postgres import embedded_postgres_url  # noqa: E402
 from tests.support.process import (  # noqa: E402
     GatewayProcess,
     fresh_database,

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -21,16 +22,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+# `python bench/ledger.py` puts bench/ first on sys.path: add the root for devtools.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
 
-from app.credits import ledger
-from app.credits.audit import audit_ledger
-from app.db.engine import create_engine, create_sessionmaker
-from app.db.migrate import upgrade
-from app.db.models import CreditHold
-from app.devstack import create_database, embedded_postgres_url
-from app.errors import InsufficientCredits
-from app.tenants.service import create_tenant
+from sqlalchemy import func, select  # noqa: E402
+
+from app.credits import ledger  # noqa: E402
+from app.credits.audit import audit_ledger  # noqa: E402
+from app.db.engine import create_engine, create_sessionmaker  # noqa: E402
+from app.db.migrate import upgrade  # noqa: E402
+from app.db.models import CreditHold  # noqa: E402
+from app.errors import InsufficientCredits  # noqa: E402
+from app.tenants.service import create_tenant  # noqa: E402
+from devtools.postgres import create_database, embedded_postgres_url  # noqa: E402
 
 
 async def contend(

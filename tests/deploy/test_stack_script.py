@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.devstack import read_env_file
+from devtools.stack import read_env_file
 from tests.deploy.files import REPO
 from tests.support.servers import free_port
 

@@ -20,7 +20,6 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import devstack
 from app.credits import ledger
 from app.credits.audit import AuditReport, audit_ledger
 from app.db.engine import create_engine, create_sessionmaker
@@ -28,6 +27,7 @@ from app.db.migrate import upgrade
 from app.main import create_app
 from app.settings import Settings
 from app.tenants import service as tenants
+from devtools import postgres as devstack
 from tests.support.servers import serve_in_thread
 
 __all__ = [

