@@ -18,8 +18,8 @@ from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
 # default); parsing one would raise a bare ValueError, and converting it back to text
 # for a hash or a log line too.
 MAX_INT_DIGITS = min(sys.get_int_max_str_digits() or 4300, 4300)
-# A lone surrogate or a NUL can only come from a \u escape (raw UTF-8 cannot encode a
-# surrogate; JSON forbids a raw NUL); a surrogate cannot be encoded back to UTF-8 for a
+# A lone surrogate or a NUL comes from a \u escape or an encoded surrogate (parse_json
+# looks for both; JSON forbids a raw NUL); a surrogate cannot be encoded back to UTF-8 for a
 # hash, a response or the database, and Postgres text cannot hold a NUL.
 _SUSPECT_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\\u0000")
 _UNREPRESENTABLE = re.compile("[\ud800-\udfff\x00]")
@@ -73,11 +73,17 @@ def parse_json(raw: bytearray | bytes) -> Any:
     """Parse `raw`; a bytearray is emptied once decoded to text, so the body's bytes, its
     text and the parsed strings are never all held at once."""
     suspect = _SUSPECT_ESCAPE.search(raw) is not None
+    encoding = json.detect_encoding(raw)
+    # "surrogatepass" (as json.loads(bytes) decodes) lets an encoded lone surrogate through:
+    # in UTF-8 one starts with 0xED (as do some Hangul), in UTF-16/32 it is any unit.
+    encoded_surrogate = encoding != "utf-8" or b"\xed" in raw
     try:
         # What json.loads(bytes) does, but with the bytes freed before parsing.
-        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        text = raw.decode(encoding, "surrogatepass")
     except UnicodeDecodeError:
         raise InvalidRequest("Request body is not valid UTF-8") from None
+    if encoded_surrogate and not suspect:
+        suspect = _UNREPRESENTABLE.search(text) is not None
     if isinstance(raw, bytearray):
         raw.clear()
     return _parse_text(text, suspect)

@@ -52,7 +52,7 @@ class Case:
     method: str
     path: str  # {tenant} is the tenant's name
     field: str
-    content: str | None = None  # a raw JSON body, so it can hold what json.dumps cannot
+    content: str | bytes | None = None  # a raw JSON body: it can hold what json.dumps cannot
     files: dict[str, Any] | None = None
     data: dict[str, str] | None = None
     headers: dict[str, str] | None = None
@@ -139,6 +139,17 @@ CASES = {
         content='{"prompt": "x", "sourceImage": "\\udfff"}',
         headers=_key(),
     ),
+    # ... or encoded in the body's bytes (UTF-8 0xED 0xA0 0x80, and in a UTF-16 body)
+    "surrogate-utf8-bytes": Case(
+        "POST", GENERATE, "note", content=b'{"prompt": "x", "note": "\xed\xa0\x80"}', headers=_key()
+    ),
+    "surrogate-utf16-body": Case(
+        "POST",
+        GENERATE,
+        "note",
+        content='{"prompt": "x", "note": "\ud800"}'.encode("utf-16-le", "surrogatepass"),
+        headers=_key(),
+    ),
     "surrogate-async": Case(
         "POST",
         GENERATE,
@@ -211,7 +222,7 @@ async def test_hostile_input_is_400_naming_the_field(stack: Stack, case: Case) -
         response = await client.request(
             case.method,
             case.path.format(tenant=tenant.name),
-            content=case.content.encode() if case.content is not None else None,
+            content=case.content.encode() if isinstance(case.content, str) else case.content,
             files=case.files,
             data=case.data,
             headers=headers,
