@@ -18,6 +18,7 @@ from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Job
 from app.credits.ledger import get_balance
 from app.db.models import new_id
+from app.db.statuses import JobStatus
 from app.errors import InsufficientCredits
 from app.generation.request import GenerateRequest
 from app.jobs import service as jobs
@@ -112,7 +113,7 @@ async def replay_response(
 
 
 def _accepted_body(job_id: str) -> dict[str, Any]:
-    return {"id": job_id, "status": "queued", "statusUrl": f"/api/v1/jobs/{job_id}"}
+    return {"id": job_id, "status": JobStatus.QUEUED, "statusUrl": f"/api/v1/jobs/{job_id}"}
 
 
 def _accepted(body: dict[str, Any], *, replayed: bool = False) -> JSONResponse:
@@ -140,7 +141,7 @@ async def get_job(
         "createdAt": job.created_at.isoformat(),
         "completedAt": job.completed_at.isoformat() if job.completed_at else None,
     }
-    if job.status == "succeeded" and view.generation is not None:
+    if job.status == JobStatus.SUCCEEDED and view.generation is not None:
         body, keys = contract_body(
             generation_id=view.generation.id,
             model=view.generation.model,
@@ -150,7 +151,7 @@ async def get_job(
         )
         body = await with_urls(body, keys, services.image_store, external_base_url(request))
         return JSONResponse(envelope | body)
-    if job.status == "failed":
+    if job.status == JobStatus.FAILED:
         envelope["error"] = {
             "status": job.error_status,
             "code": job.error_code,

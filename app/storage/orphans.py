@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Generation, Image, Job
+from app.db.statuses import GenerationStatus, JobStatus
 from app.storage.base import ImageStore, object_key
 
 _KEY = re.compile(r"^(?P<tenant>[^/]+)/\d{4}/\d{2}/(?P<generation>[^/]+)-(?P<index>\d+)\.webp$")
@@ -50,7 +51,7 @@ async def find_orphans(
             pending = set(
                 await session.scalars(
                     select(Generation.id).where(
-                        Generation.id.in_(ids), Generation.status == "pending"
+                        Generation.id.in_(ids), Generation.status == GenerationStatus.PENDING
                     )
                 )
             )
@@ -58,7 +59,9 @@ async def find_orphans(
             # A queued or running job's source image waits in the store for its runner.
             waiting = set(
                 await session.scalars(
-                    select(Job.id).where(Job.id.in_(job_ids), Job.status.in_(("queued", "running")))
+                    select(Job.id).where(
+                        Job.id.in_(job_ids), Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING))
+                    )
                 )
             )
             for key in unrecorded:
