@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.credits.ledger import expired_hold_ids, settle
 from app.db.models import CreditHold, Generation, utcnow
 from app.db.statuses import GenerationStatus
+from app.housekeeping.orphans import generation_keys
 from app.idempotency import purge_expired
 from app.storage.base import ImageStore, StorageUnavailable
-from app.storage.orphans import generation_keys
 
 log = logging.getLogger(__name__)
 
