@@ -23,6 +23,7 @@ from app.errors import InsufficientCredits
 from app.generation.request import GenerateRequest
 from app.jobs import service as jobs
 from app.services import Services
+from app.storage.keys import job_source_key
 from app.tenants.service import AuthContext
 
 router = APIRouter(dependencies=[Security(API_KEY)])
@@ -72,7 +73,7 @@ async def submit(
     # Stored first: the job may run as soon as it commits.
     if source is not None:
         await services.image_store.put(
-            jobs.source_key(auth.tenant_id, job_id), source.data, source.mime_type
+            job_source_key(auth.tenant_id, job_id), source.data, source.mime_type
         )
     replay: dict[str, Any] | None = None
     created = False
@@ -94,7 +95,7 @@ async def submit(
     finally:
         if source is not None and not created:  # no job will read it
             await asyncio.shield(
-                services.image_store.delete(jobs.source_key(auth.tenant_id, job_id))
+                services.image_store.delete(job_source_key(auth.tenant_id, job_id))
             )
     if replay is not None:
         return await replay_response(services, replay, external_base_url(request))

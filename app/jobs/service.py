@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import Generation, Image, Job, utcnow
 from app.db.statuses import GenerationStatus, JobStatus
 from app.errors import NotFound
+from app.storage.keys import job_source_key
 
 # Contract fields kept for a job; the source image goes to the image store instead.
 REQUEST_FIELDS = ("prompt", "model", "aspectRatio", "numImages", "stylePreset")
@@ -41,10 +42,6 @@ class JobView:
     images: list[Image]
 
 
-def source_key(tenant_id: str, job_id: str) -> str:
-    return f"{tenant_id}/jobs/{job_id}/source"
-
-
 async def create_job(
     session: AsyncSession,
     *,
@@ -64,7 +61,7 @@ async def create_job(
             {k: request[k] for k in REQUEST_FIELDS if k in request}
             | ({SOURCE_MIME_FIELD: source_mime_type} if source_mime_type else {})
         ),
-        source_key=source_key(tenant_id, job_id) if source_mime_type else None,
+        source_key=job_source_key(tenant_id, job_id) if source_mime_type else None,
         images_total=num_images,
     )
     session.add(job)
