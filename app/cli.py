@@ -24,10 +24,10 @@ from app.credits.audit import audit_ledger
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.errors import GatewayError
+from app.housekeeping.orphans import find_orphans, remove_orphans
 from app.observability.logging import configure_logging
 from app.settings import Settings
 from app.storage.factory import create_image_store
-from app.storage.orphans import find_orphans, remove_orphans
 from app.tenants import service as tenants
 
 Command = Callable[[AsyncSession, argparse.Namespace], Awaitable[tuple[dict[str, Any], int]]]

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import IdempotencyRecord, utcnow
+from app.db.statuses import IdempotencyStatus
 from app.errors import GatewayError, InvalidRequest
 
 KEY_TTL = timedelta(hours=24)
@@ -77,7 +78,7 @@ async def claim(
             tenant_id=tenant_id,
             key=key,
             request_hash=body_hash,
-            status="in_progress",
+            status=IdempotencyStatus.IN_PROGRESS,
             created_at=now,
             locked_until=now + lock_for,
             expires_at=now + KEY_TTL,
@@ -98,13 +99,13 @@ async def claim(
                 IdempotencyRecord.key == key,
                 or_(
                     IdempotencyRecord.expires_at < now,
-                    (IdempotencyRecord.status == "in_progress")
+                    (IdempotencyRecord.status == IdempotencyStatus.IN_PROGRESS)
                     & (IdempotencyRecord.locked_until < now),
                 ),
             )
             .values(
                 request_hash=body_hash,
-                status="in_progress",
+                status=IdempotencyStatus.IN_PROGRESS,
                 response_body=None,
                 created_at=now,
                 locked_until=now + lock_for,
@@ -126,7 +127,7 @@ async def claim(
         raise IdempotencyConflict(
             "Idempotency-Key was already used with a different request body; use a new key"
         )
-    if record.status == "in_progress":
+    if record.status == IdempotencyStatus.IN_PROGRESS:
         error = IdempotencyConflict(
             "A request with this Idempotency-Key is still running; retry shortly"
         )
@@ -157,7 +158,7 @@ async def _complete(session: AsyncSession, record_id: str, body: dict[str, Any])
     await session.execute(
         update(IdempotencyRecord)
         .where(IdempotencyRecord.id == record_id)
-        .values(status="completed", response_body=json.dumps(body))
+        .values(status=IdempotencyStatus.COMPLETED, response_body=json.dumps(body))
     )
 
 
@@ -166,7 +167,8 @@ async def release(sessions: async_sessionmaker[AsyncSession], record_id: str) ->
     async with sessions() as session, session.begin():
         await session.execute(
             delete(IdempotencyRecord).where(
-                IdempotencyRecord.id == record_id, IdempotencyRecord.status == "in_progress"
+                IdempotencyRecord.id == record_id,
+                IdempotencyRecord.status == IdempotencyStatus.IN_PROGRESS,
             )
         )
 

@@ -20,7 +20,7 @@ from app.db.migrate import upgrade
 from app.generation.decode_budget import DecodeBudget
 from app.generation.producer import ImageProducer
 from app.generation.service import GenerationService
-from app.housekeeping import run_housekeeping
+from app.housekeeping.sweeper import run_housekeeping
 from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
 from app.providers.catalog import Catalog

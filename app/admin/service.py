@@ -14,9 +14,14 @@ from sqlalchemy import ColumnElement, Select, String, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import ApiKey, CreditAccount, Generation, Image, Tenant
+from app.db.statuses import GenerationStatus
 
 # Generations that delivered nothing (and were charged nothing).
-FAILED_STATUSES = ("failed", "rejected", "abandoned")
+FAILED_STATUSES = (
+    GenerationStatus.FAILED,
+    GenerationStatus.REJECTED,
+    GenerationStatus.ABANDONED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +103,7 @@ async def usage(session: AsyncSession, query: UsageQuery) -> list[UsageRow]:
         .join(Tenant, Tenant.id == Generation.tenant_id)
         .outerjoin(images, images.c.generation_id == Generation.id)
         # In-flight generations have not charged or delivered yet.
-        .where(Generation.status != "pending")
+        .where(Generation.status != GenerationStatus.PENDING)
         .group_by(day, Tenant.name, Tenant.id, Generation.model)
         .order_by(day, Tenant.name, Generation.model)
     )

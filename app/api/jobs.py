@@ -18,10 +18,12 @@ from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Job
 from app.credits.ledger import get_balance
 from app.db.models import new_id
+from app.db.statuses import JobStatus
 from app.errors import InsufficientCredits
 from app.generation.request import GenerateRequest
 from app.jobs import service as jobs
 from app.services import Services
+from app.storage.keys import job_source_key
 from app.tenants.service import AuthContext
 
 router = APIRouter(dependencies=[Security(API_KEY)])
@@ -71,7 +73,7 @@ async def submit(
     # Stored first: the job may run as soon as it commits.
     if source is not None:
         await services.image_store.put(
-            jobs.source_key(auth.tenant_id, job_id), source.data, source.mime_type
+            job_source_key(auth.tenant_id, job_id), source.data, source.mime_type
         )
     replay: dict[str, Any] | None = None
     created = False
@@ -93,7 +95,7 @@ async def submit(
     finally:
         if source is not None and not created:  # no job will read it
             await asyncio.shield(
-                services.image_store.delete(jobs.source_key(auth.tenant_id, job_id))
+                services.image_store.delete(job_source_key(auth.tenant_id, job_id))
             )
     if replay is not None:
         return await replay_response(services, replay, external_base_url(request))
@@ -112,7 +114,7 @@ async def replay_response(
 
 
 def _accepted_body(job_id: str) -> dict[str, Any]:
-    return {"id": job_id, "status": "queued", "statusUrl": f"/api/v1/jobs/{job_id}"}
+    return {"id": job_id, "status": JobStatus.QUEUED, "statusUrl": f"/api/v1/jobs/{job_id}"}
 
 
 def _accepted(body: dict[str, Any], *, replayed: bool = False) -> JSONResponse:
@@ -140,7 +142,7 @@ async def get_job(
         "createdAt": job.created_at.isoformat(),
         "completedAt": job.completed_at.isoformat() if job.completed_at else None,
     }
-    if job.status == "succeeded" and view.generation is not None:
+    if job.status == JobStatus.SUCCEEDED and view.generation is not None:
         body, keys = contract_body(
             generation_id=view.generation.id,
             model=view.generation.model,
@@ -150,7 +152,7 @@ async def get_job(
         )
         body = await with_urls(body, keys, services.image_store, external_base_url(request))
         return JSONResponse(envelope | body)
-    if job.status == "failed":
+    if job.status == JobStatus.FAILED:
         envelope["error"] = {
             "status": job.error_status,
             "code": job.error_code,

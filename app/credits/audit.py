@@ -21,6 +21,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from app.credits.ledger import entry_sums
 from app.db.models import CreditAccount, CreditHold, LedgerEntry, Tenant
+from app.db.statuses import HoldStatus, LedgerKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,10 @@ async def audit_ledger(
             func.count(),
             func.coalesce(func.sum(LedgerEntry.amount), 0),
         )
-        .where(LedgerEntry.kind.in_(("hold", "capture", "release")), within(LedgerEntry.tenant_id))
+        .where(
+            LedgerEntry.kind.in_((LedgerKind.HOLD, LedgerKind.CAPTURE, LedgerKind.RELEASE)),
+            within(LedgerEntry.tenant_id),
+        )
         .group_by(LedgerEntry.hold_id, LedgerEntry.kind)
     )
     for hold_id, kind, count, total in rows:
@@ -104,17 +108,18 @@ async def audit_ledger(
 
 
 def _hold_problem(hold: CreditHold, entries: dict[str, tuple[int, int]]) -> str | None:
-    if entries.get("hold") != (1, -hold.amount):
-        return f"expected one hold entry of {-hold.amount}, found {entries.get('hold')}"
-    capture, release = entries.get("capture"), entries.get("release")
-    if hold.status == "open":
+    found = entries.get(LedgerKind.HOLD)
+    if found != (1, -hold.amount):
+        return f"expected one hold entry of {-hold.amount}, found {found}"
+    capture, release = entries.get(LedgerKind.CAPTURE), entries.get(LedgerKind.RELEASE)
+    if hold.status == HoldStatus.OPEN:
         if capture or release:
             return "open but has a settlement entry"
-    elif hold.status == "captured":
+    elif hold.status == HoldStatus.CAPTURED:
         expected = (1, hold.amount - hold.captured)
         if hold.captured <= 0 or capture != expected or release:
             return f"captured {hold.captured}: expected capture entry {expected}, found {capture}"
-    elif hold.status == "released":
+    elif hold.status == HoldStatus.RELEASED:
         if hold.captured != 0 or release != (1, hold.amount) or capture:
             return f"released: expected one release entry of {hold.amount}, found {release}"
     else:

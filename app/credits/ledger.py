@@ -18,6 +18,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import CreditAccount, CreditHold, LedgerEntry, new_id, utcnow
+from app.db.statuses import HoldStatus, LedgerKind
 from app.errors import InsufficientCredits, InvalidRequest
 
 # The per-request statements (reserve, settle) are Core statements on the tables: the
@@ -45,7 +46,7 @@ _SETTLE = (
     update(_HOLDS)
     .where(
         _HOLDS.c.id == bindparam("b_hold"),
-        _HOLDS.c.status == "open",
+        _HOLDS.c.status == HoldStatus.OPEN,
         _HOLDS.c.amount >= bindparam("b_captured"),
     )
     .values(
@@ -88,7 +89,7 @@ async def grant(session: AsyncSession, tenant_id: str, amount: int, note: str | 
     validate_grant(amount)
     await ensure_account(session, tenant_id)
     balance = await _change_balance(session, tenant_id, amount)
-    session.add(LedgerEntry(tenant_id=tenant_id, kind="grant", amount=amount, note=note))
+    session.add(LedgerEntry(tenant_id=tenant_id, kind=LedgerKind.GRANT, amount=amount, note=note))
     await session.flush()
     return balance
 
@@ -125,7 +126,7 @@ async def reserve(
             "generation_id": generation_id,
             "amount": amount,
             "captured": 0,
-            "status": "open",
+            "status": HoldStatus.OPEN,
             "created_at": now,
             "expires_at": now + ttl,
         },
@@ -134,7 +135,7 @@ async def reserve(
         _INSERT_ENTRY,
         {
             "tenant_id": tenant_id,
-            "kind": "hold",
+            "kind": LedgerKind.HOLD,
             "amount": -amount,
             "hold_id": hold_id,
             "generation_id": generation_id,
@@ -152,7 +153,7 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
     expiry); then nothing changes and the caller was not charged.
     """
     now = utcnow()
-    status = "captured" if captured > 0 else "released"
+    status = HoldStatus.CAPTURED if captured > 0 else HoldStatus.RELEASED
     result = await session.execute(
         _SETTLE, {"b_hold": hold_id, "b_captured": captured, "b_status": status, "b_now": now}
     )
@@ -163,7 +164,7 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
     returned = int(amount) - captured
     if returned:
         await _change_balance(session, tenant_id, returned)
-    kind = "capture" if captured > 0 else "release"
+    kind = LedgerKind.CAPTURE if captured > 0 else LedgerKind.RELEASE
     note = f"captured {captured} of {amount}" if captured else f"released {amount}"
     await session.execute(
         _INSERT_ENTRY,
@@ -183,7 +184,7 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
 async def expired_hold_ids(session: AsyncSession, now: datetime, limit: int = 100) -> list[str]:
     rows = await session.scalars(
         select(CreditHold.id)
-        .where(CreditHold.status == "open", CreditHold.expires_at < now)
+        .where(CreditHold.status == HoldStatus.OPEN, CreditHold.expires_at < now)
         .order_by(CreditHold.expires_at)
         .limit(limit)
     )

@@ -20,6 +20,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.db.statuses import (
+    GenerationStatus,
+    HoldStatus,
+    IdempotencyStatus,
+    JobStatus,
+    LedgerKind,
+    in_check,
+)
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; Postgres gets a BIGINT identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -93,10 +102,6 @@ class CreditAccount(Base):
     __table_args__ = (CheckConstraint("balance >= 0", name="ck_credit_accounts_balance"),)
 
 
-LEDGER_KINDS = ("grant", "hold", "capture", "release", "adjustment")
-HOLD_STATUSES = ("open", "captured", "released")
-
-
 class CreditHold(Base):
     __tablename__ = "credit_holds"
 
@@ -105,7 +110,7 @@ class CreditHold(Base):
     generation_id: Mapped[str | None] = mapped_column(String(36))
     amount: Mapped[int] = mapped_column(BigInteger)
     captured: Mapped[int] = mapped_column(BigInteger, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default=HoldStatus.OPEN)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -113,9 +118,7 @@ class CreditHold(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="ck_credit_holds_amount"),
         CheckConstraint("captured >= 0 AND captured <= amount", name="ck_credit_holds_captured"),
-        CheckConstraint(
-            "status IN ('open', 'captured', 'released')", name="ck_credit_holds_status"
-        ),
+        CheckConstraint(in_check("status", HoldStatus), name="ck_credit_holds_status"),
         Index("ix_credit_holds_status_expires", "status", "expires_at"),
     )
 
@@ -135,16 +138,10 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     __table_args__ = (
-        CheckConstraint(
-            "kind IN ('grant', 'hold', 'capture', 'release', 'adjustment')",
-            name="ck_ledger_entries_kind",
-        ),
+        CheckConstraint(in_check("kind", LedgerKind), name="ck_ledger_entries_kind"),
         Index("ix_ledger_entries_tenant_id", "tenant_id", "id"),
         Index("ix_ledger_entries_hold_id", "hold_id"),
     )
-
-
-GENERATION_STATUSES = ("pending", "succeeded", "partial", "failed", "rejected", "abandoned")
 
 
 class Generation(Base):
@@ -160,7 +157,7 @@ class Generation(Base):
     aspect_ratio: Mapped[str] = mapped_column(String(10))
     num_images: Mapped[int] = mapped_column(Integer)
     image_to_image: Mapped[bool] = mapped_column(default=False)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=GenerationStatus.PENDING)
     credits_charged: Mapped[int] = mapped_column(BigInteger, default=0)
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(String(500))
@@ -170,10 +167,7 @@ class Generation(Base):
     total_ms: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending', 'succeeded', 'partial', 'failed', 'rejected', 'abandoned')",
-            name="ck_generations_status",
-        ),
+        CheckConstraint(in_check("status", GenerationStatus), name="ck_generations_status"),
         Index("ix_generations_tenant_created", "tenant_id", "created_at"),
     )
 
@@ -214,7 +208,7 @@ class IdempotencyRecord(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    status: Mapped[str] = mapped_column(String(16), default=IdempotencyStatus.IN_PROGRESS)
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     # An in-progress claim whose process died is taken over after this.
@@ -223,14 +217,9 @@ class IdempotencyRecord(Base):
 
     __table_args__ = (
         UniqueConstraint("tenant_id", "key", name="uq_idempotency_keys_tenant_key"),
-        CheckConstraint(
-            "status IN ('in_progress', 'completed')", name="ck_idempotency_keys_status"
-        ),
+        CheckConstraint(in_check("status", IdempotencyStatus), name="ck_idempotency_keys_status"),
         Index("ix_idempotency_keys_expires_at", "expires_at"),
     )
-
-
-JOB_STATUSES = ("queued", "running", "succeeded", "failed")
 
 
 class Job(Base):
@@ -242,7 +231,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     request_json: Mapped[str] = mapped_column(Text)
     source_key: Mapped[str | None] = mapped_column(String(300))
     # The current attempt's generation: after a crash it tells whether the work (and the
@@ -260,9 +249,7 @@ class Job(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('queued', 'running', 'succeeded', 'failed')", name="ck_jobs_status"
-        ),
+        CheckConstraint(in_check("status", JobStatus), name="ck_jobs_status"),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     )

@@ -23,7 +23,7 @@ from app.providers.base import (
 )
 from app.providers.catalog import CatalogModel
 from app.providers.retry import RetryPolicy, call_with_retries
-from app.storage.base import ImageStore, object_key
+from app.storage.base import ImageStore
 from app.storage.images import (
     TRANSCODE_COST,
     EncodedImage,
@@ -31,6 +31,7 @@ from app.storage.images import (
     normalise_to_webp,
     passthrough,
 )
+from app.storage.keys import object_key
 
 # Errors that say "this upstream cannot serve right now", which a fallback model may fix.
 FALLBACK_ON = (RateLimited, Unavailable, UpstreamTimeout)

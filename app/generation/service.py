@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits.ledger import Hold, get_balance, reserve, settle
 from app.db.models import Generation, Image, new_id, utcnow
+from app.db.statuses import GenerationStatus
 from app.errors import (
     ContentRejected,
     DependencyUnavailable,
@@ -218,7 +219,7 @@ class GenerationService:
                     "aspect_ratio": request.aspect_ratio,
                     "num_images": request.num_images,
                     "image_to_image": request.source_image is not None,
-                    "status": "pending",
+                    "status": GenerationStatus.PENDING,
                     "credits_charged": 0,
                     # Object keys are dated from this; the sweeper rebuilds them from it.
                     "created_at": created,
@@ -244,11 +245,11 @@ class GenerationService:
         started: float,
     ) -> None:
         if stored:
-            status = "partial" if failures else "succeeded"
+            status = GenerationStatus.PARTIAL if failures else GenerationStatus.SUCCEEDED
         elif failures and all(f.code == ContentRejected.code for f in failures):
-            status = "rejected"
+            status = GenerationStatus.REJECTED
         else:
-            status = "failed"
+            status = GenerationStatus.FAILED
         first_failure = failures[0] if failures else None
         await session.execute(
             _FINISH_GENERATION,
@@ -299,8 +300,15 @@ class GenerationService:
                     self._metrics.credits_refunded.inc(hold.amount)
                 await session.execute(
                     update(Generation)
-                    .where(Generation.id == generation_id, Generation.status == "pending")
-                    .values(status="failed", error_code="internal_error", completed_at=utcnow())
+                    .where(
+                        Generation.id == generation_id,
+                        Generation.status == GenerationStatus.PENDING,
+                    )
+                    .values(
+                        status=GenerationStatus.FAILED,
+                        error_code="internal_error",
+                        completed_at=utcnow(),
+                    )
                 )
         except Exception:
             # The hold expires and the sweeper releases it; nothing is lost.

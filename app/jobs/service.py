@@ -17,12 +17,20 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Generation, Image, Job, utcnow
+from app.db.statuses import GenerationStatus, JobStatus
 from app.errors import NotFound
+from app.storage.keys import job_source_key
 
 # Contract fields kept for a job; the source image goes to the image store instead.
 REQUEST_FIELDS = ("prompt", "model", "aspectRatio", "numImages", "stylePreset")
 SOURCE_MIME_FIELD = "sourceMimeType"
-FINAL_GENERATION = {"succeeded", "partial", "failed", "rejected"}
+FINAL_GENERATION = {
+    GenerationStatus.SUCCEEDED,
+    GenerationStatus.PARTIAL,
+    GenerationStatus.FAILED,
+    GenerationStatus.REJECTED,
+}
+DELIVERED_GENERATION = {GenerationStatus.SUCCEEDED, GenerationStatus.PARTIAL}
 # HTTP status of a job whose generation failed, by the generation's error code.
 ERROR_STATUS = {"content_rejected": 400, "dependency_unavailable": 503}
 
@@ -32,10 +40,6 @@ class JobView:
     job: Job
     generation: Generation | None
     images: list[Image]
-
-
-def source_key(tenant_id: str, job_id: str) -> str:
-    return f"{tenant_id}/jobs/{job_id}/source"
 
 
 async def create_job(
@@ -52,12 +56,12 @@ async def create_job(
         id=job_id,
         tenant_id=tenant_id,
         api_key_id=api_key_id,
-        status="queued",
+        status=JobStatus.QUEUED,
         request_json=json.dumps(
             {k: request[k] for k in REQUEST_FIELDS if k in request}
             | ({SOURCE_MIME_FIELD: source_mime_type} if source_mime_type else {})
         ),
-        source_key=source_key(tenant_id, job_id) if source_mime_type else None,
+        source_key=job_source_key(tenant_id, job_id) if source_mime_type else None,
         images_total=num_images,
     )
     session.add(job)
@@ -68,13 +72,16 @@ async def create_job(
 async def claim_next(session: AsyncSession, lease: timedelta) -> Job | None:
     """Take the oldest queued job, or a running one whose runner's lease ran out."""
     now = utcnow()
-    claimable = or_(Job.status == "queued", (Job.status == "running") & (Job.locked_until < now))
+    claimable = or_(
+        Job.status == JobStatus.QUEUED,
+        (Job.status == JobStatus.RUNNING) & (Job.locked_until < now),
+    )
     candidate = select(Job.id).where(claimable).order_by(Job.created_at).limit(1).scalar_subquery()
     result = await session.execute(
         update(Job)
         .where(Job.id == candidate, claimable)
         .values(
-            status="running",
+            status=JobStatus.RUNNING,
             locked_until=now + lease,
             attempts=Job.attempts + 1,
             started_at=now,
@@ -105,11 +112,14 @@ async def finish(
     """Mark a job succeeded, or failed with (status, code, message)."""
     values: dict[str, Any] = {"completed_at": utcnow(), "locked_until": None}
     if error is None:
-        values["status"] = "succeeded"
+        values["status"] = JobStatus.SUCCEEDED
     else:
         status, code, message = error
         values.update(
-            status="failed", error_status=status, error_code=code, error_message=message[:500]
+            status=JobStatus.FAILED,
+            error_status=status,
+            error_code=code,
+            error_message=message[:500],
         )
     await session.execute(update(Job).where(Job.id == job_id).values(**values))
 
@@ -120,7 +130,7 @@ async def get_job(session: AsyncSession, tenant_id: str, job_id: str) -> JobView
         raise NotFound("Job not found")
     generation = await session.get(Generation, job.generation_id) if job.generation_id else None
     images: list[Image] = []
-    if generation is not None and job.status == "succeeded":
+    if generation is not None and job.status == JobStatus.SUCCEEDED:
         images = list(
             await session.scalars(
                 select(Image).where(Image.generation_id == generation.id).order_by(Image.index)
@@ -134,7 +144,7 @@ def previous_outcome(generation: Generation | None) -> Literal["delivered", "fai
     failed for good, or it never finished (its hold expires; run again)."""
     if generation is None or generation.status not in FINAL_GENERATION:
         return "unfinished"
-    return "delivered" if generation.status in ("succeeded", "partial") else "failed"
+    return "delivered" if generation.status in DELIVERED_GENERATION else "failed"
 
 
 def generation_error(generation: Generation) -> tuple[int, str, str]:

@@ -1,9 +1,8 @@
-"""The image store interface, its errors, and the object key layout."""
+"""The image store interface, its errors, and the key check every backend applies
+(the key layout itself is app/storage/keys.py)."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
 from typing import Protocol
 
 from app.errors import DependencyUnavailable, NotFound
@@ -50,22 +49,6 @@ class ImageStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-# One path component: no separators, no dot-segments, nothing a filesystem or URL mangles.
-_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def object_key(tenant_id: str, generation_id: str, index: int, created: datetime) -> str:
-    """`<tenant>/<yyyy>/<mm>/<generation>-<index>.webp`, scoped by tenant, dated in UTC."""
-    for name, value in (("tenant_id", tenant_id), ("generation_id", generation_id)):
-        if not _COMPONENT.fullmatch(value) or ".." in value:
-            raise ValueError(f"{name} is not a safe object key component: {value!r}")
-    if index < 0:
-        raise ValueError("index must be >= 0")
-    # Naive datetimes are taken to be UTC, the only timezone the gateway stores.
-    when = created.astimezone(UTC) if created.tzinfo else created
-    return f"{tenant_id}/{when:%Y}/{when:%m}/{generation_id}-{index}.webp"
 
 
 def validate_key(key: str) -> str:

@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from app.credits import ledger
 from app.db.models import Generation, Job, new_id, utcnow
-from app.jobs.service import source_key
 from app.storage.base import ObjectNotFound
 from app.storage.factory import create_image_store
+from app.storage.keys import job_source_key
 from tests.support.gateway import Stack, TenantHandle
 
 PATH = "/api/v1/generate-image"
@@ -80,7 +80,7 @@ async def test_async_image_to_image_cleans_up_its_source(stack: Stack) -> None:
     store = create_image_store(stack.settings)
     try:
         try:
-            await store.get(source_key(tenant.id, job.id))
+            await store.get(job_source_key(tenant.id, job.id))
             raise AssertionError("the source image outlived its job")
         except ObjectNotFound:
             pass

@@ -13,9 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits import ledger
 from app.credits.audit import audit_ledger
-from app.db.models import CreditAccount, CreditHold, Generation, LedgerEntry, utcnow
+from app.db.models import CreditAccount, LedgerEntry, utcnow
 from app.errors import InsufficientCredits, InvalidRequest
-from app.housekeeping import release_expired_holds
 from app.tenants.service import create_tenant
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -121,40 +120,6 @@ async def test_concurrent_reservations_never_overspend(sessions: Sessions) -> No
     results = await asyncio.gather(*(attempt() for _ in range(30)))
     assert results.count(True) == 10
     assert await _balance(sessions, tenant_id) == 0
-    assert await _problems_for(sessions, tenant_id) == []
-
-
-async def test_sweeper_releases_only_expired_holds(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions, 30)
-    expired = await _reserve(sessions, tenant_id, 10, ttl=-1)
-    live = await _reserve(sessions, tenant_id, 10, ttl=600)
-    async with sessions() as session, session.begin():
-        hold = await session.get(CreditHold, expired)
-        assert hold is not None
-        session.add(
-            Generation(
-                id=hold.generation_id,
-                tenant_id=tenant_id,
-                model="m",
-                provider="p",
-                prompt="x",
-                style_preset="none",
-                aspect_ratio="1:1",
-                num_images=1,
-            )
-        )
-    assert await release_expired_holds(sessions) >= 1
-    async with sessions() as session:
-        statuses = {
-            h.id: h.status
-            for h in (
-                await session.scalars(select(CreditHold).where(CreditHold.tenant_id == tenant_id))
-            ).all()
-        }
-        generation = await session.get(Generation, hold.generation_id)
-    assert statuses == {expired: "released", live: "open"}
-    assert generation is not None and generation.status == "abandoned"
-    assert await _balance(sessions, tenant_id) == 20
     assert await _problems_for(sessions, tenant_id) == []
 
 

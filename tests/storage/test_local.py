@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from app.settings import Settings
-from app.storage.base import ObjectNotFound, object_key, validate_key
+from app.storage.base import ObjectNotFound
 from app.storage.factory import create_image_store
 from app.storage.local import LocalImageStore
 from app.storage.signing import UrlSigner
@@ -111,35 +111,6 @@ async def test_url_is_signed_and_expires(store: LocalImageStore, signer: UrlSign
     now = datetime.now(UTC).timestamp()
     assert now + 590 <= expires <= now + 610
     assert signer.verify(KEY, expires, query["signature"][0], now=now)
-
-
-def test_object_key_layout() -> None:
-    created = datetime(2025, 3, 9, 12, 0, tzinfo=UTC)
-    assert object_key("tenant-a", "gen_1", 2, created) == "tenant-a/2025/03/gen_1-2.webp"
-
-
-def test_object_key_uses_utc() -> None:
-    created = datetime(2025, 3, 31, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
-    assert object_key("t1", "g1", 0, created) == "t1/2025/04/g1-0.webp"
-    assert object_key("t1", "g1", 3, datetime(2024, 12, 1)) == "t1/2024/12/g1-3.webp"
-
-
-@pytest.mark.parametrize("bad", ["", "a/b", "..", "a..b", "../x", ".hidden", "a b", "a\\b"])
-def test_object_key_rejects_unsafe_components(bad: str) -> None:
-    with pytest.raises(ValueError):
-        object_key(bad, "gen", 0, datetime.now(UTC))
-    with pytest.raises(ValueError):
-        object_key("tenant", bad, 0, datetime.now(UTC))
-
-
-def test_object_key_rejects_negative_index() -> None:
-    with pytest.raises(ValueError):
-        object_key("tenant", "gen", -1, datetime.now(UTC))
-
-
-def test_object_keys_are_valid_keys() -> None:
-    key = object_key("7d4c1f0e-aaaa-bbbb-cccc-0123456789ab", "gen", 0, datetime.now(UTC))
-    assert validate_key(key) == key
 
 
 def test_factory_builds_local_store_by_default(tmp_path: Path) -> None:

@@ -9,10 +9,11 @@ import pytest
 
 from app.credits import ledger
 from app.db.models import Generation, new_id, utcnow
-from app.housekeeping import release_expired_holds
-from app.storage.base import ObjectNotFound, object_key
+from app.housekeeping.orphans import find_orphans, remove_orphans
+from app.housekeeping.sweeper import release_expired_holds
+from app.storage.base import ObjectNotFound
 from app.storage.factory import create_image_store
-from app.storage.orphans import find_orphans, remove_orphans
+from app.storage.keys import object_key
 from tests.support.gateway import Stack
 
 WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 "  # content is irrelevant to the scan

@@ -7,17 +7,15 @@ generations are in flight and left alone.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Generation, Image, Job
-from app.storage.base import ImageStore, object_key
-
-_KEY = re.compile(r"^(?P<tenant>[^/]+)/\d{4}/\d{2}/(?P<generation>[^/]+)-(?P<index>\d+)\.webp$")
-_JOB_SOURCE = re.compile(r"^(?P<tenant>[^/]+)/jobs/(?P<job>[^/]+)/source$")
+from app.db.statuses import GenerationStatus, JobStatus
+from app.storage.base import ImageStore
+from app.storage.keys import object_key, parse_image_key, parse_job_source_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,27 +44,29 @@ async def find_orphans(
                 await session.scalars(select(Image.storage_key).where(Image.storage_key.in_(batch)))
             )
             unrecorded = [key for key in batch if key not in recorded]
-            ids = {m.group("generation") for k in unrecorded if (m := _KEY.match(k))}
+            ids = {p.generation_id for k in unrecorded if (p := parse_image_key(k))}
             pending = set(
                 await session.scalars(
                     select(Generation.id).where(
-                        Generation.id.in_(ids), Generation.status == "pending"
+                        Generation.id.in_(ids), Generation.status == GenerationStatus.PENDING
                     )
                 )
             )
-            job_ids = {m.group("job") for k in unrecorded if (m := _JOB_SOURCE.match(k))}
+            job_ids = {j.job_id for k in unrecorded if (j := parse_job_source_key(k))}
             # A queued or running job's source image waits in the store for its runner.
             waiting = set(
                 await session.scalars(
-                    select(Job.id).where(Job.id.in_(job_ids), Job.status.in_(("queued", "running")))
+                    select(Job.id).where(
+                        Job.id.in_(job_ids), Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING))
+                    )
                 )
             )
             for key in unrecorded:
-                match = _KEY.match(key)
-                if match is not None and match.group("generation") in pending:
+                image = parse_image_key(key)
+                if image is not None and image.generation_id in pending:
                     continue
-                job = _JOB_SOURCE.match(key)
-                if job is not None and job.group("job") in waiting:
+                job = parse_job_source_key(key)
+                if job is not None and job.job_id in waiting:
                     continue
                 orphans.append(key)
     return OrphanReport(scanned=len(keys), orphans=tuple(orphans))

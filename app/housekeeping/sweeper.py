@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits.ledger import expired_hold_ids, settle
 from app.db.models import CreditHold, Generation, utcnow
+from app.db.statuses import GenerationStatus
+from app.housekeeping.orphans import generation_keys
 from app.idempotency import purge_expired
 from app.storage.base import ImageStore, StorageUnavailable
-from app.storage.orphans import generation_keys
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,14 @@ async def release_expired_holds(
                 if hold is not None and hold.generation_id:
                     abandoned = await session.scalar(
                         update(Generation)
-                        .where(Generation.id == hold.generation_id, Generation.status == "pending")
+                        .where(
+                            Generation.id == hold.generation_id,
+                            Generation.status == GenerationStatus.PENDING,
+                        )
                         .values(
-                            status="abandoned", error_code="hold_expired", completed_at=utcnow()
+                            status=GenerationStatus.ABANDONED,
+                            error_code="hold_expired",
+                            completed_at=utcnow(),
                         )
                         .returning(Generation)
                     )
