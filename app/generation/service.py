@@ -29,6 +29,7 @@ from app.errors import (
     InvalidRequest,
     ProviderNotConfigured,
 )
+from app.generation.decode_budget import DecodeBusy
 from app.generation.presets import apply_preset
 from app.generation.producer import ImageProducer, Job, StoredImage
 from app.generation.request import GenerateRequest
@@ -339,6 +340,11 @@ def _all_failed(errors: list[BaseException]) -> GatewayError:
         return ContentRejected(
             f"The provider rejected this request: {'; '.join(reasons)}. No credits were charged."
         )
+    busy = [e for e in errors if isinstance(e, DecodeBusy)]
+    if busy and len(busy) == len(errors):
+        # Every image waited for decode budget past its time: a 503 with Retry-After,
+        # not a generation failure (the upstream answered).
+        return busy[0]
     if any(isinstance(e, StorageUnavailable) for e in errors):
         return DependencyUnavailable(
             "Image storage is unavailable; no credits were charged. Retry shortly."
