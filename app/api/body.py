@@ -51,17 +51,31 @@ def declared_length(request: Request) -> int | None:
     return int(text)
 
 
-async def read_json_body(request: Request, limit: int) -> Any:
+class LengthRequired(GatewayError):
+    status_code = 411
+    code = "length_required"
+
+
+async def read_json_body(request: Request, limit: int, *, unsized_limit: int | None = None) -> Any:
+    """The parsed body, at most `limit` bytes; with `unsized_limit`, a body that declares
+    no Content-Length (chunked) may only be that big (411 beyond it)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise UnsupportedMediaType("Content-Type must be application/json")
     declared = declared_length(request)
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes", limit=limit)
+    unsized = declared is None and unsized_limit is not None
+    if unsized and unsized_limit is not None:
+        limit = min(limit, unsized_limit)
     # One growing buffer, not a list of chunks joined at the end (two copies at once).
     raw = bytearray()
     async for chunk in request.stream():
         if len(raw) + len(chunk) > limit:
+            if unsized:
+                raise LengthRequired(
+                    f"A request body over {limit} bytes must declare its Content-Length"
+                )
             raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes", limit=limit)
         raw += chunk
     if not raw:

@@ -5,8 +5,8 @@ parsed `sourceImage` string, the decoded image, the provider SDK's own base64 an
 and none of that is pixels, so the decode budget does not bound it. A request with a big
 body reserves `BODY_COPIES` times its Content-Length here, waiting (without blocking the
 loop, FIFO) before its body is read, and holds it until its response is ready; small
-bodies (no source image) are exempt. A request without a Content-Length may be as big as
-the body limit, so it reserves that.
+bodies (no source image) are exempt. A request without a Content-Length reserves nothing
+and may only be as big as an exempt one (411 beyond: big bodies must declare their size).
 """
 
 from __future__ import annotations
@@ -50,12 +50,13 @@ def request_bytes_budget(capacity: int) -> DecodeBudget:
 
 
 def body_cost(request: Request, max_body_bytes: int) -> int:
-    """What a request reserves: its copies, by its declared length (capped at the limit)."""
+    """What a request reserves: its copies, by its declared length. A body with no
+    Content-Length reserves nothing: the route reads at most EXEMPT_BYTES of it (411
+    beyond), so a chunked prompt does not hold a full-size body's share."""
     declared = declared_length(request)
-    if declared is not None and declared > max_body_bytes:
-        return 0  # refused by the body reader before a byte is read
-    size = max_body_bytes if declared is None else declared
-    return 0 if size <= EXEMPT_BYTES else size * BODY_COPIES
+    if declared is None or declared > max_body_bytes:
+        return 0  # unsized, or refused by the body reader before a byte is read
+    return 0 if declared <= EXEMPT_BYTES else declared * BODY_COPIES
 
 
 @asynccontextmanager

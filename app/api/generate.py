@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from app import idempotency
 from app.api import jobs as jobs_api
 from app.api.body import read_json_body
-from app.api.body_budget import reserve_body
+from app.api.body_budget import EXEMPT_BYTES, reserve_body
 from app.api.deps import authenticated, external_base_url, get_services
 from app.api.rendering import result_body, with_urls
 from app.api.schemas.common import API_KEY, error_responses
@@ -70,7 +70,9 @@ async def generate_image(
 async def _generate_image(
     request: Request, auth: AuthContext, services: Services, idempotency_key: str | None
 ) -> JSONResponse:
-    payload = await read_json_body(request, services.settings.max_body_bytes)
+    payload = await read_json_body(
+        request, services.settings.max_body_bytes, unsized_limit=EXEMPT_BYTES
+    )
     generate_request = parse_generate_request(payload, services.catalog)
     if jobs_api.wants_async(request):
         return await jobs_api.submit(

@@ -28,6 +28,7 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict[
         "status": "ok",
         "rateLimiter": describe(services.rate_limiter),
         "requestBytesInUse": services.request_budget.in_use,
+        "requestsWaitingForBytes": services.request_budget.waiting,
     }
 
 

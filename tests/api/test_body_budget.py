@@ -92,6 +92,15 @@ async def _until_held(client: httpx.AsyncClient) -> int:
     raise AssertionError("the paused request never reserved its share of the budget")
 
 
+async def _until_waiting(client: httpx.AsyncClient, count: int) -> None:
+    for _ in range(500):
+        response = await client.get("/healthz")
+        if response.json()["requestsWaitingForBytes"] == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} requests never queued for the budget: {response.json()}")
+
+
 async def _until_free(client: httpx.AsyncClient) -> None:
     for _ in range(500):
         if await _in_use(client) == 0:
@@ -141,7 +150,7 @@ async def test_big_requests_beyond_the_budget_queue_all_succeed_and_return_it(
         held = await _until_held(client)
         assert held == 4 * len(holder_body.body)
         queued = [_post(client, tenant, _noisy_body(f"queued {i}")) for i in range(3)]
-        await asyncio.sleep(0.2)  # let them reach the gateway; none can get in meanwhile
+        await _until_waiting(client, 3)  # all three reached the gateway and queue
         assert not any(task.done() for task in queued)
         assert await _in_use(client) == held  # they wait; nothing more was charged
         holder_body.resume.set()
@@ -218,3 +227,35 @@ async def test_an_openai_edit_upload_takes_its_share_too(impatient: Stack) -> No
         assert (await holder).status_code == 200
         await _until_free(client)
     assert await impatient.balance(tenant) == PRICE  # only the holder paid
+
+
+async def _chunked(body: bytes) -> AsyncIterator[bytes]:
+    """A body with no Content-Length: httpx sends it chunked."""
+    for start in range(0, len(body), 16 * 1024):
+        yield body[start : start + 16 * 1024]
+
+
+async def test_a_chunked_body_reserves_nothing_and_must_be_small(impatient: Stack) -> None:
+    tenant = await impatient.new_tenant(credits=PRICE * 2)
+    headers = tenant.auth | {"Content-Type": "application/json"}
+    async with impatient.client(timeout=120) as client:
+        holder_body = _PausedBody(_noisy_body("the holder"))
+        holder = _paused_post(client, tenant, holder_body)
+        held = await _until_held(client)
+        # A chunked prompt is served while the budget is taken: it holds no share.
+        prompt = await client.post(
+            PATH, content=_chunked(b'{"prompt": "a chunked prompt"}'), headers=headers
+        )
+        assert prompt.status_code == 200, prompt.text
+        # A big chunked body must declare its size instead of holding a full-size share.
+        big = await client.post(
+            PATH, content=_chunked(_noisy_body("big and chunked")), headers=headers
+        )
+        assert big.status_code == 411, big.text
+        assert big.json()["code"] == "length_required"
+        assert "Content-Length" in big.json()["error"]
+        assert await _in_use(client) == held
+        holder_body.resume.set()
+        assert (await holder).status_code == 200
+        await _until_free(client)
+    assert await impatient.balance(tenant) == 0  # the prompt and the holder paid

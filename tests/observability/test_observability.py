@@ -66,7 +66,12 @@ async def test_health_and_readiness(stack: Stack) -> None:
     async with stack.client() as client:
         health = await client.get("/healthz")
         ready = await client.get("/readyz")
-    assert health.json() == {"status": "ok", "rateLimiter": "memory", "requestBytesInUse": 0}
+    assert health.json() == {
+        "status": "ok",
+        "rateLimiter": "memory",
+        "requestBytesInUse": 0,
+        "requestsWaitingForBytes": 0,
+    }
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "storage": "ok"}
 

@@ -173,6 +173,7 @@ class Health(ApiModel):
     status: Literal["ok"]
     rate_limiter: str
     request_bytes_in_use: int
+    requests_waiting_for_bytes: int
 
 
 class Readiness(ApiModel):
