@@ -10,11 +10,12 @@ a valid client behind the same address as a guesser keeps working.
 The address is the socket peer unless the gateway is told how many reverse proxies are
 in front of it (IMAGEGATE_TRUSTED_PROXY_HOPS): then it is the X-Forwarded-For entry that
 the outermost trusted proxy appended. Entries further left are the client's own claim
-and never trusted.
+and never trusted. IPv6 addresses count per /64 (what one client is usually given).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from app.ratelimit import RateLimiter
@@ -43,7 +44,17 @@ def _clean(address: str | None) -> str:
     # Counted in a rate-limit key, never trusted as anything else: bound its size.
     if not address:
         return UNKNOWN_ADDRESS
-    return address[:_MAX_ADDRESS_CHARS]
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address[:_MAX_ADDRESS_CHARS]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        # One IPv6 client usually holds a whole /64: counting per /128 would let it
+        # rotate addresses forever.
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class FailedAuthLimit:

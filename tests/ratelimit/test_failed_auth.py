@@ -32,6 +32,15 @@ def test_behind_proxies_the_entry_the_outermost_trusted_one_appended_counts(
     assert client_address("10.0.0.2", headers, hops) == expected
 
 
+def test_ipv6_clients_count_per_64_and_mapped_ipv4_as_ipv4() -> None:
+    one = client_address("2001:db8:1:2::1", [], 0)
+    assert one == "2001:db8:1:2::/64"
+    assert client_address("2001:db8:1:2:ffff:ee:dd:cc", [], 0) == one  # the same client
+    assert client_address("2001:db8:1:3::1", [], 0) != one
+    assert client_address("::ffff:198.51.100.9", [], 0) == "198.51.100.9"
+    assert client_address("10.0.0.2", ["[2001:db8:1:2::9]"], 1) == one
+
+
 def test_an_absurd_address_is_bounded() -> None:
     assert len(client_address("x" * 10_000, [], 0)) == 64
 
