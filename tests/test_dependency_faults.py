@@ -253,8 +253,8 @@ async def impatient_stack(tmp_path: Path) -> AsyncIterator[Stack]:
 async def test_upstream_timeouts_are_retried_then_refunded(impatient_stack: Stack) -> None:
     stack = impatient_stack
     tenant = await stack.new_tenant(credits=20)
-    async with stack.client() as client:
-        await client.delete(EMULATOR_STATE_PATH)  # zero the call counter
+    async with stack.client() as client, stack.control_client() as control:
+        await control.delete(EMULATOR_STATE_PATH)  # zero the call counter
         await stack.set_faults({"kind": "delay", "seconds": 5, "count": 3})
         response = await client.post(GENERATE, headers=tenant.auth, json=BODY)
         assert response.status_code == 500, response.text
@@ -262,7 +262,7 @@ async def test_upstream_timeouts_are_retried_then_refunded(impatient_stack: Stac
         assert error["code"] == "generation_failed"
         assert "did not answer in time" in error["error"]
         assert "credits were refunded" in error["error"]
-        state = (await client.get(EMULATOR_STATE_PATH)).json()
+        state = (await control.get(EMULATOR_STATE_PATH)).json()
         assert state["calls"] == 3  # every attempt was made, each one timed out
 
         # The upstream is fast again: the next request succeeds and is charged once.

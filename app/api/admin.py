@@ -9,8 +9,6 @@ grants, per-tenant rate limits and usage by tenant/model/day as JSON or CSV.
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import io
 import logging
 from datetime import date
@@ -38,6 +36,7 @@ from app.api.schemas import admin as schemas
 from app.api.schemas.admin import CreateKey, CreateTenant, RateLimits
 from app.api.schemas.admin import GrantCredits as GrantCredits  # re-exported: one bound, CLI too
 from app.api.schemas.common import ADMIN_TOKEN, error_responses
+from app.bearer import bearer_matches, bearer_token
 from app.credits import ledger
 from app.db.models import ApiKey
 from app.errors import InvalidRequest, Unauthorized
@@ -69,14 +68,11 @@ B = TypeVar("B", bound=BaseModel)
 async def require_admin(request: Request) -> None:
     """`Authorization: Bearer <IMAGEGATE_ADMIN_TOKEN>`, or 401."""
     token = get_services(request).settings.admin_token
-    scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
-    # Digests have one length, so the comparison time says nothing about the token.
-    expected = hashlib.sha256(token.get_secret_value().encode()).digest() if token else b""
-    given = hashlib.sha256(supplied.strip().encode("utf-8", "replace")).digest()
-    if token is None or scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+    authorization = request.headers.get("authorization", "")
+    if token is None or not bearer_matches(authorization, token.get_secret_value()):
         error = Unauthorized(
             "Admin API: send 'Authorization: Bearer <IMAGEGATE_ADMIN_TOKEN>'"
-            if not supplied
+            if not bearer_token(authorization)
             else "Admin API: invalid admin token"
         )
         error.headers = {"WWW-Authenticate": 'Bearer realm="imagegate-admin"'}

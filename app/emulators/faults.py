@@ -14,7 +14,6 @@ emulator is mounted inside a gateway (`control_token`).
 
 from __future__ import annotations
 
-import hmac
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.params import Depends as DependsParam
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from app.bearer import bearer_matches
 
 # Reason strings are upstream vocabulary (Gemini block reasons, finish reasons, ...), so
 # they are checked for shape only; each emulator decides what they mean.
@@ -270,14 +271,9 @@ def control_guard(token: str | None) -> Sequence[DependsParam]:
     whose admin token it is)."""
     if token is None:
         return ()
-    expected = token.encode()
 
     def require_token(request: Request) -> None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        # Bytes on both sides: compare_digest refuses non-ASCII str.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode("utf-8", "replace"), expected
-        ):
+        if not bearer_matches(request.headers.get("authorization", ""), token):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "Emulator control needs the gateway's admin token (Authorization: Bearer).",
