@@ -5,19 +5,18 @@ leaks pool slots for good (encode/httpcore#1093, #830; see app.providers.transpo
 the attempt's deadline is handed to the transport, whose own timeouts end the exchange in
 time, and the caller waits for the attempt with a backstop that stops waiting (but does
 not cancel) a moment after the deadline. An attempt that outlives its backstop is left to
-finish on its own; its HTTP exchanges cannot outlive the deadline by more than a socket
-operation.
+finish on its own (its HTTP exchanges end at the deadline: every socket operation is capped
+by it), and it keeps its model and provider slots until it has really ended.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -65,12 +64,13 @@ async def call_with_retries(
     while True:
         attempt += 1
         try:
-            async with _slot(limiter, deadline, what), _slot(upstream_slots, deadline, what):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise UpstreamTimeout(f"{what}: deadline passed before attempt {attempt}")
-                ends = time.monotonic() + min(policy.attempt_timeout, remaining)
-                return await _attempt(call, ends, what)
+            held = await _take_slots((limiter, upstream_slots), deadline, what)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _release(held)
+                raise UpstreamTimeout(f"{what}: deadline passed before attempt {attempt}")
+            ends = time.monotonic() + min(policy.attempt_timeout, remaining)
+            return await _attempt(call, ends, what, held)
         except ProviderError as exc:
             error = exc
         if not error.retryable or attempt >= policy.max_attempts:
@@ -90,11 +90,18 @@ async def call_with_retries(
         await asyncio.sleep(delay)
 
 
-async def _attempt(call: Callable[[], Awaitable[T]], ends: float, what: str) -> T:
-    """`call()` with every upstream exchange bounded by `ends`, awaited without cancelling."""
+async def _attempt(
+    call: Callable[[], Awaitable[T]], ends: float, what: str, held: list[asyncio.Semaphore]
+) -> T:
+    """`call()` with every upstream exchange bounded by `ends`, awaited without cancelling.
+
+    The slots in `held` are given back when the attempt's task ends, not when we stop
+    waiting for it: an abandoned attempt is still running upstream, and a retry that took
+    its slots at once would exceed the model's and the provider's caps.
+    """
     task: asyncio.Future[T] | None = None
-    gate = _start_gate()
     try:
+        gate = _start_gate()
         try:
             # Our own semaphore: timing its wait out cancels nothing of httpx's.
             async with asyncio.timeout(max(0.0, ends - time.monotonic())):
@@ -105,6 +112,7 @@ async def _attempt(call: Callable[[], Awaitable[T]], ends: float, what: str) -> 
             with attempt_deadline(ends):
                 # The task copies the context, so the deadline travels with it.
                 task = asyncio.ensure_future(call())
+            task.add_done_callback(lambda _: _release(held))
             # Its first step, the SDK's synchronous request building (milliseconds), runs
             # now, before this gate slot lets another attempt start: see _start_gate.
             await asyncio.sleep(0)
@@ -112,8 +120,10 @@ async def _attempt(call: Callable[[], Awaitable[T]], ends: float, what: str) -> 
             gate.release()
         done, _ = await asyncio.wait({task}, timeout=ends - time.monotonic() + BACKSTOP_GRACE)
     finally:
-        # Also when our caller is cancelled: the attempt ends by its own deadline.
-        if task is not None and not task.done():
+        if task is None:
+            _release(held)  # never started: nothing runs upstream
+        elif not task.done():
+            # Also when our caller is cancelled: the attempt ends by its own deadline.
             task.add_done_callback(_forget)
     if not done:
         raise UpstreamTimeout(f"{what}: upstream did not answer in time")
@@ -150,19 +160,28 @@ def _forget(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-@contextlib.asynccontextmanager
-async def _slot(
-    limiter: asyncio.Semaphore | None, deadline: float, what: str
-) -> AsyncIterator[None]:
-    if limiter is None:
-        yield
-        return
+async def _take_slots(
+    limiters: tuple[asyncio.Semaphore | None, ...], deadline: float, what: str
+) -> list[asyncio.Semaphore]:
+    """A slot of each limiter, in order, each wait bounded by `deadline`; all or none."""
+    held: list[asyncio.Semaphore] = []
     try:
-        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-            await limiter.acquire()
+        for limiter in limiters:
+            if limiter is None:
+                continue
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await limiter.acquire()
+            held.append(limiter)
     except TimeoutError:
+        _release(held)
         raise UpstreamTimeout(f"{what}: no upstream slot free before the deadline") from None
-    try:
-        yield
-    finally:
-        limiter.release()
+    except BaseException:
+        _release(held)
+        raise
+    return held
+
+
+def _release(held: list[asyncio.Semaphore]) -> None:
+    """Gives the slots back, once (the list is emptied)."""
+    while held:
+        held.pop().release()

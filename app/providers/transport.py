@@ -12,11 +12,13 @@ Why httpx without cancellation, and not aiohttp (the evidence, December 2026):
   (googleapis/python-genai#1083, open), and a custom httpx client had to force httpx anyway
   (#1565). Our emulated mode and fast tests run on httpx.ASGITransport, which aiohttp cannot
   use; one transport for all three providers keeps one set of limits and one code path.
-So: nothing cancels an HTTP call. Every socket operation gets a timeout that is the time
-left to the attempt's deadline (httpcore reads the `timeout` extension at each operation,
-so a dict whose `get()` computes it turns per-operation timeouts into one deadline), the
-body is checked against the deadline as it arrives, and the caller's backstop in
-app.providers.retry waits without cancelling.
+So: nothing cancels an HTTP call. Every socket operation (connect, TLS, each read and
+write) gets a timeout that is at most the time left to the attempt's deadline: httpcore
+reads its `timeout` extension only once per phase (response head, body), so the pool's
+network backend caps each operation itself (_DeadlineBackend), and a server dripping
+headers or body bytes is cut at the deadline. The body is also checked against the
+deadline as it arrives, and the caller's backstop in app.providers.retry waits without
+cancelling.
 
 On top of that, per provider:
 - in-flight exchanges are bounded by a semaphore below the pool size, so the pool is never
@@ -35,12 +37,14 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 
 from app.providers.base import ProviderError, Unavailable, UpstreamBadRequest, UpstreamTimeout
@@ -116,8 +120,8 @@ class UpstreamLimits:
 class _DeadlineTimeouts(dict[str, float | None]):
     """httpcore's `timeout` extension, each value capped by the time left to `deadline`.
 
-    httpcore looks the values up at every connect, write and read, so the cap shrinks as
-    the attempt goes on and a body trickling in cannot outlive the deadline.
+    httpcore looks the values up once per phase (pool wait, connect, response head, body);
+    the per-operation cap is _DeadlineStream's, this one bounds the pool wait.
     """
 
     def __init__(self, base: dict[str, float | None], deadline: float | None) -> None:
@@ -286,10 +290,10 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         try:
             return await inner.handle_async_request(request)
         except httpx.PoolTimeout:
-            # We hold a slot, so fewer than max_in_flight < max_connections exchanges are
-            # ours: a pool with no connection to give has lost slots and never recovers.
-            if self.in_flight >= self._limits.max_connections:
-                raise
+            # No condition to test: every exchange on this pool holds one of our slots, so
+            # fewer than max_in_flight < max_connections are running, and httpcore waits
+            # (and times out) only when it has no connection to assign. So the pool has
+            # lost slots (httpcore#1093) and will never recover.
             self._rebuild(inner)
             # Never sent (no connection was handed out), so sending it again is safe.
             return await self._inner.handle_async_request(request)
@@ -372,10 +376,100 @@ async def _close_quietly(transport: httpx.AsyncBaseTransport) -> None:
         log.info("closing a retired upstream pool failed", extra={"error": type(exc).__name__})
 
 
+def _capped(timeout: float | None, error: type[Exception], what: str) -> float | None:
+    """`timeout` capped by the time left to the current attempt's deadline; `error` at once
+    if that has passed (raised inside httpcore, which cleans up as for any timeout)."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error(f"attempt deadline passed before {what}")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.AsyncNetworkStream):
+    """A socket whose every read and write ends by the deadline of the attempt using it.
+
+    httpcore reads its `timeout` extension once per phase (once for the response head,
+    once for the body), so a server dripping header lines or body bytes would keep an
+    exchange, and our slot, past the deadline; here each socket operation is capped. The
+    deadline is looked up at each call: a kept-alive connection serves many attempts.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    # httpcore's interface passes timeouts as arguments (ASYNC109 does not apply).
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        return await self._inner.read(max_bytes, _capped(timeout, httpcore.ReadTimeout, "a read"))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, _capped(timeout, httpcore.WriteTimeout, "a write"))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> httpcore.AsyncNetworkStream:
+        timeout = _capped(timeout, httpcore.ConnectTimeout, "the TLS handshake")
+        return _DeadlineStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's default backend, its connects and streams capped by the deadline."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        timeout = _capped(timeout, httpcore.ConnectTimeout, "connecting")
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        timeout = _capped(timeout, httpcore.ConnectTimeout, "connecting")
+        return _DeadlineStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
 def pooled_transport(limits: UpstreamLimits) -> httpx.AsyncHTTPTransport:
-    return httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(
-            max_connections=limits.max_connections,
-            max_keepalive_connections=min(20, limits.max_connections),
-        )
+    """httpx's transport on a pool whose sockets honour the attempt deadline.
+
+    httpx.AsyncHTTPTransport takes no network backend, so its pool is replaced by one built
+    as its __init__ builds it (HTTP/1.1 only, no connect retries), plus the backend.
+    """
+    ssl_context = httpx.create_ssl_context()
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=min(20, limits.max_connections),
+        keepalive_expiry=5.0,
+        http1=True,
+        http2=False,
+        retries=0,
+        network_backend=_DeadlineBackend(),
     )
+    return transport
