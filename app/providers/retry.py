@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from app.providers.base import ProviderError, UpstreamTimeout
-from app.providers.transport import attempt_deadline
+from app.providers.sockets import attempt_deadline
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ Why httpx without cancellation, and not aiohttp (the evidence, December 2026):
 So: nothing cancels an HTTP call. Every socket operation (connect, TLS, each read and
 write) gets a timeout that is at most the time left to the attempt's deadline: httpcore
 reads its `timeout` extension only once per phase (response head, body), so the pool's
-network backend caps each operation itself (_DeadlineBackend), and a server dripping
+network backend caps each operation itself (app.providers.sockets), and a server dripping
 headers or body bytes is cut at the deadline. The body is also checked against the
 deadline as it arrives, and the caller's backstop in app.providers.retry waits without
 cancelling.
@@ -34,13 +34,10 @@ On top of that, per provider:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
-import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,25 +45,12 @@ import httpcore
 import httpx
 
 from app.providers.base import ProviderError, Unavailable, UpstreamBadRequest, UpstreamTimeout
+from app.providers.sockets import DeadlineBackend, current_deadline
 
 log = logging.getLogger(__name__)
 
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "imagegate_upstream_deadline", default=None
-)
 # Seconds an old pool is kept after a rebuild, so exchanges still running on it can finish.
 _RETIRE_AFTER = 120.0
-
-
-@contextlib.contextmanager
-def attempt_deadline(when: float) -> Iterator[None]:
-    """Every upstream exchange started inside this block (and in tasks created inside it)
-    ends by `when`, a time.monotonic() value."""
-    token = _DEADLINE.set(when)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
 
 
 class ResponseTooLarge(httpx.DecodingError):
@@ -247,7 +231,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         return self._inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        deadline = _DEADLINE.get()
+        deadline = current_deadline()
         limits = self._limits
         request.extensions["timeout"] = _DeadlineTimeouts(
             {
@@ -376,84 +360,6 @@ async def _close_quietly(transport: httpx.AsyncBaseTransport) -> None:
         log.info("closing a retired upstream pool failed", extra={"error": type(exc).__name__})
 
 
-def _capped(timeout: float | None, error: type[Exception], what: str) -> float | None:
-    """`timeout` capped by the time left to the current attempt's deadline; `error` at once
-    if that has passed (raised inside httpcore, which cleans up as for any timeout)."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise error(f"attempt deadline passed before {what}")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.AsyncNetworkStream):
-    """A socket whose every read and write ends by the deadline of the attempt using it.
-
-    httpcore reads its `timeout` extension once per phase (once for the response head,
-    once for the body), so a server dripping header lines or body bytes would keep an
-    exchange, and our slot, past the deadline; here each socket operation is capped. The
-    deadline is looked up at each call: a kept-alive connection serves many attempts.
-    """
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-
-    # httpcore's interface passes timeouts as arguments (ASYNC109 does not apply).
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        return await self._inner.read(max_bytes, _capped(timeout, httpcore.ReadTimeout, "a read"))
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await self._inner.write(buffer, _capped(timeout, httpcore.WriteTimeout, "a write"))
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> httpcore.AsyncNetworkStream:
-        timeout = _capped(timeout, httpcore.ConnectTimeout, "the TLS handshake")
-        return _DeadlineStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's default backend, its connects and streams capped by the deadline."""
-
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        timeout = _capped(timeout, httpcore.ConnectTimeout, "connecting")
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _DeadlineStream(stream)
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        timeout = _capped(timeout, httpcore.ConnectTimeout, "connecting")
-        return _DeadlineStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
 def pooled_transport(limits: UpstreamLimits) -> httpx.AsyncHTTPTransport:
     """httpx's transport on a pool whose sockets honour the attempt deadline.
 
@@ -470,6 +376,6 @@ def pooled_transport(limits: UpstreamLimits) -> httpx.AsyncHTTPTransport:
         http1=True,
         http2=False,
         retries=0,
-        network_backend=_DeadlineBackend(),
+        network_backend=DeadlineBackend(),
     )
     return transport
