@@ -343,3 +343,20 @@ def test_a_request_pipelined_behind_a_slow_one_is_answered(target: Target) -> No
         _, received = _until_closed(sock, SLOW + 2 * HEADER_TIMEOUT + 5)
     statuses = _status_lines(received)
     assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"], received[:500]
+
+
+def test_oversized_headers_arriving_in_one_read_are_refused(target: Target) -> None:
+    """Small enough to be parsed whole from one read, so checked once parsed."""
+    block = (
+        b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n"
+        + b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 1000) for i in range(20))
+        + b"\r\n"
+    )
+    with target.connect() as sock:
+        sock.sendall(block)
+        closed, received = _until_closed(sock, 10)
+    assert _status_lines(received) in (
+        [b"HTTP/1.1 431 Request Header Fields Too Large"],
+        [b"HTTP/1.1 400 Bad Request"],  # h11's own cap, which answers first on that parser
+    ), received[:300]
+    assert closed
