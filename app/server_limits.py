@@ -193,6 +193,11 @@ class _Guard:
         cycle = self._cycle
         if cycle is None or self._body_done or self._transport.is_closing():
             return
+        if self._flow.read_paused:
+            # Not the client's delay: uvicorn is not reading (a pipelined request waits
+            # for the previous response, or the application for its buffered body).
+            self._arm(self._config.body_timeout, self._body_late)
+            return
         log.info("request body not complete within %s s", self._config.body_timeout)
         answer = b""
         if not cycle.response_started:

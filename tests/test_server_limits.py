@@ -360,3 +360,19 @@ def test_oversized_headers_arriving_in_one_read_are_refused(target: Target) -> N
         [b"HTTP/1.1 400 Bad Request"],  # h11's own cap, which answers first on that parser
     ), received[:300]
     assert closed
+
+
+def test_a_pipelined_body_sent_late_waits_for_its_turn(target: Target) -> None:
+    """Its body is unread while the first request runs: no 408 for that (httptools
+    stops reading once the pipelined request's headers are parsed)."""
+    target.delay_next_generation(SLOW)
+    body = json.dumps({"prompt": "the pipelined one"}).encode()
+    head = _slow_generation(target.key).partition(b"\r\n\r\n")[0].rsplit(b"\r\n", 1)[0]
+    with target.connect() as sock:
+        sock.sendall(_slow_generation(target.key))
+        time.sleep(0.5)
+        sock.sendall(head + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.5)
+        sock.sendall(body)
+        _, received = _until_closed(sock, SLOW + BODY_TIMEOUT + HEADER_TIMEOUT + 10)
+    assert _status_lines(received) == [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK"], received[:300]
