@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 from app.errors import InvalidRequest
 from app.generation.decode_budget import DecodeBudget
+from app.imaging.decode import ImageDecodeError, open_bounded
 from app.providers.base import SourceImage
-from app.storage.images import ImageDecodeError, open_bounded
 
 FIELD = "sourceImage"
 _FORMAT_HINT = f"{FIELD} must be a data URL like data:image/png;base64,... (png, jpeg or webp)"
