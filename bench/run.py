@@ -486,7 +486,7 @@ def encode_cost(rounds: int) -> dict[str, float]:
     from PIL import Image
 
     from app.emulators.gemini import synthesize_png
-    from app.storage import images
+    from app.imaging import webp as images
 
     png = synthesize_png(f"{PROMPT} [gemini-2.5-flash-image 1:1]", 1024, 1024)
     normalise, encode = [], []

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Security
 from app.api.deps import authenticated, get_services
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Models, Presets
-from app.generation.aspect import CONTRACT_RATIOS
 from app.generation.presets import DEFAULT_PRESET, all_presets
 from app.generation.request import DEFAULT_MODEL
+from app.imaging.aspect import CONTRACT_RATIOS
 from app.providers.catalog import CatalogModel
 from app.services import Services
 from app.tenants.service import AuthContext

@@ -32,9 +32,9 @@ from app.api.schemas.openai import (
     OpenAIModelList,
 )
 from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
-from app.generation.aspect import CONTRACT_RATIOS, nearest_native
 from app.generation.request import DEFAULT_MODEL, MAX_IMAGES, parse_generate_request
 from app.generation.service import GenerationResult
+from app.imaging.aspect import CONTRACT_RATIOS, nearest_native
 from app.providers.catalog import Catalog
 from app.services import Services
 from app.tenants.service import AuthContext

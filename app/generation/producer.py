@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.generation.decode_budget import DecodeBudget
+from app.imaging.decode import decoded_size
+from app.imaging.webp import TRANSCODE_COST, EncodedImage, normalise_to_webp, passthrough
 from app.observability.metrics import Metrics
 from app.providers.base import (
     ImageRequest,
@@ -24,13 +26,6 @@ from app.providers.base import (
 from app.providers.catalog import CatalogModel
 from app.providers.retry import RetryPolicy, call_with_retries
 from app.storage.base import ImageStore
-from app.storage.images import (
-    TRANSCODE_COST,
-    EncodedImage,
-    decoded_size,
-    normalise_to_webp,
-    passthrough,
-)
 from app.storage.keys import object_key
 
 # Errors that say "this upstream cannot serve right now", which a fallback model may fix.

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InvalidRequest
-from app.generation.aspect import CONTRACT_RATIOS
 from app.generation.presets import PRESET_NAMES
+from app.imaging.aspect import CONTRACT_RATIOS
 from app.providers.catalog import Catalog, CatalogModel
 
 DEFAULT_MODEL = "google/gemini-2.5-flash-image"

@@ -34,12 +34,12 @@ from app.generation.presets import apply_preset
 from app.generation.producer import ImageProducer, Job, StoredImage
 from app.generation.request import GenerateRequest
 from app.generation.source_image import decode_source_image
+from app.imaging.decode import ImageDecodeError
 from app.observability.metrics import Metrics
 from app.providers.base import Moderated, ProviderError, SourceImage
 from app.providers.catalog import Catalog, CatalogModel
 from app.settings import Settings
 from app.storage.base import ImageStore, StorageUnavailable
-from app.storage.images import ImageDecodeError
 from app.tenants.service import AuthContext
 
 log = logging.getLogger(__name__)

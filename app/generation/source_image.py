@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from app.errors import InvalidRequest
 from app.generation.decode_budget import DecodeBudget
+from app.imaging.decode import ImageDecodeError, open_bounded
+from app.imaging.formats import STILL_TYPES, sniff_image_type
 from app.providers.base import SourceImage
-from app.storage.images import ImageDecodeError, open_bounded
 
 FIELD = "sourceImage"
 _FORMAT_HINT = f"{FIELD} must be a data URL like data:image/png;base64,... (png, jpeg or webp)"
@@ -86,8 +87,8 @@ def _check_header(value: str, *, max_bytes: int, max_pixels: int) -> _Checked:
 
     data = _decode_base64(payload, max_bytes=max_bytes)
     del payload  # a copy of the base64 text (partition): not held through the checks
-    actual = _sniff(data)
-    if actual is None:
+    actual = sniff_image_type(data)
+    if actual not in STILL_TYPES:
         raise InvalidRequest(f"{FIELD} is not a png, jpeg or webp image", field=FIELD)
     if actual != mime_type:
         raise InvalidRequest(
@@ -157,14 +158,3 @@ def _decode_base64(payload: str, *, max_bytes: int) -> bytes:
             field=FIELD,
         )
     return data
-
-
-def _sniff(data: bytes) -> str | None:
-    """The MIME type the magic bytes say, independent of what the client declared."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None

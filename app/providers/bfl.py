@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from app.imaging.formats import STILL_TYPES, sniff_image_type
 from app.providers.base import (
     ImageRequest,
     Moderated,
@@ -46,10 +47,6 @@ MAX_JSON_BYTES = 1024 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Runs this long of base64-ish characters are image data echoed back, never a message.
 _BLOB = re.compile(r"[A-Za-z0-9+/=_-]{64,}")
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-)
 
 
 def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
@@ -340,11 +337,9 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 
 
 def _sniff(data: bytes) -> str:
-    for magic, mime_type in _MAGIC:
-        if data.startswith(magic):
-            return mime_type
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
+    mime_type = sniff_image_type(data)
+    if mime_type is not None and mime_type in STILL_TYPES:
+        return mime_type
     raise Unavailable("BFL sample is not a PNG, JPEG or WebP image")
 
 

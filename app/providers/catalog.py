@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.generation.aspect import nearest_native, parse_ratio
+from app.imaging.aspect import nearest_native, parse_ratio
 
 
 class CatalogModel(BaseModel):

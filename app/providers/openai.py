@@ -26,6 +26,7 @@ from openai.types.responses import Response as OpenAIResponse
 from openai.types.responses import ResponseInputMessageContentListParam
 from openai.types.responses.response_output_item import ImageGenerationCall
 
+from app.imaging.formats import sniff_image_type
 from app.providers.base import (
     ImageRequest,
     Moderated,
@@ -55,11 +56,6 @@ OUTPUT_FORMAT: Literal["webp"] = "webp"
 OUTPUT_COMPRESSION = 90
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 _FILE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF8", "image/gif"),
-)
 # Scrubbed from upstream messages before they reach our errors (and so users and logs).
 _SECRETS = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_*.-]{4,}")
 _BLOBS = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
@@ -220,12 +216,7 @@ def _provider_image(b64: str, text: str | None) -> ProviderImage:
 
 def _sniff_mime_type(data: bytes) -> str:
     """The format the bytes really are: we ask for WebP, but trust the magic, not the ask."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    for magic, mime in _MAGIC:
-        if data.startswith(magic):
-            return mime
-    return "application/octet-stream"
+    return sniff_image_type(data) or "application/octet-stream"
 
 
 # --- the one error boundary ----------------------------------------------------------

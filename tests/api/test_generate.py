@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from app.db.models import CreditHold, Generation
 from app.db.models import Image as ImageRow
-from app.generation.aspect import CONTRACT_RATIOS
+from app.imaging.aspect import CONTRACT_RATIOS
 from tests.support.gateway import Stack, TenantHandle
 
 PATH = "/api/v1/generate-image"

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import Generation
 from app.db.models import Image as ImageRow
-from app.generation.aspect import CONTRACT_RATIOS
 from app.generation.presets import PRESET_NAMES
+from app.imaging.aspect import CONTRACT_RATIOS
 from app.main import create_app
 from app.providers.catalog import Catalog
 from tests.support.gateway import Stack, TenantHandle, gateway_settings

@@ -10,7 +10,7 @@ from fractions import Fraction
 import pytest
 from PIL import Image
 
-from app.generation.aspect import CONTRACT_RATIOS
+from app.imaging.aspect import CONTRACT_RATIOS
 from app.providers.catalog import Catalog
 from tests.support.gateway import Stack
 

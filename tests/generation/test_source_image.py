@@ -66,6 +66,11 @@ def test_unsupported_declared_type() -> None:
     rejects(data_url("gif", image_bytes("GIF")), "unsupported type image/gif")
 
 
+def test_gif_bytes_under_a_png_label_are_not_an_image_we_take() -> None:
+    # The shared sniffer names GIF (an upstream may send one); a source image still is not.
+    rejects(data_url("png", image_bytes("GIF")), "is not a png, jpeg or webp image")
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -6,8 +6,9 @@ import struct
 import pytest
 from PIL import Image
 
-from app.generation.aspect import CONTRACT_RATIOS, parse_ratio
-from app.storage.images import EncodedImage, ImageDecodeError, normalise_to_webp
+from app.imaging.aspect import CONTRACT_RATIOS, parse_ratio
+from app.imaging.decode import ImageDecodeError
+from app.imaging.webp import EncodedImage, normalise_to_webp
 from tests.support.images import png_header_only
 
 MAX_PIXELS = 40_000_000

@@ -11,9 +11,10 @@ import io
 import struct
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageOps, UnidentifiedImageError, _imaging
+from PIL import Image, ImageOps
 
-from app.generation.aspect import centre_crop_box, parse_ratio
+from app.imaging.aspect import centre_crop_box, parse_ratio
+from app.imaging.decode import ImageDecodeError, load_pixels, open_bounded
 
 # Quality 82: no visible loss on generated images at a fraction of the PNG size.
 WEBP_QUALITY = 82
@@ -22,31 +23,15 @@ WEBP_QUALITY = 82
 # 60 ms budget and is within ~4% of method 4's size.
 WEBP_METHOD = 2
 
-# What upstream providers return. Refusing the rest keeps Pillow's rarer (and riskier)
-# decoders, e.g. EPS via Ghostscript, out of reach of whatever bytes an upstream sends.
-ACCEPTED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
-
 # Decoded images held at once by `normalise_to_webp`, in units of the input's pixels:
 # the decoded input, a converted or cropped copy, and libwebp's ARGB and YUV buffers.
 # Measured on a 6000x6000 PNG: a plain decode peaks at +138 MiB, the whole transcode at
 # +334 MiB (2.4x), so 3 leaves room for a mode conversion.
 TRANSCODE_COST = 3
 
-# Pillow allocates decoded pixels in blocks of 16 MiB by default. glibc serves blocks of
-# that size from its per-thread heaps once its adaptive mmap threshold has grown (up to
-# 32 MiB) and keeps them after free, so RSS grew with the number of threads that ever
-# decoded a big image, whatever the decode budget allows at once (bench/decode_memory.py:
-# peak 580 -> 360 MiB). Larger blocks are always mmap'ed, and so returned when freed.
-PIXEL_BLOCK_BYTES = 64 * 1024 * 1024
-_imaging.set_block_size(PIXEL_BLOCK_BYTES)
-
 _EXIF_ORIENTATION = 0x0112
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _RGB_SPACE_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"})
-
-
-class ImageDecodeError(ValueError):
-    """The bytes are not an image we can decode (or are too large to decode safely)."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +63,9 @@ def normalise_to_webp(data: bytes, aspect_ratio: str, *, max_pixels: int) -> Enc
         if _is_passthrough_webp(image, aspect_ratio):
             # EXIF without a rotation, or a layout the header check does not know: a
             # WebP that decodes is still passed through.
-            _load(image)
+            load_pixels(image)
             return EncodedImage(data=data, width=image.width, height=image.height)
-        _load(image)
+        load_pixels(image)
         # In place: without a rotation tag this is a no-op, where the default returns a
         # full copy (one more decoded image held at once, see TRANSCODE_COST).
         ImageOps.exif_transpose(image, in_place=True)
@@ -118,57 +103,6 @@ def passthrough(data: bytes, aspect_ratio: str, *, max_pixels: int) -> EncodedIm
     if size is None:
         return None
     return EncodedImage(data=data, width=size[0], height=size[1])
-
-
-def decoded_size(
-    data: bytes, *, max_pixels: int, formats: tuple[str, ...] = ACCEPTED_FORMATS
-) -> tuple[int, int]:
-    """(width, height) from the header alone; ImageDecodeError as `open_bounded` says."""
-    image = open_bounded(data, max_pixels=max_pixels, formats=formats)
-    try:
-        return image.width, image.height
-    finally:
-        image.close()
-
-
-def open_bounded(
-    data: bytes, *, max_pixels: int, formats: tuple[str, ...] = ACCEPTED_FORMATS
-) -> Image.Image:
-    """Open an image lazily and reject it from its header if it has too many pixels.
-
-    Pillow only parses the header here; pixel data is decoded later by `load()`, so a
-    decompression bomb is refused before it can allocate anything large.
-    """
-    if not data:
-        raise ImageDecodeError("image is empty")
-    try:
-        image = Image.open(io.BytesIO(data), formats=formats)
-    except Image.DecompressionBombError as exc:
-        # Pillow's own (global) limit is looser than ours; report it the same way.
-        raise ImageDecodeError(f"image has too many pixels (limit {max_pixels})") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageDecodeError("not a decodable image") from exc
-    pixels = image.width * image.height
-    if pixels > max_pixels:
-        image.close()
-        raise ImageDecodeError(
-            f"image is {image.width}x{image.height} ({pixels} pixels), "
-            f"more than the limit of {max_pixels}"
-        )
-    if pixels == 0:
-        image.close()
-        raise ImageDecodeError("image has no pixels")
-    return image
-
-
-def _load(image: Image.Image) -> None:
-    try:
-        image.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("image has too many pixels") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        # Truncated or corrupt pixel data surfaces only when decoding.
-        raise ImageDecodeError("image data is corrupt or truncated") from exc
 
 
 def _is_passthrough_webp(image: Image.Image, aspect_ratio: str) -> bool:
