@@ -20,6 +20,7 @@ from app.credits.ledger import get_balance
 from app.db.models import new_id
 from app.db.statuses import JobStatus
 from app.errors import InsufficientCredits
+from app.generation.pricing import required_credits
 from app.generation.request import GenerateRequest
 from app.jobs import service as jobs
 from app.services import Services
@@ -52,7 +53,7 @@ async def submit(
     if parsed.source_image is not None:
         source = await services.generation.decode_source(parsed.source_image)
     job_id = new_id()
-    required = parsed.model.price * parsed.num_images
+    required = required_credits(parsed)
 
     async def create(session: AsyncSession) -> dict[str, Any]:
         # Checked now so an obvious 402 is not deferred; the job reserves when it runs.
