@@ -11,6 +11,7 @@ can exist for the key.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -42,6 +43,15 @@ class Claim:
 
     record_id: str
     replay: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Once:
+    """What `run_once` answers: the response it just ran and remembered, or (`replayed`)
+    the key's stored response from an earlier request."""
+
+    response: dict[str, Any]
+    replayed: bool
 
 
 def validate_key(value: str) -> str:
@@ -135,6 +145,34 @@ async def claim(
         raise error
     assert record.response_body is not None
     return Claim(record.id, replay=json.loads(record.response_body))
+
+
+async def run_once(
+    sessions: async_sessionmaker[AsyncSession],
+    tenant_id: str,
+    key: str,
+    body_hash: str,
+    *,
+    lock_for: timedelta,
+    run: Callable[[], Awaitable[dict[str, Any]]],
+) -> Once:
+    """Run `run` at most once for this key and body, outside any transaction.
+
+    A won claim runs it and remembers what it returns; if it raises (or is cancelled) the
+    claim is released, so only successes are remembered and a retry runs again. A
+    finished earlier request's response comes back with `replayed`; one still running or
+    with another body raises `IdempotencyConflict` (409).
+    """
+    claimed = await claim(sessions, tenant_id, key, body_hash, lock_for)
+    if claimed.replay is not None:
+        return Once(claimed.replay, replayed=True)
+    try:
+        response = await run()
+    except BaseException:
+        await asyncio.shield(release(sessions, claimed.record_id))
+        raise
+    await complete(sessions, claimed.record_id, response)
+    return Once(response, replayed=False)
 
 
 async def _won(

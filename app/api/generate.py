@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Security
 from fastapi.responses import JSONResponse
@@ -84,22 +82,22 @@ async def _generate_image(
         body, keys = result_body(result)
         return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
 
-    claim = await idempotency.claim(
+    async def run() -> dict[str, Any]:
+        result = await services.generation.generate(auth, generate_request)
+        body, keys = result_body(result)
+        return {"body": body, "keys": keys}
+
+    once = await idempotency.run_once(
         services.sessions,
         auth.tenant_id,
         idempotency.validate_key(idempotency_key),
         idempotency.request_hash(payload),
-        lock_for=timedelta(seconds=services.settings.upstream_deadline_seconds + 60),
+        lock_for=jobs_api.idempotency_lock(services),
+        run=run,
     )
-    if claim.replay is not None:  # a generation's 200, or the job an async request made
-        return await jobs_api.replay_response(services, claim.replay, base_url)
-    try:
-        result = await services.generation.generate(auth, generate_request)
-    except BaseException:
-        await asyncio.shield(idempotency.release(services.sessions, claim.record_id))
-        raise
-    body, keys = result_body(result)
-    await idempotency.complete(services.sessions, claim.record_id, {"body": body, "keys": keys})
+    if once.replayed:  # a generation's 200, or the job an async request made
+        return await jobs_api.replay_response(services, once.response, base_url)
+    body, keys = once.response["body"], once.response["keys"]
     return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
 
 

@@ -3,13 +3,11 @@ job; GET /api/v1/jobs/{id} reports status and progress, then the contract's body
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import idempotency
 from app.api.deps import authenticated, external_base_url, get_services
@@ -17,20 +15,16 @@ from app.api.rendering import ImageView, contract_body, with_urls
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Job
 from app.credits.ledger import get_balance
-from app.db.models import new_id
 from app.db.statuses import JobStatus
-from app.errors import InsufficientCredits
 from app.generation.request import GenerateRequest
 from app.jobs import service as jobs
 from app.services import Services
-from app.storage.keys import job_source_key
 from app.tenants.service import AuthContext
 
 router = APIRouter(dependencies=[Security(API_KEY)])
 
 REPLAYED = {"Idempotent-Replayed": "true"}
-# The key of an idempotency record's response that is an accepted job (not a 200 body).
-JOB_RECORD = "job"
+JOB_RECORD = jobs.JOB_RECORD
 
 
 def wants_async(request: Request) -> bool:
@@ -51,56 +45,26 @@ async def submit(
     source = None
     if parsed.source_image is not None:
         source = await services.generation.decode_source(parsed.source_image)
-    job_id = new_id()
-    required = parsed.model.price * parsed.num_images
-
-    async def create(session: AsyncSession) -> dict[str, Any]:
-        # Checked now so an obvious 402 is not deferred; the job reserves when it runs.
-        available = await get_balance(session, auth.tenant_id)
-        if available < required:
-            raise InsufficientCredits(required=required, available=available)
-        await jobs.create_job(
-            session,
-            job_id=job_id,
-            tenant_id=auth.tenant_id,
-            api_key_id=auth.api_key_id,
-            request=payload | {"model": parsed.model.id},
-            source_mime_type=source.mime_type if source else None,
-            num_images=parsed.num_images,
-        )
-        return {JOB_RECORD: _accepted_body(job_id)}
-
-    # Stored first: the job may run as soon as it commits.
-    if source is not None:
-        await services.image_store.put(
-            job_source_key(auth.tenant_id, job_id), source.data, source.mime_type
-        )
-    replay: dict[str, Any] | None = None
-    created = False
-    try:
-        if key is None:
-            async with services.sessions() as session, session.begin():
-                await create(session)
-        else:
-            claim = await idempotency.claim(
-                services.sessions,
-                auth.tenant_id,
-                key,
-                idempotency.request_hash(payload),
-                lock_for=timedelta(seconds=services.settings.upstream_deadline_seconds + 60),
-                on_claim=create,
-            )
-            replay = claim.replay
-        created = replay is None
-    finally:
-        if source is not None and not created:  # no job will read it
-            await asyncio.shield(
-                services.image_store.delete(job_source_key(auth.tenant_id, job_id))
-            )
-    if replay is not None:
-        return await replay_response(services, replay, external_base_url(request))
+    submission = await jobs.submit_job(
+        sessions=services.sessions,
+        image_store=services.image_store,
+        tenant_id=auth.tenant_id,
+        api_key_id=auth.api_key_id,
+        payload=payload,
+        request=parsed,
+        source=source,
+        idempotency_key=key,
+        lock_for=idempotency_lock(services),
+    )
+    if submission.replay is not None:
+        return await replay_response(services, submission.replay, external_base_url(request))
     services.job_runner.wake()
-    return _accepted(_accepted_body(job_id))
+    return _accepted(jobs.accepted_body(submission.job_id))
+
+
+def idempotency_lock(services: Services) -> timedelta:
+    """How long a claimed key stays in progress before another request may take it over."""
+    return timedelta(seconds=services.settings.upstream_deadline_seconds + 60)
 
 
 async def replay_response(
@@ -111,10 +75,6 @@ async def replay_response(
         return _accepted(replay[JOB_RECORD], replayed=True)
     body = await with_urls(replay["body"], replay["keys"], services.image_store, base_url)
     return JSONResponse(body, headers=REPLAYED)
-
-
-def _accepted_body(job_id: str) -> dict[str, Any]:
-    return {"id": job_id, "status": JobStatus.QUEUED, "statusUrl": f"/api/v1/jobs/{job_id}"}
 
 
 def _accepted(body: dict[str, Any], *, replayed: bool = False) -> JSONResponse:

@@ -31,6 +31,7 @@ from app.errors import (
 )
 from app.generation.decode_budget import DecodeBusy
 from app.generation.presets import apply_preset
+from app.generation.pricing import required_credits
 from app.generation.producer import ImageProducer, Job, StoredImage
 from app.generation.request import GenerateRequest
 from app.generation.source_image import decode_source_image
@@ -109,7 +110,7 @@ class GenerationService:
         created = utcnow()
         # Reserve for the dearest model that may serve, and capture what actually did.
         hold = await self._reserve(
-            auth, request, generation_id, created, max(m.price for m in chain) * request.num_images
+            auth, request, generation_id, created, required_credits(request, chain)
         )
         job = Job(
             tenant_id=auth.tenant_id,

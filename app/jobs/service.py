@@ -3,22 +3,30 @@
 State lives in the database so jobs survive a restart. A job is charged exactly once:
 each attempt records its generation id before it starts, so after a crash the next
 attempt first asks whether that generation already finished (and was charged).
-The service flushes; callers own transactions.
+The functions below `submit_job` flush; callers own transactions. `submit_job` is the
+submission use case and owns its transaction (with the idempotency claim).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.models import Generation, Image, Job, utcnow
+from app import idempotency
+from app.credits.ledger import get_balance
+from app.db.models import Generation, Image, Job, new_id, utcnow
 from app.db.statuses import GenerationStatus, JobStatus
-from app.errors import NotFound
+from app.errors import InsufficientCredits, NotFound
+from app.generation.pricing import required_credits
+from app.generation.request import GenerateRequest
+from app.providers.base import SourceImage
+from app.storage.base import ImageStore
 from app.storage.keys import job_source_key
 
 # Contract fields kept for a job; the source image goes to the image store instead.
@@ -33,6 +41,8 @@ FINAL_GENERATION = {
 DELIVERED_GENERATION = {GenerationStatus.SUCCEEDED, GenerationStatus.PARTIAL}
 # HTTP status of a job whose generation failed, by the generation's error code.
 ERROR_STATUS = {"content_rejected": 400, "dependency_unavailable": 503}
+# The key of an idempotency record's response that is an accepted job (not a 200 body).
+JOB_RECORD = "job"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,80 @@ class JobView:
     job: Job
     generation: Generation | None
     images: list[Image]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A new job (`replay` is None), or the stored response of the idempotency key's
+    first request: a job's `{JOB_RECORD: accepted}` or a generation's 200."""
+
+    job_id: str
+    replay: dict[str, Any] | None = None
+
+
+def accepted_body(job_id: str) -> dict[str, Any]:
+    """The 202 body of a new job; also what its idempotency record remembers."""
+    return {"id": job_id, "status": JobStatus.QUEUED, "statusUrl": f"/api/v1/jobs/{job_id}"}
+
+
+async def submit_job(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    image_store: ImageStore,
+    tenant_id: str,
+    api_key_id: str,
+    payload: dict[str, Any],
+    request: GenerateRequest,
+    source: SourceImage | None,
+    idempotency_key: str | None,
+    lock_for: timedelta,
+) -> Submission:
+    """Queue a job for `request`; with an (already validated) idempotency key, the key's
+    job: one per key and body. The claim, the 402 pre-check and the job row are one
+    transaction; a stored source no job will read is deleted again."""
+    job_id = new_id()
+    required = required_credits(request)
+
+    async def create(session: AsyncSession) -> dict[str, Any]:
+        # Checked now so an obvious 402 is not deferred; the job reserves when it runs.
+        available = await get_balance(session, tenant_id)
+        if available < required:
+            raise InsufficientCredits(required=required, available=available)
+        await create_job(
+            session,
+            job_id=job_id,
+            tenant_id=tenant_id,
+            api_key_id=api_key_id,
+            request=payload | {"model": request.model.id},
+            source_mime_type=source.mime_type if source else None,
+            num_images=request.num_images,
+        )
+        return {JOB_RECORD: accepted_body(job_id)}
+
+    # Stored first: the job may run as soon as it commits.
+    if source is not None:
+        await image_store.put(job_source_key(tenant_id, job_id), source.data, source.mime_type)
+    replay: dict[str, Any] | None = None
+    created = False
+    try:
+        if idempotency_key is None:
+            async with sessions() as session, session.begin():
+                await create(session)
+        else:
+            claim = await idempotency.claim(
+                sessions,
+                tenant_id,
+                idempotency_key,
+                idempotency.request_hash(payload),
+                lock_for=lock_for,
+                on_claim=create,
+            )
+            replay = claim.replay
+        created = replay is None
+    finally:
+        if source is not None and not created:  # no job will read it
+            await asyncio.shield(image_store.delete(job_source_key(tenant_id, job_id)))
+    return Submission(job_id, replay)
 
 
 async def create_job(

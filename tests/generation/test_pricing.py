@@ -1,0 +1,41 @@
+"""What a request reserves (app.generation.pricing): price x numImages, for the dearest
+model that may serve it."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.generation.pricing import required_credits
+from app.generation.request import parse_generate_request
+from app.providers.catalog import Catalog
+
+CATALOG = Catalog.load()
+
+
+@pytest.mark.parametrize("num_images", [1, 2, 4])
+def test_requested_model_price_times_images(num_images: int) -> None:
+    request = parse_generate_request(
+        {"prompt": "a fox", "model": "openai/gpt-image-1", "numImages": num_images}, CATALOG
+    )
+    assert request.model.price == 10
+    assert required_credits(request) == 10 * num_images
+
+
+def test_dearest_model_of_the_chain_counts() -> None:
+    request = parse_generate_request(
+        {"prompt": "a fox", "model": "google/gemini-2.5-flash-image", "numImages": 3}, CATALOG
+    )
+    dearer = CATALOG.get("google/gemini-3-pro-image")
+    assert dearer is not None and dearer.price == 13
+    assert required_credits(request, (request.model, dearer)) == 13 * 3
+    # The chain the catalog gives: a model and its cheaper fallback hold the model's price.
+    preview = parse_generate_request(
+        {"prompt": "a fox", "model": "google/gemini-3.1-flash-image-preview", "numImages": 2},
+        CATALOG,
+    )
+    assert required_credits(preview, CATALOG.chain(preview.model)) == 5 * 2
+
+
+def test_empty_chain_means_the_requested_model() -> None:
+    request = parse_generate_request({"prompt": "a fox", "model": "bfl/flux-kontext-pro"}, CATALOG)
+    assert required_credits(request, ()) == 5
