@@ -3,63 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits import ledger
 from app.credits.audit import audit_ledger
 from app.db.models import CreditAccount, LedgerEntry, utcnow
 from app.errors import InsufficientCredits, InvalidRequest
-from app.tenants.service import create_tenant
-
-Sessions = async_sessionmaker[AsyncSession]
-
-
-async def _tenant(sessions: Sessions, credits: int = 0) -> str:
-    async with sessions() as session, session.begin():
-        tenant = await create_tenant(session, f"l-{uuid.uuid4().hex[:12]}")
-        if credits:
-            await ledger.grant(session, tenant.id, credits)
-        return tenant.id
-
-
-async def _reserve(sessions: Sessions, tenant_id: str, amount: int, ttl: float = 600) -> str:
-    async with sessions() as session, session.begin():
-        hold = await ledger.reserve(
-            session,
-            tenant_id,
-            amount,
-            generation_id=str(uuid.uuid4()),
-            ttl=timedelta(seconds=ttl),
-        )
-        return hold.id
-
-
-async def _balance(sessions: Sessions, tenant_id: str) -> int:
-    async with sessions() as session:
-        return await ledger.get_balance(session, tenant_id)
-
-
-async def _problems_for(sessions: Sessions, tenant_id: str) -> list[str]:
-    async with sessions() as session:
-        report = await audit_ledger(session, tenant_ids=[tenant_id])
-    return [p.problem for p in report.problems if p.tenant_id == tenant_id]
+from tests.support.ledger import Sessions, balance, new_tenant, problems_for, reserve
 
 
 async def test_grant_reserve_capture_release(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions, 100)
-    hold_a = await _reserve(sessions, tenant_id, 40)
-    hold_b = await _reserve(sessions, tenant_id, 30)
-    assert await _balance(sessions, tenant_id) == 30
+    tenant_id = await new_tenant(sessions, 100)
+    hold_a = await reserve(sessions, tenant_id, 40)
+    hold_b = await reserve(sessions, tenant_id, 30)
+    assert await balance(sessions, tenant_id) == 30
     async with sessions() as session, session.begin():
         assert await ledger.settle(session, hold_a, 10)  # 10 of 40 captured
         assert await ledger.settle(session, hold_b, 0)  # nothing delivered
-    assert await _balance(sessions, tenant_id) == 90
+    assert await balance(sessions, tenant_id) == 90
     async with sessions() as session:
         kinds = (
             await session.scalars(
@@ -69,37 +33,37 @@ async def test_grant_reserve_capture_release(sessions: Sessions) -> None:
             )
         ).all()
     assert kinds == ["grant", "hold", "hold", "capture", "release"]
-    assert await _problems_for(sessions, tenant_id) == []
+    assert await problems_for(sessions, tenant_id) == []
 
 
 async def test_a_hold_settles_exactly_once(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions, 10)
-    hold_id = await _reserve(sessions, tenant_id, 10)
+    tenant_id = await new_tenant(sessions, 10)
+    hold_id = await reserve(sessions, tenant_id, 10)
     async with sessions() as session, session.begin():
         assert await ledger.settle(session, hold_id, 10)
     async with sessions() as session, session.begin():
         assert not await ledger.settle(session, hold_id, 0)
-    assert await _balance(sessions, tenant_id) == 0
-    assert await _problems_for(sessions, tenant_id) == []
+    assert await balance(sessions, tenant_id) == 0
+    assert await problems_for(sessions, tenant_id) == []
 
 
 async def test_reserve_beyond_balance_raises_with_numbers(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions, 7)
+    tenant_id = await new_tenant(sessions, 7)
     with pytest.raises(InsufficientCredits) as raised:
-        await _reserve(sessions, tenant_id, 8)
+        await reserve(sessions, tenant_id, 8)
     assert raised.value.extra == {"required": 8, "available": 7}
-    assert await _balance(sessions, tenant_id) == 7
+    assert await balance(sessions, tenant_id) == 7
 
 
 async def test_grant_must_be_positive(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions)
+    tenant_id = await new_tenant(sessions)
     async with sessions() as session, session.begin():
         with pytest.raises(InvalidRequest):
             await ledger.grant(session, tenant_id, 0)
 
 
 async def test_database_refuses_negative_balance(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions, 5)
+    tenant_id = await new_tenant(sessions, 5)
     with pytest.raises(IntegrityError):
         async with sessions() as session, session.begin():
             await session.execute(
@@ -108,30 +72,30 @@ async def test_database_refuses_negative_balance(sessions: Sessions) -> None:
 
 
 async def test_concurrent_reservations_never_overspend(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions, 50)
+    tenant_id = await new_tenant(sessions, 50)
 
     async def attempt() -> bool:
         try:
-            await _reserve(sessions, tenant_id, 5)
+            await reserve(sessions, tenant_id, 5)
         except InsufficientCredits:
             return False
         return True
 
     results = await asyncio.gather(*(attempt() for _ in range(30)))
     assert results.count(True) == 10
-    assert await _balance(sessions, tenant_id) == 0
-    assert await _problems_for(sessions, tenant_id) == []
+    assert await balance(sessions, tenant_id) == 0
+    assert await problems_for(sessions, tenant_id) == []
 
 
 async def test_audit_names_a_tampered_account(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions, 10)
+    tenant_id = await new_tenant(sessions, 10)
     async with sessions() as session, session.begin():
         await session.execute(
             update(CreditAccount)
             .where(CreditAccount.tenant_id == tenant_id)
             .values(balance=11, updated_at=utcnow())
         )
-    problems = await _problems_for(sessions, tenant_id)
+    problems = await problems_for(sessions, tenant_id)
     assert problems == ["balance 11 != sum of entries 10"]
     async with sessions() as session, session.begin():  # put it back for other tests
         await session.execute(
@@ -140,8 +104,8 @@ async def test_audit_names_a_tampered_account(sessions: Sessions) -> None:
 
 
 async def test_audit_finds_a_hold_settled_twice(sessions: Sessions) -> None:
-    tenant_id = await _tenant(sessions, 10)
-    hold_id = await _reserve(sessions, tenant_id, 10)
+    tenant_id = await new_tenant(sessions, 10)
+    hold_id = await reserve(sessions, tenant_id, 10)
     async with sessions() as session, session.begin():
         await ledger.settle(session, hold_id, 0)
         # A second release written behind the service's back, with its balance change.
@@ -149,7 +113,7 @@ async def test_audit_finds_a_hold_settled_twice(sessions: Sessions) -> None:
         await session.execute(
             update(CreditAccount).where(CreditAccount.tenant_id == tenant_id).values(balance=20)
         )
-    problems = await _problems_for(sessions, tenant_id)
+    problems = await problems_for(sessions, tenant_id)
     assert len(problems) == 1 and hold_id in problems[0]
     async with sessions() as session, session.begin():
         await session.execute(
@@ -167,15 +131,15 @@ async def test_audit_finds_a_hold_settled_twice(sessions: Sessions) -> None:
         await session.execute(
             update(CreditAccount).where(CreditAccount.tenant_id == tenant_id).values(balance=10)
         )
-    assert await _problems_for(sessions, tenant_id) == []
+    assert await problems_for(sessions, tenant_id) == []
 
 
 async def test_an_audit_scoped_to_one_tenant_ignores_another_tenants_broken_ledger(
     sessions: Sessions,
 ) -> None:
-    broken = await _tenant(sessions, 10)
-    clean = await _tenant(sessions, 10)
-    hold_id = await _reserve(sessions, clean, 4)
+    broken = await new_tenant(sessions, 10)
+    clean = await new_tenant(sessions, 10)
+    hold_id = await reserve(sessions, clean, 4)
     async with sessions() as session, session.begin():
         assert await ledger.settle(session, hold_id, 4)
         # An entry written straight into the table, without its balance change.

@@ -1,0 +1,48 @@
+"""Ledger helpers for tests that drive the ledger directly through a sessionmaker."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.credits import ledger
+from app.credits.audit import audit_ledger
+from app.tenants.service import create_tenant
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def new_tenant(sessions: Sessions, credits: int = 0) -> str:
+    """A fresh tenant's id, granted `credits`."""
+    async with sessions() as session, session.begin():
+        tenant = await create_tenant(session, f"l-{uuid.uuid4().hex[:12]}")
+        if credits:
+            await ledger.grant(session, tenant.id, credits)
+        return tenant.id
+
+
+async def reserve(sessions: Sessions, tenant_id: str, amount: int, ttl: float = 600) -> str:
+    """A committed hold's id (a negative `ttl` makes it already expired)."""
+    async with sessions() as session, session.begin():
+        hold = await ledger.reserve(
+            session,
+            tenant_id,
+            amount,
+            generation_id=str(uuid.uuid4()),
+            ttl=timedelta(seconds=ttl),
+        )
+        return hold.id
+
+
+async def balance(sessions: Sessions, tenant_id: str) -> int:
+    async with sessions() as session:
+        return await ledger.get_balance(session, tenant_id)
+
+
+async def problems_for(sessions: Sessions, tenant_id: str) -> list[str]:
+    """What the audit finds wrong with this tenant's ledger alone."""
+    async with sessions() as session:
+        report = await audit_ledger(session, tenant_ids=[tenant_id])
+    return [p.problem for p in report.problems if p.tenant_id == tenant_id]
