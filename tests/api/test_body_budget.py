@@ -20,11 +20,8 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from app.db.engine import create_engine, create_sessionmaker
-from app.main import create_app
 from app.settings import Settings
-from tests.support.gateway import Stack, TenantHandle, gateway_settings
-from tests.support.servers import serve_in_thread
+from tests.support.gateway import Stack, TenantHandle, gateway_settings, stack_in_thread
 
 PATH = "/api/v1/generate-image"
 PRICE = 4  # google/gemini-2.5-flash-image
@@ -32,15 +29,6 @@ MAX_BODY = 256 * 1024
 # The smallest budget allowed: 4 x the body limit. A ~200 KB body costs 4x that, so two
 # never fit together.
 BUDGET_MB = 1.0
-
-
-async def _stack(settings: Settings, name: str) -> AsyncIterator[Stack]:
-    with serve_in_thread(create_app(settings)) as base_url:
-        engine = create_engine(settings.resolved_database_url, pool_size=2)
-        try:
-            yield Stack(name, settings, base_url, engine, create_sessionmaker(engine))
-        finally:
-            await engine.dispose()
 
 
 def _settings(data_dir: Path, wait_seconds: float) -> Settings:
@@ -55,7 +43,7 @@ def _settings(data_dir: Path, wait_seconds: float) -> Settings:
 @pytest_asyncio.fixture(scope="module")
 async def patient(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     settings = _settings(tmp_path_factory.mktemp("bytes-patient"), wait_seconds=60)
-    async for stack in _stack(settings, "bytes-patient"):
+    async for stack in stack_in_thread(settings, "bytes-patient"):
         yield stack
 
 
@@ -63,7 +51,7 @@ async def patient(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sta
 async def impatient(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     # No wait at all: a request that finds the budget taken is refused at once.
     settings = _settings(tmp_path_factory.mktemp("bytes-impatient"), wait_seconds=0)
-    async for stack in _stack(settings, "bytes-impatient"):
+    async for stack in stack_in_thread(settings, "bytes-impatient"):
         yield stack
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import func, select, update
 
 from app.credits import ledger
 from app.db.models import Generation, IdempotencyRecord, Job, utcnow
-from tests.support.gateway import Stack, TenantHandle
+from tests.support.gateway import Stack
 
 PATH = "/api/v1/generate-image"
 PRICE = 4
@@ -150,17 +149,6 @@ async def _jobs(stack: Stack, tenant_id: str) -> list[Job]:
         return list(await session.scalars(select(Job).where(Job.tenant_id == tenant_id)))
 
 
-async def _wait_for_job(stack: Stack, tenant: TenantHandle, location: str) -> dict[str, Any]:
-    async with stack.client() as client:
-        for _ in range(200):
-            response = await client.get(location, headers=tenant.auth)
-            assert response.status_code == 200, response.text
-            if response.json()["status"] in ("succeeded", "failed"):
-                return dict(response.json())
-            await asyncio.sleep(0.25)
-    raise AssertionError("job did not finish")
-
-
 async def test_async_retries_get_one_job_charged_once(stack: Stack) -> None:
     tenant = await stack.new_tenant(credits=100)
     key = str(uuid.uuid4())
@@ -180,7 +168,7 @@ async def test_async_retries_get_one_job_charged_once(stack: Stack) -> None:
     location = burst[0].headers["location"]
     assert job.id == burst[0].json()["id"] and location == f"/api/v1/jobs/{job.id}"
 
-    done = await _wait_for_job(stack, tenant, location)
+    done = await stack.wait_for_job(tenant, location)
     assert done["status"] == "succeeded"
     async with stack.client() as client:
         again = await client.post(PATH, json=body, headers=headers)
@@ -211,7 +199,7 @@ async def test_async_refusal_keeps_no_key_then_the_job_is_replayed(stack: Stack)
     assert replayed.status_code == 202 and replayed.headers["idempotent-replayed"] == "true"
     assert replayed.json()["id"] == accepted.json()["id"]
     assert len(await _jobs(stack, tenant.id)) == 1
-    await _wait_for_job(stack, tenant, accepted.headers["location"])
+    await stack.wait_for_job(tenant, accepted.headers["location"])
     assert await stack.balance(tenant) == 0
 
 

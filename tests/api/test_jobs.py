@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -31,24 +30,13 @@ async def _submit(stack: Stack, tenant: TenantHandle, **body: Any) -> httpx.Resp
         return await client.post(PATH, json=body, headers={**tenant.auth, **ASYNC})
 
 
-async def _wait(stack: Stack, tenant: TenantHandle, location: str) -> dict[str, Any]:
-    async with stack.client() as client:
-        for _ in range(200):
-            response = await client.get(location, headers=tenant.auth)
-            assert response.status_code == 200, response.text
-            if response.json()["status"] in ("succeeded", "failed"):
-                return dict(response.json())
-            await asyncio.sleep(0.25)
-    raise AssertionError("job did not finish")
-
-
 async def test_async_generation_end_to_end(stack: Stack) -> None:
     tenant = await stack.new_tenant(credits=100)
     submitted = await _submit(stack, tenant, numImages=2, aspectRatio="16:9")
     assert submitted.status_code == 202, submitted.text
     location = submitted.headers["location"]
     assert location == f"/api/v1/jobs/{submitted.json()['id']}"
-    done = await _wait(stack, tenant, location)
+    done = await stack.wait_for_job(tenant, location)
     assert done["status"] == "succeeded"
     assert done["progress"] == {"imagesDone": 2, "imagesTotal": 2}
     assert done["numImages"] == 2 and done["creditsCharged"] == 2 * PRICE
@@ -70,7 +58,7 @@ async def test_async_image_to_image_cleans_up_its_source(stack: Stack) -> None:
     source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
     submitted = await _submit(stack, tenant, sourceImage=source)
     assert submitted.status_code == 202
-    done = await _wait(stack, tenant, submitted.headers["location"])
+    done = await stack.wait_for_job(tenant, submitted.headers["location"])
     assert done["status"] == "succeeded"
     async with stack.sessions() as session:
         job = await session.get(Job, submitted.json()["id"])
@@ -93,7 +81,7 @@ async def test_failed_job_reports_the_error_and_refunds(stack: Stack) -> None:
     await stack.set_faults({"kind": "error", "status": 500, "count": 1000})
     try:
         submitted = await _submit(stack, tenant)
-        done = await _wait(stack, tenant, submitted.headers["location"])
+        done = await stack.wait_for_job(tenant, submitted.headers["location"])
     finally:
         await stack.set_faults()
     assert done["status"] == "failed"
@@ -118,7 +106,7 @@ async def test_other_tenants_job_is_404(stack: Stack) -> None:
     async with stack.client() as client:
         response = await client.get(submitted.headers["location"], headers=other.auth)
     assert response.status_code == 404
-    await _wait(stack, owner, submitted.headers["location"])
+    await stack.wait_for_job(owner, submitted.headers["location"])
 
 
 async def _orphaned_job(stack: Stack, tenant: TenantHandle, generation_status: str) -> str:
@@ -162,7 +150,7 @@ async def _orphaned_job(stack: Stack, tenant: TenantHandle, generation_status: s
 async def test_restarted_job_whose_generation_finished_is_not_run_again(stack: Stack) -> None:
     tenant = await stack.new_tenant(credits=100)
     job_id = await _orphaned_job(stack, tenant, "succeeded")
-    done = await _wait(stack, tenant, f"/api/v1/jobs/{job_id}")
+    done = await stack.wait_for_job(tenant, f"/api/v1/jobs/{job_id}")
     assert done["status"] == "succeeded"
     async with stack.sessions() as session:
         generations = await session.scalar(
@@ -175,7 +163,7 @@ async def test_restarted_job_whose_generation_finished_is_not_run_again(stack: S
 async def test_restarted_job_whose_generation_died_runs_once_more(stack: Stack) -> None:
     tenant = await stack.new_tenant(credits=100)
     job_id = await _orphaned_job(stack, tenant, "pending")
-    done = await _wait(stack, tenant, f"/api/v1/jobs/{job_id}")
+    done = await stack.wait_for_job(tenant, f"/api/v1/jobs/{job_id}")
     assert done["status"] == "succeeded"
     async with stack.sessions() as session:
         job = await session.get(Job, job_id)

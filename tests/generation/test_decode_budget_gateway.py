@@ -14,11 +14,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from app.db.engine import create_engine, create_sessionmaker
-from app.main import create_app
-from app.settings import Settings
-from tests.support.gateway import Stack, gateway_settings
-from tests.support.servers import serve_in_thread
+from tests.support.gateway import Stack, gateway_settings, stack_in_thread
 
 PATH = "/api/v1/generate-image"
 PRICE = 4  # google/gemini-2.5-flash-image
@@ -27,20 +23,11 @@ PRICE = 4  # google/gemini-2.5-flash-image
 BUDGET_MPX = 4.0
 
 
-async def _stack(settings: Settings, name: str) -> AsyncIterator[Stack]:
-    with serve_in_thread(create_app(settings)) as base_url:
-        engine = create_engine(settings.resolved_database_url, pool_size=2)
-        try:
-            yield Stack(name, settings, base_url, engine, create_sessionmaker(engine))
-        finally:
-            await engine.dispose()
-
-
 @pytest_asyncio.fixture(scope="module")
 async def small_budget(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("decode-budget")
     settings = gateway_settings(data_dir=data_dir, decode_budget_mpx=BUDGET_MPX)
-    async for stack in _stack(settings, "small-budget"):
+    async for stack in stack_in_thread(settings, "small-budget"):
         yield stack
 
 
@@ -49,7 +36,7 @@ async def tiny_budget(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     data_dir: Path = tmp_path_factory.mktemp("decode-budget-tiny")
     # Below one 1024x1024 transcode (3.1 Mpx): every upstream output is too large.
     settings = gateway_settings(data_dir=data_dir, decode_budget_mpx=2.0)
-    async for stack in _stack(settings, "tiny-budget"):
+    async for stack in stack_in_thread(settings, "tiny-budget"):
         yield stack
 
 

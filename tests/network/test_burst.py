@@ -20,6 +20,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from tests.support.gateway import TenantHandle
 from tests.support.upstreams import (
     ATTEMPT_TIMEOUT,
     DEADLINE,
@@ -27,7 +28,6 @@ from tests.support.upstreams import (
     MODELS,
     PROVIDERS,
     NetworkGateway,
-    NetworkTenant,
 )
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -45,7 +45,7 @@ def gateway(network_gateway_factory: Callable[..., NetworkGateway]) -> NetworkGa
 
 
 async def _burst(
-    client: httpx.AsyncClient, tenant: NetworkTenant, model: str, label: str
+    client: httpx.AsyncClient, tenant: TenantHandle, model: str, label: str
 ) -> list[tuple[httpx.Response, float]]:
     return await asyncio.gather(
         *(
@@ -56,7 +56,7 @@ async def _burst(
 
 
 async def _timed(
-    client: httpx.AsyncClient, tenant: NetworkTenant, body: dict[str, object]
+    client: httpx.AsyncClient, tenant: TenantHandle, body: dict[str, object]
 ) -> tuple[httpx.Response, float]:
     started = time.monotonic()
     response = await client.post(PATH, json=body, headers=tenant.auth)
@@ -64,7 +64,7 @@ async def _timed(
 
 
 async def _recover(
-    client: httpx.AsyncClient, tenant: NetworkTenant, model: str
+    client: httpx.AsyncClient, tenant: TenantHandle, model: str
 ) -> tuple[httpx.Response, float]:
     """Send 4-image requests until one delivers every image or RECOVERY_SECONDS pass.
 

@@ -92,6 +92,17 @@ class Stack:
             base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}
         )
 
+    async def wait_for_job(self, tenant: TenantHandle, location: str) -> dict[str, Any]:
+        """The job's final body, polled at `location` until it succeeded or failed."""
+        async with self.client() as client:
+            for _ in range(200):
+                response = await client.get(location, headers=tenant.auth)
+                assert response.status_code == 200, response.text
+                if response.json()["status"] in ("succeeded", "failed"):
+                    return dict(response.json())
+                await asyncio.sleep(0.25)
+        raise AssertionError("job did not finish")
+
     async def set_faults(self, *faults: dict[str, Any]) -> None:
         async with self.control_client() as client:
             await client.delete(FAULTS_PATH)
@@ -176,6 +187,17 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 async def _run_stack(name: str, settings: Settings) -> AsyncIterator[Stack]:
     with serve_in_thread(create_app(settings)) as base_url:
         engine = create_engine(settings.resolved_database_url, pool_size=5)
+        try:
+            yield Stack(name, settings, base_url, engine, create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+
+async def stack_in_thread(settings: Settings, name: str) -> AsyncIterator[Stack]:
+    """A gateway built from `settings`, served in a thread, as a Stack (for module fixtures
+    that need settings of their own)."""
+    with serve_in_thread(create_app(settings)) as base_url:
+        engine = create_engine(settings.resolved_database_url, pool_size=2)
         try:
             yield Stack(name, settings, base_url, engine, create_sessionmaker(engine))
         finally:

@@ -33,6 +33,7 @@ from app.credits import ledger
 from app.credits.audit import audit_ledger
 from app.emulators.images import synthesize_png
 from app.tenants import service as tenants
+from tests.support.gateway import TenantHandle
 from tests.support.process import REPO_ROOT, GatewayProcess, gateway_env, run_in_session
 from tests.support.servers import free_port
 
@@ -148,17 +149,6 @@ class EmulatorProcess:
         return int(response.json()["calls"])
 
 
-@dataclass(frozen=True)
-class NetworkTenant:
-    name: str
-    id: str
-    key: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
 @dataclass
 class NetworkGateway:
     """A started, non-emulated gateway process and the emulators it is pointed at."""
@@ -167,7 +157,7 @@ class NetworkGateway:
     data_dir: Path
     emulators: dict[str, EmulatorProcess]
     database_url: str
-    _tenants: list[NetworkTenant] = field(default_factory=list)
+    _tenants: list[TenantHandle] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -181,16 +171,16 @@ class NetworkGateway:
         )
         return httpx.AsyncClient(base_url=self.base_url, timeout=timeout, limits=limits)
 
-    def new_tenant(self, credits: int) -> NetworkTenant:
-        async def work(session: Any) -> NetworkTenant:
+    def new_tenant(self, credits: int) -> TenantHandle:
+        async def work(session: Any) -> TenantHandle:
             tenant = await tenants.create_tenant(session, f"net-{uuid.uuid4().hex[:12]}")
             key = await tenants.create_key(session, tenant, "network test")
             await ledger.grant(session, tenant.id, credits, note="network test grant")
-            return NetworkTenant(tenant.name, tenant.id, key.plaintext)
+            return TenantHandle(tenant.name, tenant.id, key.plaintext)
 
         return run_in_session(self.database_url, work)
 
-    def balance(self, tenant: NetworkTenant) -> int:
+    def balance(self, tenant: TenantHandle) -> int:
         async def work(session: Any) -> int:
             return await ledger.get_balance(session, tenant.id)
 
