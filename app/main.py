@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from app.api import account, files, generate, health, images, jobs, models, openai_compat
+from app.api import account, files, generate, health, images, jobs, models
 from app.api import admin as admin_api
 from app.api import docs as api_docs
 from app.api.errors import install_error_handlers
+from app.api.openai import routes as openai_routes
 from app.api.openapi import install_openapi
 from app.dashboard import routes as dashboard
 from app.emulators.bfl import create_bfl_emulator
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     if settings.admin_token is not None:  # absent, not merely refused, without a token
         app.include_router(admin_api.router)
-    app.include_router(openai_compat.router)
+    app.include_router(openai_routes.router)
     app.include_router(jobs.router)
     for name, emulator in emulators.items():
         app.mount(f"/emulators/{name}", emulator)

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.openai.shape import is_openai_path, openai_error
 from app.api.query import NulInUrlGuard
 from app.errors import GatewayError
 from app.observability.logging import request_id_var
@@ -29,24 +30,37 @@ def error_response(status: int, message: str, code: str, **extra: object) -> JSO
     return JSONResponse({"error": message, "code": code, **extra}, status_code=status)
 
 
-async def _gateway_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GatewayError)
+    if is_openai_path(request.url.path):  # /v1: OpenAI's shape, whatever raised it
+        field = exc.extra.get("field")
+        return openai_error(
+            exc.status_code,
+            exc.message,
+            exc.code,
+            field if isinstance(field, str) else None,
+            exc.headers,
+        )
     response = error_response(exc.status_code, exc.message, exc.code, **exc.extra)
     response.headers.update(exc.headers)
     return response
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    if is_openai_path(request.url.path):  # unknown /v1 paths and methods too
+        return openai_error(exc.status_code, str(exc.detail), code, headers=exc.headers)
     return error_response(exc.status_code, str(exc.detail), code)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     message = f"{where}: {first.get('msg', 'invalid value')}" if where else "Invalid request"
+    if is_openai_path(request.url.path):
+        return openai_error(400, message, "invalid_value", where or None)
     return error_response(400, message, "invalid_request")
 
 

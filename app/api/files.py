@@ -8,6 +8,7 @@ from typing import cast
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from app.imaging.formats import sniff_image_type
 from app.storage.base import ImageStore, ObjectNotFound, StorageUnavailable
 from app.storage.signing import UrlSigner
 
@@ -57,7 +58,8 @@ async def get_file(
     remaining = max(0, int(expires_at - now))
     return Response(
         content=data,
-        media_type="image/webp",
+        # WebP unless the /v1 routes stored another output_format (png, jpeg) under the key.
+        media_type=sniff_image_type(data) or "image/webp",
         headers={
             "Cache-Control": f"private, max-age={remaining}",
             "X-Content-Type-Options": "nosniff",

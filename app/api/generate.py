@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Security
@@ -15,7 +17,7 @@ from app.api.deps import authenticated, external_base_url, get_services
 from app.api.rendering import result_body, with_urls
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Generation, JobAccepted
-from app.generation.request import GenerateImageBody, parse_generate_request
+from app.generation.request import GenerateImageBody, GenerateRequest, parse_generate_request
 from app.services import Services
 from app.tenants.service import AuthContext
 
@@ -71,19 +73,19 @@ async def _generate_image(
     payload = await read_json_body(
         request, services.settings.max_body_bytes, unsized_limit=EXEMPT_BYTES
     )
-    generate_request = parse_generate_request(payload, services.catalog)
+    generate_request = await parse_request(payload, services)
     if jobs_api.wants_async(request):
         return await jobs_api.submit(
             request, services, auth, payload, generate_request, idempotency_key
         )
     base_url = external_base_url(request)
     if idempotency_key is None:
-        result = await services.generation.generate(auth, generate_request)
+        result = await services.generation.generate(auth.caller, generate_request)
         body, keys = result_body(result)
         return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
 
     async def run() -> dict[str, Any]:
-        result = await services.generation.generate(auth, generate_request)
+        result = await services.generation.generate(auth.caller, generate_request)
         body, keys = result_body(result)
         return {"body": body, "keys": keys}
 
@@ -99,6 +101,19 @@ async def _generate_image(
         return await jobs_api.replay_response(services, once.response, base_url)
     body, keys = once.response["body"], once.response["keys"]
     return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
+
+
+async def parse_request(payload: Any, services: Services) -> GenerateRequest:
+    """The contract's body; a `sourceImage` (megabytes of base64) is decoded in a thread."""
+    parse = functools.partial(
+        parse_generate_request,
+        payload,
+        services.catalog,
+        max_source_bytes=services.generation.max_source_bytes,
+    )
+    if isinstance(payload, dict) and payload.get("sourceImage"):
+        return await asyncio.to_thread(parse)
+    return parse()
 
 
 # Referenced by the OpenAPI requestBody above; registered by app.api.openapi.

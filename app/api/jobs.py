@@ -43,8 +43,8 @@ async def submit(
     """202 with a new job; with an Idempotency-Key, the key's job (one per key and body)."""
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
     source = None
-    if parsed.source_image is not None:
-        source = await services.generation.decode_source(parsed.source_image)
+    if parsed.source_images:
+        source = await services.generation.decode_source(parsed.source_images[0])
     submission = await jobs.submit_job(
         sessions=services.sessions,
         image_store=services.image_store,

@@ -6,20 +6,23 @@ import asyncio
 import functools
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from app.generation.decode_budget import DecodeBudget
 from app.imaging.decode import decoded_size
+from app.imaging.exact import EXACT_COST, OutputSpec, render_exact
 from app.imaging.webp import TRANSCODE_COST, EncodedImage, normalise_to_webp, passthrough
 from app.observability.metrics import Metrics
 from app.providers.base import (
+    ImageOptions,
     ImageRequest,
     ProviderAdapter,
     ProviderError,
     ProviderImage,
     RateLimited,
     SourceImage,
+    TokenUsage,
     Unavailable,
     UpstreamTimeout,
 )
@@ -41,9 +44,12 @@ class Job:
     created: datetime
     prompt: str
     aspect_ratio: str
-    source_image: SourceImage | None
+    source_images: tuple[SourceImage, ...]
     chain: tuple[CatalogModel, ...]  # the requested model, then its usable fallbacks
     deadline: float  # time.monotonic() by which every upstream call must be done
+    mask: SourceImage | None = None
+    options: ImageOptions = field(default_factory=ImageOptions)
+    output: OutputSpec | None = None  # None: WebP at aspect_ratio
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,7 @@ class StoredImage:
     image: EncodedImage
     text: str | None
     model: CatalogModel  # the model that delivered it, and so the price charged
+    usage: TokenUsage | None = None  # the upstream's token counts, where it reports them
 
 
 class ImageProducer:
@@ -83,13 +90,16 @@ class ImageProducer:
         self.decode_budget = decode_budget
 
     def usable_chain(
-        self, chain: tuple[CatalogModel, ...], image_to_image: bool
+        self, chain: tuple[CatalogModel, ...], references: int = 0, *, mask: bool = False
     ) -> tuple[CatalogModel, ...]:
-        """The models of `chain` whose provider is configured and that can do the job."""
+        """The models of `chain` whose provider is configured and that can do the job:
+        take `references` source images (and a mask)."""
         return tuple(
             model
             for model in chain
-            if model.adapter in self._adapters and (model.image_to_image or not image_to_image)
+            if model.adapter in self._adapters
+            and model.max_reference_images >= references
+            and (model.masks or not mask)
         )
 
     async def produce(self, job: Job, index: int) -> StoredImage:
@@ -99,7 +109,9 @@ class ImageProducer:
                 upstream_model=model.upstream_model,
                 prompt=job.prompt,
                 aspect_ratio=model.upstream_ratio(job.aspect_ratio),
-                source_image=job.source_image,
+                source_images=job.source_images,
+                mask=job.mask,
+                options=job.options,
             )
             adapter = self._adapters[model.adapter]
             started = time.monotonic()
@@ -117,26 +129,45 @@ class ImageProducer:
                 if time.monotonic() >= job.deadline:
                     break
                 continue
-            # An exact-ratio WebP is checked on the loop (headers only, microseconds);
-            # anything to decode and encode goes to a thread.
-            encoded = passthrough(image.data, job.aspect_ratio, max_pixels=self._max_pixels)
-            if encoded is None:
-                encoded = await self._transcode(image.data, job, model)
+            if job.output is not None:
+                encoded = await self._transcode(image.data, job, model, job.output)
+            else:
+                # An exact-ratio WebP is checked on the loop (headers only, microseconds);
+                # anything to decode and encode goes to a thread.
+                passed = passthrough(image.data, job.aspect_ratio, max_pixels=self._max_pixels)
+                encoded = passed or await self._transcode(image.data, job, model)
             key = object_key(job.tenant_id, job.generation_id, index, job.created)
             await self._store.put(key, encoded.data, encoded.mime_type)
             self._metrics.images_stored.labels(model.id).inc()
             self._metrics.generation_seconds.labels(model.id, model.provider).observe(
                 time.monotonic() - started
             )
-            return StoredImage(index=index, key=key, image=encoded, text=image.text, model=model)
+            return StoredImage(
+                index=index,
+                key=key,
+                image=encoded,
+                text=image.text,
+                model=model,
+                usage=image.usage,
+            )
         assert last_error is not None
         raise last_error
 
-    async def _transcode(self, data: bytes, job: Job, model: CatalogModel) -> EncodedImage:
-        """Decode + crop + WebP in the encoder pool, once its pixels fit the decode budget."""
+    async def _transcode(
+        self, data: bytes, job: Job, model: CatalogModel, output: OutputSpec | None = None
+    ) -> EncodedImage:
+        """Decode + crop + encode in the encoder pool, once its pixels fit the decode budget:
+        WebP at the job's ratio, or `output` (exact size and format)."""
         # The header is read in a thread too: a PNG may carry any number of chunks before it.
         width, height = await asyncio.to_thread(decoded_size, data, max_pixels=self._max_pixels)
         cost = width * height * TRANSCODE_COST
+        encode = functools.partial(
+            normalise_to_webp, data, job.aspect_ratio, max_pixels=self._max_pixels
+        )
+        if output is not None:
+            out_pixels = (output.width or width) * (output.height or height)
+            cost = max(width * height, out_pixels) * EXACT_COST
+            encode = functools.partial(render_exact, data, output, max_pixels=self._max_pixels)
         if not self.decode_budget.fits(cost):
             raise ProviderError(
                 f"{model.id} returned a {width}x{height} image, more pixels than this gateway "
@@ -144,9 +175,7 @@ class ImageProducer:
             )
         return await self.decode_budget.run(
             cost,
-            functools.partial(
-                normalise_to_webp, data, job.aspect_ratio, max_pixels=self._max_pixels
-            ),
+            encode,
             wait_seconds=job.deadline - time.monotonic(),
             executor=self._encoder,
         )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InvalidRequest
 from app.generation.presets import PRESET_NAMES
+from app.generation.source_image import decode_data_url
 from app.imaging.aspect import CONTRACT_RATIOS
+from app.imaging.exact import OutputSpec
+from app.providers.base import ImageOptions
 from app.providers.catalog import Catalog, CatalogModel
 
 DEFAULT_MODEL = "google/gemini-2.5-flash-image"
@@ -39,28 +42,42 @@ class GenerateImageBody(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class GenerateRequest:
+    """One generation as the service runs it, whatever route it came from."""
+
     prompt: str
     model: CatalogModel
     aspect_ratio: str
     num_images: int
-    style_preset: str
-    source_image: str | None
+    style_preset: str = "none"
+    # Encoded source images (png/jpeg/webp bytes, not yet decoded), in the caller's order.
+    source_images: tuple[bytes, ...] = field(default=(), repr=False)
+    mask: bytes | None = field(default=None, repr=False)  # OpenAI-style edit mask (PNG)
+    options: ImageOptions = field(default_factory=ImageOptions)
+    # The exact size and format to store (the /v1 routes); None: WebP at aspect_ratio.
+    output: OutputSpec | None = None
+    # What the caller called the source images, for the messages that refuse them.
+    source_field: str = "sourceImage"
 
 
-def parse_generate_request(payload: Any, catalog: Catalog) -> GenerateRequest:
+def parse_generate_request(
+    payload: Any, catalog: Catalog, *, max_source_bytes: int
+) -> GenerateRequest:
+    """The native contract's body; a `sourceImage` data URL comes back decoded to bytes
+    (base64 work: call this off the event loop when the body may carry one)."""
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
+    source = _source_image(payload.get("sourceImage"), max_source_bytes)
     return GenerateRequest(
-        prompt=_prompt(payload.get("prompt")),
+        prompt=validate_prompt(payload.get("prompt")),
         model=_model(payload.get("model"), catalog),
         aspect_ratio=_choice(payload.get("aspectRatio"), "aspectRatio", CONTRACT_RATIOS, "1:1"),
         num_images=_num_images(payload.get("numImages")),
         style_preset=_choice(payload.get("stylePreset"), "stylePreset", PRESET_NAMES, "none"),
-        source_image=_source_image(payload.get("sourceImage")),
+        source_images=() if source is None else (source,),
     )
 
 
-def _prompt(value: Any) -> str:
+def validate_prompt(value: Any, max_chars: int = MAX_PROMPT_CHARS) -> str:
     if value is None:
         raise InvalidRequest("prompt is required: a non-empty string", field="prompt")
     if not isinstance(value, str):
@@ -68,9 +85,9 @@ def _prompt(value: Any) -> str:
     prompt = value.strip()
     if not prompt:
         raise InvalidRequest("prompt must not be empty", field="prompt")
-    if len(prompt) > MAX_PROMPT_CHARS:
+    if len(prompt) > max_chars:
         raise InvalidRequest(
-            f"prompt is {len(prompt)} characters; the maximum is {MAX_PROMPT_CHARS}",
+            f"prompt is {len(prompt)} characters; the maximum is {max_chars}",
             field="prompt",
         )
     if bad := _disallowed_char(prompt):
@@ -109,6 +126,15 @@ def _disallowed_char(prompt: str) -> str | None:
     return None if tags_from is None else prompt[tags_from]
 
 
+def resolve_model(value: Any, catalog: Catalog) -> CatalogModel:
+    """A catalog id or, for convenience, a bare upstream name like `gpt-image-1`."""
+    if isinstance(value, str) and catalog.get(value) is None:
+        matches = [model for model in catalog if model.id.split("/", 1)[1] == value]
+        if len(matches) == 1:
+            return matches[0]
+    return _model(value, catalog)
+
+
 def _model(value: Any, catalog: Catalog) -> CatalogModel:
     if value is None:
         value = DEFAULT_MODEL
@@ -144,7 +170,7 @@ def _num_images(value: Any) -> int:
     return value
 
 
-def _source_image(value: Any) -> str | None:
+def _source_image(value: Any, max_bytes: int) -> bytes | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -152,7 +178,7 @@ def _source_image(value: Any) -> str | None:
             "sourceImage must be a string: a data URL like data:image/png;base64,...",
             field="sourceImage",
         )
-    return value
+    return decode_data_url(value, max_bytes=max_bytes)
 
 
 def _show(value: Any) -> str:

@@ -41,7 +41,7 @@ from app.providers.base import Moderated, ProviderError, SourceImage
 from app.providers.catalog import Catalog, CatalogModel
 from app.settings import Settings
 from app.storage.base import ImageStore, StorageUnavailable
-from app.tenants.service import AuthContext
+from app.tenants.service import Caller
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class GenerationService:
 
     async def generate(
         self,
-        auth: AuthContext,
+        caller: Caller,
         request: GenerateRequest,
         *,
         generation_id: str | None = None,
@@ -99,8 +99,11 @@ class GenerationService:
         """Run one generation. `on_image` is awaited as each image is stored (progress)."""
         started = time.monotonic()
         model = request.model
-        source = await self._source_image(request)
-        chain = self._producer.usable_chain(self._catalog.chain(model), source is not None)
+        sources = await self._source_images(request)
+        mask = await self._mask(request)
+        chain = self._producer.usable_chain(
+            self._catalog.chain(model), len(sources), mask=mask is not None
+        )
         if not chain or chain[0] != model:
             raise ProviderNotConfigured(
                 f"model {model.id} is served by '{model.adapter}', which is not configured on "
@@ -110,17 +113,20 @@ class GenerationService:
         created = utcnow()
         # Reserve for the dearest model that may serve, and capture what actually did.
         hold = await self._reserve(
-            auth, request, generation_id, created, required_credits(request, chain)
+            caller, request, generation_id, created, required_credits(request, chain)
         )
         job = Job(
-            tenant_id=auth.tenant_id,
+            tenant_id=caller.tenant_id,
             generation_id=generation_id,
             created=created,
             prompt=apply_preset(request.style_preset, request.prompt),
             aspect_ratio=request.aspect_ratio,
-            source_image=source,
+            source_images=sources,
             chain=chain,
             deadline=time.monotonic() + self._settings.upstream_deadline_seconds,
+            mask=mask,
+            options=request.options,
+            output=request.output,
         )
         stored: list[StoredImage] = []
         try:
@@ -140,7 +146,7 @@ class GenerationService:
                     charged = 0
                 await self._record(
                     session,
-                    auth.tenant_id,
+                    caller.tenant_id,
                     generation_id,
                     stored,
                     charged,
@@ -148,7 +154,7 @@ class GenerationService:
                     upstream_ms,
                     started,
                 )
-                remaining = await get_balance(session, auth.tenant_id)
+                remaining = await get_balance(session, caller.tenant_id)
             self._metrics.credits_charged.inc(charged)
             self._metrics.credits_refunded.inc(hold.amount - charged)
         except BaseException:
@@ -167,7 +173,7 @@ class GenerationService:
 
     def is_configured(self, model: CatalogModel) -> bool:
         """Whether this gateway has an adapter for the model (else it answers 503)."""
-        return bool(self._producer.usable_chain((model,), image_to_image=False))
+        return bool(self._producer.usable_chain((model,)))
 
     async def _produce(
         self, job: Job, index: int, on_image: Callable[[], Awaitable[None]] | None
@@ -177,29 +183,57 @@ class GenerationService:
             await on_image()
         return stored
 
-    async def _source_image(self, request: GenerateRequest) -> SourceImage | None:
-        if request.source_image is None:
-            return None
-        if not request.model.image_to_image:
-            raise InvalidRequest(
-                f"model {request.model.id} does not support image-to-image (sourceImage)",
-                field="sourceImage",
-            )
-        return await self.decode_source(request.source_image)
+    @property
+    def max_source_bytes(self) -> int:
+        """The most bytes one source image may have (request parsers bound data URLs)."""
+        return self._settings.max_source_image_bytes
 
-    async def decode_source(self, value: str) -> SourceImage:
-        """A validated `sourceImage`; its decode waits for the shared decode budget."""
+    async def _source_images(self, request: GenerateRequest) -> tuple[SourceImage, ...]:
+        if not request.source_images:
+            return ()
+        field = request.source_field
+        model = request.model
+        if not model.image_to_image:
+            raise InvalidRequest(
+                f"model {model.id} does not support image-to-image ({field})", field=field
+            )
+        if len(request.source_images) > model.max_reference_images:
+            raise InvalidRequest(
+                f"model {model.id} takes at most {model.max_reference_images} "
+                f"{field} image(s); got {len(request.source_images)}",
+                field=field,
+            )
+        # One after another: each waits for the shared decode budget in turn.
+        return tuple([await self.decode_source(data, field) for data in request.source_images])
+
+    async def _mask(self, request: GenerateRequest) -> SourceImage | None:
+        if request.mask is None:
+            return None
+        if not request.model.masks:
+            raise InvalidRequest(
+                f"model {request.model.id} does not support mask; masks are applied by "
+                "OpenAI models only",
+                field="mask",
+            )
+        mask = await self.decode_source(request.mask, "mask")
+        if mask.mime_type != "image/png":
+            raise InvalidRequest("mask must be a PNG with an alpha channel", field="mask")
+        return mask
+
+    async def decode_source(self, data: bytes, field: str = "sourceImage") -> SourceImage:
+        """A validated source image; its decode waits for the shared decode budget."""
         return await decode_source_image(
-            value,
+            data,
             budget=self._producer.decode_budget,
             max_bytes=self._settings.max_source_image_bytes,
             max_pixels=self._settings.max_source_image_pixels,
             wait_seconds=self._settings.upstream_deadline_seconds,
+            field=field,
         )
 
     async def _reserve(
         self,
-        auth: AuthContext,
+        caller: Caller,
         request: GenerateRequest,
         generation_id: str,
         created: datetime,
@@ -212,15 +246,15 @@ class GenerationService:
                 _INSERT_GENERATION,
                 {
                     "id": generation_id,
-                    "tenant_id": auth.tenant_id,
-                    "api_key_id": auth.api_key_id or None,
+                    "tenant_id": caller.tenant_id,
+                    "api_key_id": caller.api_key_id,
                     "model": request.model.id,
                     "provider": request.model.provider,
                     "prompt": request.prompt,
                     "style_preset": request.style_preset,
                     "aspect_ratio": request.aspect_ratio,
                     "num_images": request.num_images,
-                    "image_to_image": request.source_image is not None,
+                    "image_to_image": bool(request.source_images),
                     "status": GenerationStatus.PENDING,
                     "credits_charged": 0,
                     # Object keys are dated from this; the sweeper rebuilds them from it.
@@ -229,7 +263,7 @@ class GenerationService:
             )
             return await reserve(
                 session,
-                auth.tenant_id,
+                caller.tenant_id,
                 amount,
                 generation_id=generation_id,
                 ttl=timedelta(seconds=self._settings.hold_ttl_seconds),

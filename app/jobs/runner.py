@@ -7,8 +7,8 @@ runner died (lease expired) is claimed again after a restart.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
+import dataclasses
 import json
 import logging
 from datetime import timedelta
@@ -19,12 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import Generation, Job, new_id
 from app.errors import GatewayError
-from app.generation.request import parse_generate_request
+from app.generation.request import GenerateRequest, parse_generate_request
 from app.generation.service import GenerationService
 from app.jobs import service as jobs
 from app.providers.catalog import Catalog
 from app.storage.base import ImageStore, StorageUnavailable
-from app.tenants.service import AuthContext
+from app.tenants.service import Caller
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,9 @@ class JobRunner:
         async with self._sessions() as session, session.begin():
             await jobs.start_attempt(session, job.id, generation_id)
         try:
-            request = parse_generate_request(await self._request(job), self._catalog)
+            request = await self._request(job)
             await self._generation.generate(
-                AuthContext(job.tenant_id, job.api_key_id or "", "job"),
+                Caller(job.tenant_id, job.api_key_id),
                 request,
                 generation_id=generation_id,
                 on_image=lambda: self._count_image(job.id),
@@ -122,13 +122,17 @@ class JobRunner:
             return
         await self._finish(job, None)
 
-    async def _request(self, job: Job) -> dict[str, Any]:
-        request: dict[str, Any] = json.loads(job.request_json)
-        mime_type = request.pop(jobs.SOURCE_MIME_FIELD, None)
+    async def _request(self, job: Job) -> GenerateRequest:
+        """The stored contract fields, with the stored source's bytes (checked again by
+        the service, as any source is)."""
+        payload: dict[str, Any] = json.loads(job.request_json)
+        mime_type = payload.pop(jobs.SOURCE_MIME_FIELD, None)
+        request = parse_generate_request(
+            payload, self._catalog, max_source_bytes=self._generation.max_source_bytes
+        )
         if job.source_key is not None and mime_type is not None:
             data = await self._store.get(job.source_key)
-            encoded = base64.b64encode(data).decode("ascii")
-            request["sourceImage"] = f"data:{mime_type};base64,{encoded}"
+            request = dataclasses.replace(request, source_images=(data,))
         return request
 
     async def _count_image(self, job_id: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -13,13 +13,38 @@ class SourceImage:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageOptions:
+    """Upstream options beyond prompt and ratio (OpenAI's Images API names). None: the
+    adapter's default. Callers validate them against the model first (see
+    app/api/openai/params.py); an adapter that cannot honour one raises UpstreamBadRequest."""
+
+    quality: str | None = None  # low | medium | high | auto
+    background: str | None = None  # transparent | opaque | auto
+    moderation: str | None = None  # low | auto
+    input_fidelity: str | None = None  # high | low (edits)
+
+
+@dataclass(frozen=True, slots=True)
 class ImageRequest:
     """One image from one upstream call."""
 
     upstream_model: str
     prompt: str
     aspect_ratio: str  # a ratio the upstream supports natively, e.g. "16:9"
-    source_image: SourceImage | None = None
+    # References to edit or draw from, in the caller's order (the first is the one edited).
+    source_images: tuple[SourceImage, ...] = ()
+    mask: SourceImage | None = None  # OpenAI: transparent where the first image may change
+    options: ImageOptions = field(default_factory=ImageOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """An upstream's token counts for one image (OpenAI's `usage` object)."""
+
+    input_tokens: int
+    input_image_tokens: int
+    input_text_tokens: int
+    output_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +52,7 @@ class ProviderImage:
     data: bytes
     mime_type: str
     text: str | None = None
+    usage: TokenUsage | None = None
 
 
 class ProviderAdapter(Protocol):

@@ -250,9 +250,13 @@ def _submit_body(request: ImageRequest) -> bytes:
         "safety_tolerance": 2,
         "prompt_upsampling": False,
     }
-    if request.source_image is not None:
+    # The catalog's max_reference_images (1) and masks (none) keep the gateway from
+    # asking for more; this is the adapter's own guard.
+    if len(request.source_images) > 1 or request.mask is not None:
+        raise UpstreamBadRequest("FLUX Kontext takes one input image and no mask")
+    if request.source_images:
         # Raw base64 without a data: prefix, as BFL expects.
-        body["input_image"] = base64.b64encode(request.source_image.data).decode("ascii")
+        body["input_image"] = base64.b64encode(request.source_images[0].data).decode("ascii")
     return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.imaging.aspect import nearest_native, parse_ratio
 
@@ -20,6 +20,13 @@ class CatalogModel(BaseModel):
     price: int = Field(ge=0, description="credits per delivered image")
     native_aspect_ratios: tuple[str, ...] = Field(min_length=1)
     image_to_image: bool = False
+    # Source images one request may carry (the upstream's documented limit); 0 without
+    # image_to_image. Unset: 1 when image_to_image, else 0.
+    max_reference_images: int = Field(default=-1, ge=-1, le=64)
+    # OpenAI's `mask` (transparent where the first image may change) and an alpha
+    # channel in the output (`background=transparent`).
+    masks: bool = False
+    transparent_background: bool = False
     description: str = ""
     # Upstream calls in flight at once for this model (BFL allows 6 active kontext-max
     # tasks); more wait their turn instead of failing. None: unlimited.
@@ -35,6 +42,14 @@ class CatalogModel(BaseModel):
             if width <= 0 or height <= 0:
                 raise ValueError(f"invalid aspect ratio {ratio!r}")
         return ratios
+
+    @model_validator(mode="after")
+    def _reference_default(self) -> CatalogModel:
+        if self.max_reference_images == -1:
+            object.__setattr__(self, "max_reference_images", int(self.image_to_image))
+        if self.image_to_image != (self.max_reference_images > 0):
+            raise ValueError("max_reference_images must be > 0 exactly when image_to_image")
+        return self
 
     @property
     def provider(self) -> str:

@@ -41,13 +41,13 @@ class GeminiAdapter:
         )
 
     async def generate(self, request: ImageRequest) -> ProviderImage:
-        parts: list[types.Part] = []
-        if request.source_image is not None:
-            parts.append(
-                types.Part.from_bytes(
-                    data=request.source_image.data, mime_type=request.source_image.mime_type
-                )
-            )
+        if request.mask is not None:
+            raise UpstreamBadRequest("Gemini models do not take an edit mask")
+        # Every reference inline, in order, before the prompt (as Google's examples do).
+        parts = [
+            types.Part.from_bytes(data=source.data, mime_type=source.mime_type)
+            for source in request.source_images
+        ]
         parts.append(types.Part.from_text(text=request.prompt))
         config = types.GenerateContentConfig(
             response_modalities=["IMAGE"],

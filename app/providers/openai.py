@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import httpx
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, omit
 from openai.types import ImagesResponse
 from openai.types.responses import Response as OpenAIResponse
 from openai.types.responses import ResponseInputMessageContentListParam
 from openai.types.responses.response_output_item import ImageGenerationCall
+from openai.types.responses.tool_param import ImageGeneration
 
 from app.imaging.formats import sniff_image_type
 from app.providers.base import (
@@ -33,6 +34,8 @@ from app.providers.base import (
     ProviderError,
     ProviderImage,
     RateLimited,
+    SourceImage,
+    TokenUsage,
     Unavailable,
     UpstreamBadRequest,
     UpstreamTimeout,
@@ -111,27 +114,37 @@ class OpenAIImagesAdapter(_OpenAIAdapter):
     name = "openai-images"
 
     async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
-        source = request.source_image
+        options = request.options
         response: ImagesResponse
-        if source is None:
+        if not request.source_images:
             response = await self._client.images.generate(
                 model=request.upstream_model,
                 prompt=request.prompt,
                 n=1,
                 size=size,
-                quality=self._quality,
+                quality=_given(options.quality or self._quality),
+                background=_given(options.background),
+                moderation=_given(options.moderation),
                 output_format=OUTPUT_FORMAT,
                 output_compression=OUTPUT_COMPRESSION,
             )
         else:
-            extension = _FILE_EXTENSIONS.get(source.mime_type, "png")
+            files = [
+                (f"image{i}.{_FILE_EXTENSIONS.get(s.mime_type, 'png')}", s.data, s.mime_type)
+                for i, s in enumerate(request.source_images)
+            ]
+            mask = request.mask
             response = await self._client.images.edit(
-                image=(f"source.{extension}", source.data, source.mime_type),
+                # One file is sent as `image`, several as `image[]` (as the SDK does).
+                image=files[0] if len(files) == 1 else files,
+                mask=("mask.png", mask.data, mask.mime_type) if mask is not None else omit,
                 model=request.upstream_model,
                 prompt=request.prompt,
                 n=1,
                 size=size,
-                quality=self._quality,
+                quality=_given(options.quality or self._quality),
+                background=_given(options.background),
+                input_fidelity=_given(options.input_fidelity),
                 output_format=OUTPUT_FORMAT,
                 output_compression=OUTPUT_COMPRESSION,
             )
@@ -141,7 +154,7 @@ class OpenAIImagesAdapter(_OpenAIAdapter):
             # moderation_blocked. An empty 200 is an upstream fault worth retrying, not a
             # verdict on the prompt.
             raise Unavailable("OpenAI returned no image")
-        return _provider_image(images[0], None)
+        return _provider_image(images[0], None, _usage(response))
 
 
 class OpenAIResponsesAdapter(_OpenAIAdapter):
@@ -153,27 +166,30 @@ class OpenAIResponsesAdapter(_OpenAIAdapter):
         content: ResponseInputMessageContentListParam = [
             {"type": "input_text", "text": request.prompt}
         ]
-        if request.source_image is not None:
-            encoded = base64.b64encode(request.source_image.data).decode("ascii")
+        for source in request.source_images:
             content.append(
-                {
-                    "type": "input_image",
-                    "image_url": f"data:{request.source_image.mime_type};base64,{encoded}",
-                    "detail": "auto",
-                }
+                {"type": "input_image", "image_url": _data_url(source), "detail": "auto"}
             )
+        options = request.options
+        tool: ImageGeneration = {
+            "type": "image_generation",
+            "size": size,
+            "quality": cast(Quality, options.quality or self._quality),
+            "output_format": OUTPUT_FORMAT,
+            "output_compression": OUTPUT_COMPRESSION,
+        }
+        if options.background is not None:
+            tool["background"] = cast(Any, options.background)
+        if options.moderation is not None:
+            tool["moderation"] = cast(Any, options.moderation)
+        if options.input_fidelity is not None:
+            tool["input_fidelity"] = cast(Any, options.input_fidelity)
+        if request.mask is not None:
+            tool["input_image_mask"] = {"image_url": _data_url(request.mask)}
         response = await self._client.responses.create(
             model=request.upstream_model,
             input=[{"role": "user", "content": content}],
-            tools=[
-                {
-                    "type": "image_generation",
-                    "size": size,
-                    "quality": self._quality,
-                    "output_format": OUTPUT_FORMAT,
-                    "output_compression": OUTPUT_COMPRESSION,
-                }
-            ],
+            tools=[tool],
             tool_choice={"type": "image_generation"},
         )
         return _image_from_response(response)
@@ -206,12 +222,35 @@ def _image_from_response(response: OpenAIResponse) -> ProviderImage:
     raise Unavailable(f"OpenAI response ({status}) contained no image")
 
 
-def _provider_image(b64: str, text: str | None) -> ProviderImage:
+def _provider_image(b64: str, text: str | None, usage: TokenUsage | None = None) -> ProviderImage:
     try:
         data = base64.b64decode(b64, validate=True)
     except binascii.Error:
         raise Unavailable("OpenAI returned an image that is not valid base64") from None
-    return ProviderImage(data, _sniff_mime_type(data), text)
+    return ProviderImage(data, _sniff_mime_type(data), text, usage)
+
+
+def _usage(response: ImagesResponse) -> TokenUsage | None:
+    usage = response.usage
+    if usage is None:
+        return None
+    details = usage.input_tokens_details
+    return TokenUsage(
+        input_tokens=usage.input_tokens,
+        input_image_tokens=details.image_tokens,
+        input_text_tokens=details.text_tokens,
+        output_tokens=usage.output_tokens,
+    )
+
+
+def _data_url(image: SourceImage) -> str:
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def _given(value: str | None) -> Any:
+    """An optional SDK parameter: `omit` (not sent) for None. Values were validated
+    against OpenAI's literals by the caller."""
+    return omit if value is None else value
 
 
 def _sniff_mime_type(data: bytes) -> str:

@@ -29,12 +29,24 @@ MAX_RATE_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a generation is for and is charged to: all the generation service needs."""
+
+    tenant_id: str
+    api_key_id: str | None  # None: not made with a key (e.g. a job whose key is gone)
+
+
+@dataclass(frozen=True, slots=True)
 class AuthContext:
     tenant_id: str
     api_key_id: str
     key_prefix: str
     tenant_rate_limit: int | None = None  # per minute; None: the gateway default
     key_rate_limit: int | None = None
+
+    @property
+    def caller(self) -> Caller:
+        return Caller(self.tenant_id, self.api_key_id or None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,15 @@ from app.generation.request import parse_generate_request
 from app.providers.catalog import Catalog
 
 CATALOG = Catalog.load()
+MAX_SOURCE = 1024 * 1024
 
 
 @pytest.mark.parametrize("num_images", [1, 2, 4])
 def test_requested_model_price_times_images(num_images: int) -> None:
     request = parse_generate_request(
-        {"prompt": "a fox", "model": "openai/gpt-image-1", "numImages": num_images}, CATALOG
+        {"prompt": "a fox", "model": "openai/gpt-image-1", "numImages": num_images},
+        CATALOG,
+        max_source_bytes=MAX_SOURCE,
     )
     assert request.model.price == 10
     assert required_credits(request) == 10 * num_images
@@ -23,7 +26,9 @@ def test_requested_model_price_times_images(num_images: int) -> None:
 
 def test_dearest_model_of_the_chain_counts() -> None:
     request = parse_generate_request(
-        {"prompt": "a fox", "model": "google/gemini-2.5-flash-image", "numImages": 3}, CATALOG
+        {"prompt": "a fox", "model": "google/gemini-2.5-flash-image", "numImages": 3},
+        CATALOG,
+        max_source_bytes=MAX_SOURCE,
     )
     dearer = CATALOG.get("google/gemini-3-pro-image")
     assert dearer is not None and dearer.price == 13
@@ -32,10 +37,13 @@ def test_dearest_model_of_the_chain_counts() -> None:
     preview = parse_generate_request(
         {"prompt": "a fox", "model": "google/gemini-3.1-flash-image-preview", "numImages": 2},
         CATALOG,
+        max_source_bytes=MAX_SOURCE,
     )
     assert required_credits(preview, CATALOG.chain(preview.model)) == 5 * 2
 
 
 def test_empty_chain_means_the_requested_model() -> None:
-    request = parse_generate_request({"prompt": "a fox", "model": "bfl/flux-kontext-pro"}, CATALOG)
+    request = parse_generate_request(
+        {"prompt": "a fox", "model": "bfl/flux-kontext-pro"}, CATALOG, max_source_bytes=MAX_SOURCE
+    )
     assert required_credits(request, ()) == 5

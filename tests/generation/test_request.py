@@ -13,6 +13,7 @@ from app.providers.catalog import Catalog
 from tests.support.gateway import Stack
 
 CATALOG = Catalog.load()
+MAX_SOURCE = 1024 * 1024
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl
 SCOTLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
 
@@ -45,13 +46,16 @@ REFUSED_PROMPTS = {
 
 @pytest.mark.parametrize("prompt", EMOJI_PROMPTS.values(), ids=EMOJI_PROMPTS.keys())
 def test_emoji_sequences_are_allowed(prompt: str) -> None:
-    assert parse_generate_request({"prompt": prompt}, CATALOG).prompt == prompt
+    assert (
+        parse_generate_request({"prompt": prompt}, CATALOG, max_source_bytes=MAX_SOURCE).prompt
+        == prompt
+    )
 
 
 @pytest.mark.parametrize(("prompt", "named"), REFUSED_PROMPTS.values(), ids=REFUSED_PROMPTS.keys())
 def test_control_and_format_characters_are_refused(prompt: str, named: str) -> None:
     with pytest.raises(InvalidRequest) as refused:
-        parse_generate_request({"prompt": prompt}, CATALOG)
+        parse_generate_request({"prompt": prompt}, CATALOG, max_source_bytes=MAX_SOURCE)
     assert refused.value.extra["field"] == "prompt"
     assert named in refused.value.message
 

@@ -143,10 +143,10 @@ async def test_polls_until_ready_with_one_submit(adapter: BflAdapter, emulator: 
 
 async def test_image_to_image_follows_the_source(adapter: BflAdapter) -> None:
     red = await adapter.generate(
-        ImageRequest(MODEL, "paint it", "1:1", SourceImage("image/png", png("red")))
+        ImageRequest(MODEL, "paint it", "1:1", (SourceImage("image/png", png("red")),))
     )
     green = await adapter.generate(
-        ImageRequest(MODEL, "paint it", "1:1", SourceImage("image/png", png("green")))
+        ImageRequest(MODEL, "paint it", "1:1", (SourceImage("image/png", png("green")),))
     )
     plain = await adapter.generate(ImageRequest(MODEL, "paint it", "1:1"))
     assert len({red.data, green.data, plain.data}) == 3
@@ -233,7 +233,9 @@ async def test_active_task_limit_is_rate_limited(
 async def test_validation_error_names_the_problem_without_image_data(adapter: BflAdapter) -> None:
     garbage = b"definitely not an image " * 200
     with pytest.raises(UpstreamBadRequest, match="input_image") as raised:
-        await adapter.generate(ImageRequest(MODEL, "x", "1:1", SourceImage("image/png", garbage)))
+        await adapter.generate(
+            ImageRequest(MODEL, "x", "1:1", (SourceImage("image/png", garbage),))
+        )
     assert base64.b64encode(garbage).decode()[:40] not in raised.value.message
     assert len(raised.value.message) < 400
     with pytest.raises(UpstreamBadRequest, match="aspect_ratio"):

@@ -65,8 +65,8 @@ async def test_source_image_is_sent_inline(adapter: GeminiAdapter) -> None:
         Image.new("RGB", (32, 32), colour).save(buffer, "PNG")
         return SourceImage("image/png", buffer.getvalue())
 
-    red = await adapter.generate(ImageRequest(MODEL, "paint it", "1:1", png("red")))
-    green = await adapter.generate(ImageRequest(MODEL, "paint it", "1:1", png("green")))
+    red = await adapter.generate(ImageRequest(MODEL, "paint it", "1:1", (png("red"),)))
+    green = await adapter.generate(ImageRequest(MODEL, "paint it", "1:1", (png("green"),)))
     assert red.data != green.data
 
 

@@ -52,7 +52,7 @@ class Subject:
     def request(
         self, ratio: str = "1:1", source: SourceImage | None = None, prompt: str = "a fox"
     ) -> ImageRequest:
-        return ImageRequest(self.model, prompt, ratio, source)
+        return ImageRequest(self.model, prompt, ratio, (source,) if source else ())
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +236,7 @@ async def test_in_process_emulator_as_the_gateway_wires_it(cls: AdapterClass) ->
     transport = httpx.ASGITransport(app=create_openai_emulator())
     async with httpx.AsyncClient(transport=transport, timeout=10) as client:
         adapter = cls(api_key="emulated", base_url="http://openai.emulator/v1", http_client=client)
-        image = await adapter.generate(ImageRequest(MODELS[cls], "a fox", "3:2", png("blue")))
+        image = await adapter.generate(ImageRequest(MODELS[cls], "a fox", "3:2", (png("blue"),)))
     assert image.mime_type == "image/webp"
     assert Image.open(io.BytesIO(image.data)).size == (1536, 1024)
 

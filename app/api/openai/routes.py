@@ -1,0 +1,236 @@
+"""The /v1 routes: models, images/generations (JSON) and images/edits (multipart).
+
+Errors come in OpenAI's shape (app/api/errors.py renders every error under /v1 so,
+unknown paths and methods included), so the SDK raises its typed exceptions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from app import idempotency
+from app.api import jobs as jobs_api
+from app.api.body import declared_length, read_json_body
+from app.api.body_budget import reserve_body
+from app.api.deps import authenticated, external_base_url, get_services
+from app.api.errors import DATABASE_UNAVAILABLE
+from app.api.openai import params, rendering
+from app.api.openai.shape import openai_error
+from app.api.schemas.common import API_KEY, openai_error_responses
+from app.api.schemas.openai import (
+    ImageEditRequest,
+    ImageGenerationRequest,
+    ImagesResponse,
+    OpenAIModel,
+    OpenAIModelList,
+)
+from app.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from app.generation.request import GenerateRequest, resolve_model
+from app.providers.catalog import CatalogModel
+from app.services import Services
+from app.tenants.service import AuthContext
+
+# Files one edit may upload: OpenAI's 16 references and a mask.
+_MAX_FILES = 17
+
+
+class OpenAIErrorRoute(APIRoute):
+    """Renders every error of these routes (auth and validation included) OpenAI's way."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except GatewayError as exc:
+                field = exc.extra.get("field")
+                return openai_error(
+                    exc.status_code,
+                    exc.message,
+                    exc.code,
+                    field if isinstance(field, str) else None,
+                    exc.headers,
+                )
+            except HTTPException as exc:  # Starlette's own, e.g. a malformed multipart body
+                return openai_error(exc.status_code, str(exc.detail), "invalid_request")
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                param = str(first.get("loc", ("", ""))[-1])
+                return openai_error(400, f"{param}: {first.get('msg')}", "invalid_value", param)
+            except DATABASE_UNAVAILABLE:
+                return openai_error(
+                    503, "The database is unavailable; nothing was charged", "unavailable"
+                )
+
+        return handle
+
+
+router = APIRouter(
+    prefix="/v1",
+    route_class=OpenAIErrorRoute,
+    tags=["openai-compatible"],
+    dependencies=[Security(API_KEY)],
+    responses=openai_error_responses(401, 429, 503),
+)
+_GENERATION_ERRORS = openai_error_responses(400, 402, 409, 413, 415, 500)
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "replays the first response for the same key and body, charging once",
+    "schema": {"type": "string"},
+}
+
+
+def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: str) -> Any:
+    """`openapi_extra` declaring a body the route parses by hand (size cap first)."""
+    schema = model.model_json_schema()
+    return {
+        "requestBody": {"required": True, "content": {media_type: {"schema": schema}}},
+        "parameters": [_IDEMPOTENCY],
+    }
+
+
+def _model_object(model: CatalogModel) -> dict[str, Any]:
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
+
+
+@router.get("/models", response_model=OpenAIModelList)
+async def list_models(
+    _auth: Annotated[AuthContext, Depends(authenticated)],
+    services: Annotated[Services, Depends(get_services)],
+) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_object(model) for model in services.catalog]}
+
+
+@router.get(
+    "/models/{model_id:path}",
+    response_model=OpenAIModel,
+    responses=openai_error_responses(404),
+)
+async def retrieve_model(
+    model_id: str,
+    _auth: Annotated[AuthContext, Depends(authenticated)],
+    services: Annotated[Services, Depends(get_services)],
+) -> dict[str, Any]:
+    """A catalog id (`openai/gpt-image-1`, raw or with %2F) or a bare upstream name."""
+    try:
+        model = resolve_model(model_id, services.catalog)
+    except InvalidRequest:
+        raise NotFound(f"The model '{model_id[:100]}' does not exist", field="model") from None
+    return _model_object(model)
+
+
+@router.post(
+    "/images/generations",
+    response_model=ImagesResponse,
+    responses=_GENERATION_ERRORS,
+    openapi_extra=_body(ImageGenerationRequest, "application/json"),
+)
+async def generations(
+    request: Request,
+    auth: Annotated[AuthContext, Depends(authenticated)],
+    services: Annotated[Services, Depends(get_services)],
+    idempotency_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    payload = await read_json_body(request, services.settings.max_body_bytes)
+    if not isinstance(payload, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    parsed, view = params.parse(payload, services.catalog, allowed=params.GENERATION_PARAMS)
+    return await _generate(request, auth, services, parsed, view, payload, idempotency_key)
+
+
+@router.post(
+    "/images/edits",
+    response_model=ImagesResponse,
+    responses=_GENERATION_ERRORS,
+    openapi_extra=_body(ImageEditRequest, "multipart/form-data"),
+)
+async def edits(
+    request: Request,
+    auth: Annotated[AuthContext, Depends(authenticated)],
+    services: Annotated[Services, Depends(get_services)],
+    idempotency_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Response:
+    limit = services.settings.max_body_bytes
+    declared = declared_length(request)
+    # Refuse before parsing: multipart parsing would spool the whole body first.
+    if declared is None or declared > limit:
+        raise PayloadTooLarge(f"Request body must declare a length of at most {limit} bytes")
+    # The uploads are copied (form, bytes, decoded image) like a native source.
+    async with reserve_body(
+        request,
+        services.request_budget,
+        max_body_bytes=limit,
+        wait_seconds=services.settings.request_bytes_wait_seconds,
+    ):
+        async with request.form(max_files=_MAX_FILES, max_fields=32) as form:
+            fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+            images = [
+                await item.read()
+                for key in ("image", "image[]")
+                for item in form.getlist(key)
+                if isinstance(item, UploadFile)
+            ]
+            mask_file = form.get("mask")
+            mask = await mask_file.read() if isinstance(mask_file, UploadFile) else None
+        if not images:
+            raise InvalidRequest("image is required: send it as a multipart file", field="image")
+        fields.pop("image", None), fields.pop("image[]", None), fields.pop("mask", None)
+        parsed, view = params.parse(
+            fields,
+            services.catalog,
+            allowed=params.EDIT_PARAMS,
+            images=tuple(images),
+            mask=mask,
+        )
+        # The key's body: the fields and a digest of each upload, in order.
+        digests = [hashlib.sha256(data).hexdigest() for data in images]
+        if mask is not None:
+            digests.append("mask:" + hashlib.sha256(mask).hexdigest())
+        identity = fields | {"__files__": digests}
+        return await _generate(request, auth, services, parsed, view, identity, idempotency_key)
+
+
+async def _generate(
+    request: Request,
+    auth: AuthContext,
+    services: Services,
+    parsed: GenerateRequest,
+    view: params.View,
+    identity: dict[str, Any],
+    idempotency_key: str | None,
+) -> Response:
+    base_url = external_base_url(request)
+    references = len(parsed.source_images)
+    if idempotency_key is None:
+        result = await services.generation.generate(auth.caller, parsed)
+        saved = rendering.record(result, view, references)
+        images = [item.image.data for item in result.images]
+        return await rendering.render(saved, services.image_store, base_url, images=images)
+
+    async def run() -> dict[str, Any]:
+        result = await services.generation.generate(auth.caller, parsed)
+        return rendering.record(result, view, references)
+
+    once = await idempotency.run_once(
+        services.sessions,
+        auth.tenant_id,
+        idempotency.validate_key(idempotency_key),
+        # The route is part of the body: a generation's key is not an edit's.
+        idempotency.request_hash({"route": request.url.path, "body": identity}),
+        lock_for=jobs_api.idempotency_lock(services),
+        run=run,
+    )
+    return await rendering.render(
+        once.response, services.image_store, base_url, replayed=once.replayed
+    )
