@@ -200,6 +200,13 @@ async def test_edit_limits_and_masks_are_400s(stack: Stack) -> None:
     with pytest.raises(openai.BadRequestError) as too_many:
         await client.images.edit(model="bfl/flux-kontext-pro", image=two, prompt="x")
     assert too_many.value.param == "image" and "at most 1" in too_many.value.message
+    four = [(f"{c}.png", _png(c), "image/png") for c in ("red", "green", "blue", "white")]
+    gemini = await client.images.edit(image=four[:3], prompt="x")  # Gemini 2.5 Flash takes 3
+    assert gemini.data and gemini.usage is not None
+    assert gemini.usage.input_tokens_details.image_tokens == 3  # counted, not tokens
+    with pytest.raises(openai.BadRequestError) as over_three:
+        await client.images.edit(image=four, prompt="x")
+    assert over_three.value.param == "image" and "at most 3" in over_three.value.message
     with pytest.raises(openai.BadRequestError) as no_masks:
         await client.images.edit(
             image=two[0], mask=("m.png", _png("white", alpha=True), "image/png"), prompt="x"
@@ -208,7 +215,7 @@ async def test_edit_limits_and_masks_are_400s(stack: Stack) -> None:
     with pytest.raises(openai.BadRequestError) as not_an_image:
         await client.images.edit(image=("a.png", b"not an image", "image/png"), prompt="x")
     assert not_an_image.value.param == "image"
-    assert await stack.balance(tenant) == 100
+    assert await stack.balance(tenant) == 100 - PRICE
     await client.close()
 
 
