@@ -153,7 +153,7 @@ def _size(value: Any, model: CatalogModel) -> tuple[int | None, int | None, str]
     if value is None or value == "auto":
         return None, None, nearest_native("1:1", model.native_aspect_ratios)
     width_text, _, height_text = value.partition("x") if isinstance(value, str) else ("", "", "")
-    if width_text.isdigit() and height_text.isdigit() and len(value) <= 11:
+    if _digits(width_text) and _digits(height_text) and len(value) <= 11:
         width, height = int(width_text), int(height_text)
         if (
             all(MIN_SIDE <= side <= MAX_SIDE and side % SIDE_STEP == 0 for side in (width, height))
@@ -187,7 +187,7 @@ def _integer(fields: dict[str, Any], name: str, low: int, high: int, default: in
     value = fields.get(name)
     if value is None:
         return default
-    if isinstance(value, str) and value.isdigit() and len(value) <= 6:  # a form field
+    if isinstance(value, str) and _digits(value) and len(value) <= 6:  # a form field
         value = int(value)
     # bool is an int in Python; 2.0 is not an integer here.
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -208,3 +208,7 @@ def _flag(value: Any, name: str) -> bool:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # isdigit alone admits "²"
