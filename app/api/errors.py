@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 def error_response(status: int, message: str, code: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": message, "code": code, **extra}, status_code=status)
 
@@ -48,9 +51,10 @@ async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    if is_openai_path(request.url.path):  # unknown /v1 paths and methods too
+    if is_openai_path(request.url.path):  # unknown /v1 paths and methods, multipart errors
+        code = _HTTP_CODES.get(exc.status_code, "invalid_request")
         return openai_error(exc.status_code, str(exc.detail), code, headers=exc.headers)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, str(exc.detail), code)
 
 
@@ -64,14 +68,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, message, "invalid_request")
 
 
-async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # Connection-level failures only; details stay in the log, not in the response.
     log.error("database unavailable", extra={"error": type(exc).__name__})
-    return error_response(
-        503,
-        "The database is unavailable; nothing was charged. Retry shortly.",
-        "dependency_unavailable",
-    )
+    message = "The database is unavailable; nothing was charged. Retry shortly."
+    if is_openai_path(request.url.path):
+        return openai_error(503, message, "dependency_unavailable")
+    return error_response(503, message, "dependency_unavailable")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -115,10 +118,11 @@ class InternalErrorNet:
             log.exception("unhandled error", extra={"path": scope.get("path")})
             if started:
                 raise  # too late for a response of our own; the server closes it
-            response = error_response(
-                500,
-                f"Internal error; if it persists, report request id {request_id} to the operator",
-                "internal_error",
-                requestId=request_id,
+            message = (
+                f"Internal error; if it persists, report request id {request_id} to the operator"
             )
+            if is_openai_path(scope.get("path", "")):
+                response = openai_error(500, message, "internal_error")
+            else:
+                response = error_response(500, message, "internal_error", requestId=request_id)
             await response(scope, receive, send)

@@ -330,3 +330,55 @@ async def test_a_malformed_multipart_body_is_a_400_in_openai_shape(stack: Stack)
     assert error["message"] == "Invalid multipart data."
     assert error["code"] == "invalid_request"
     assert await stack.balance(tenant) == 100
+
+
+async def test_too_large_bodies_are_413_in_openai_shape(stack: Stack) -> None:
+    tenant = await stack.new_tenant(credits=100)
+    big = b"x" * (stack.settings.max_body_bytes + 1)
+    async with stack.client() as client:
+        generation = await client.post(
+            "/v1/images/generations",
+            content=big,
+            headers=tenant.auth | {"Content-Type": "application/json"},
+        )
+        edit = await client.post(
+            "/v1/images/edits",
+            content=big,
+            headers=tenant.auth | {"Content-Type": "multipart/form-data; boundary=b"},
+        )
+    for response in (generation, edit):
+        assert response.status_code == 413
+        assert response.json()["error"]["type"] == "invalid_request_error"
+    assert await stack.balance(tenant) == 100
+
+
+async def test_edits_replay_by_key_and_a_new_upload_is_a_conflict(stack: Stack) -> None:
+    tenant = await stack.new_tenant(credits=100)
+    client = _sync_client(stack, tenant.key)
+    key = {"Idempotency-Key": "edit-1"}
+
+    def edit(colour: str) -> openai.types.ImagesResponse:
+        image = (f"{colour}.png", _png(colour), "image/png")
+        return client.images.edit(image=image, prompt="ink", extra_headers=key)
+
+    first = await asyncio.to_thread(edit, "red")
+    again = await asyncio.to_thread(edit, "red")
+    assert first.data and again.data and first.data[0].b64_json == again.data[0].b64_json
+    with pytest.raises(openai.ConflictError):
+        await asyncio.to_thread(edit, "blue")  # same key and fields, another image
+    assert await stack.balance(tenant) == 100 - PRICE
+    client.close()
+
+
+async def test_a_text_field_where_a_file_belongs_is_refused(stack: Stack) -> None:
+    tenant = await stack.new_tenant(credits=100)
+    async with stack.client() as client:
+        response = await client.post(
+            "/v1/images/edits",
+            headers=tenant.auth,
+            data={"prompt": "x", "mask": "not a file"},
+            files={"image": ("a.png", _png("red"), "image/png")},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "mask"
+    assert await stack.balance(tenant) == 100

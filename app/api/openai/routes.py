@@ -1,29 +1,24 @@
 """The /v1 routes: models, images/generations (JSON) and images/edits (multipart).
 
-Errors come in OpenAI's shape (app/api/errors.py renders every error under /v1 so,
-unknown paths and methods included), so the SDK raises its typed exceptions.
+Errors come in OpenAI's shape: app/api/errors.py renders every error under /v1 so
+(authentication, validation, database outages, unknown paths and methods included), and
+the SDK raises its typed exceptions.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response, Security
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from app import idempotency
 from app.api import jobs as jobs_api
 from app.api.body import declared_length, read_json_body
 from app.api.body_budget import reserve_body
 from app.api.deps import authenticated, external_base_url, get_services
-from app.api.errors import DATABASE_UNAVAILABLE
 from app.api.openai import params, rendering
-from app.api.openai.shape import openai_error
 from app.api.schemas.common import API_KEY, openai_error_responses
 from app.api.schemas.openai import (
     ImageEditRequest,
@@ -32,7 +27,7 @@ from app.api.schemas.openai import (
     OpenAIModel,
     OpenAIModelList,
 )
-from app.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from app.errors import InvalidRequest, NotFound, PayloadTooLarge
 from app.generation.request import GenerateRequest, resolve_model
 from app.providers.catalog import CatalogModel
 from app.services import Services
@@ -42,41 +37,8 @@ from app.tenants.service import AuthContext
 _MAX_FILES = 17
 
 
-class OpenAIErrorRoute(APIRoute):
-    """Renders every error of these routes (auth and validation included) OpenAI's way."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except GatewayError as exc:
-                field = exc.extra.get("field")
-                return openai_error(
-                    exc.status_code,
-                    exc.message,
-                    exc.code,
-                    field if isinstance(field, str) else None,
-                    exc.headers,
-                )
-            except HTTPException as exc:  # Starlette's own, e.g. a malformed multipart body
-                return openai_error(exc.status_code, str(exc.detail), "invalid_request")
-            except RequestValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
-                param = str(first.get("loc", ("", ""))[-1])
-                return openai_error(400, f"{param}: {first.get('msg')}", "invalid_value", param)
-            except DATABASE_UNAVAILABLE:
-                return openai_error(
-                    503, "The database is unavailable; nothing was charged", "unavailable"
-                )
-
-        return handle
-
-
 router = APIRouter(
     prefix="/v1",
-    route_class=OpenAIErrorRoute,
     tags=["openai-compatible"],
     dependencies=[Security(API_KEY)],
     responses=openai_error_responses(401, 429, 503),
@@ -183,9 +145,11 @@ async def edits(
             ]
             mask_file = form.get("mask")
             mask = await mask_file.read() if isinstance(mask_file, UploadFile) else None
+        for name in ("image", "image[]", "mask"):
+            if name in fields:  # a text field where a file belongs: never silently dropped
+                raise InvalidRequest(f"{name} must be sent as a multipart file", field=name)
         if not images:
             raise InvalidRequest("image is required: send it as a multipart file", field="image")
-        fields.pop("image", None), fields.pop("image[]", None), fields.pop("mask", None)
         parsed, view = params.parse(
             fields,
             services.catalog,
