@@ -152,6 +152,12 @@ async def test_image_to_image_follows_the_source(adapter: BflAdapter) -> None:
     assert len({red.data, green.data, plain.data}) == 3
 
 
+async def test_more_than_one_input_image_is_refused(adapter: BflAdapter) -> None:
+    two = (SourceImage("image/png", png("red")), SourceImage("image/png", png("green")))
+    with pytest.raises(UpstreamBadRequest, match="one input image"):
+        await adapter.generate(ImageRequest(MODEL, "paint it", "1:1", two))
+
+
 async def test_slow_task_is_polled_with_backoff(adapter: BflAdapter, emulator: Emulator) -> None:
     emulator.faults.add({"kind": "delay", "seconds": 0.4})
     started = time.monotonic()

@@ -68,6 +68,13 @@ async def test_source_image_is_sent_inline(adapter: GeminiAdapter) -> None:
     red = await adapter.generate(ImageRequest(MODEL, "paint it", "1:1", (png("red"),)))
     green = await adapter.generate(ImageRequest(MODEL, "paint it", "1:1", (png("green"),)))
     assert red.data != green.data
+    # Several references go inline, each its own part (the emulator draws from the last).
+    pair = await adapter.generate(
+        ImageRequest(MODEL, "paint it", "1:1", (png("red"), png("green")))
+    )
+    assert pair.data != red.data  # the second reference reached the upstream
+    with pytest.raises(UpstreamBadRequest):
+        await adapter.generate(ImageRequest(MODEL, "x", "1:1", (png("red"),), png("white")))
 
 
 async def test_blocked_prompt_is_moderated(adapter: GeminiAdapter, emulator: Emulator) -> None:

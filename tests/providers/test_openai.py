@@ -18,7 +18,9 @@ from PIL import Image, ImageStat
 
 from app.emulators.faults import FaultPlan
 from app.emulators.openai import create_openai_emulator
+from app.emulators.openai_wire import INPUT_IMAGE_TOKENS
 from app.providers.base import (
+    ImageOptions,
     ImageRequest,
     Moderated,
     ProviderAdapter,
@@ -270,3 +272,26 @@ def test_error_messages_drop_keys_and_base64() -> None:
     )
     assert isinstance(error, UpstreamBadRequest)
     assert "sk-live" not in error.message and blob not in error.message
+
+
+async def test_every_reference_mask_and_option_reaches_openai(subject: Subject) -> None:
+    """Several sources (`image[]` / several input_image parts), a mask and the options."""
+    sources = (png("red"), png("green"), png("blue"))
+    mask = png("white")
+    options = ImageOptions(quality="low", background="transparent", moderation="low")
+    edit_options = ImageOptions(quality="high", input_fidelity="high")
+    three = await subject.adapter.generate(
+        ImageRequest(subject.model, "a fox", "1:1", sources, mask, edit_options)
+    )
+    two = await subject.adapter.generate(
+        ImageRequest(subject.model, "a fox", "1:1", sources[:2], mask, edit_options)
+    )
+    plain = await subject.adapter.generate(
+        ImageRequest(subject.model, "a fox", "1:1", options=options)
+    )
+    assert three.data != two.data  # the emulator draws from every reference
+    assert plain.mime_type == "image/webp"
+    if subject.model == "gpt-image-1":  # the Images API reports token usage
+        assert three.usage is not None and two.usage is not None
+        assert three.usage.input_image_tokens == 3 * INPUT_IMAGE_TOKENS
+        assert two.usage.input_image_tokens == 2 * INPUT_IMAGE_TOKENS
