@@ -210,14 +210,15 @@ class GenerationService:
         if request.mask is None:
             return None
         if not request.model.masks:
+            takers = ", ".join(model.id for model in self._catalog if model.masks)
             raise InvalidRequest(
-                f"model {request.model.id} does not support mask; masks are applied by "
-                "OpenAI models only",
+                f"model {request.model.id} does not take a mask; models that do: {takers}",
                 field="mask",
             )
         mask = await self.decode_source(request.mask, "mask")
         if mask.mime_type != "image/png":
-            raise InvalidRequest("mask must be a PNG with an alpha channel", field="mask")
+            # OpenAI reads the mask's alpha channel: only a PNG carries one it accepts.
+            raise InvalidRequest("mask must be a PNG", field="mask")
         return mask
 
     async def decode_source(self, data: bytes, field: str = "sourceImage") -> SourceImage:
