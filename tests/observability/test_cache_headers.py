@@ -32,7 +32,12 @@ async def test_responses_with_signed_urls_or_keys_are_no_store(stack: Stack) -> 
 
         openai = await client.post(
             "/v1/images/generations",
-            json={"model": "gemini-2.5-flash-image", "prompt": "a harbour"},
+            # A signed URL on request: /v1 answers b64_json by default, as OpenAI does.
+            json={
+                "model": "gemini-2.5-flash-image",
+                "prompt": "a harbour",
+                "response_format": "url",
+            },
             headers=tenant.auth,
         )
         assert openai.status_code == 200, openai.text
