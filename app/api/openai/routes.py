@@ -44,22 +44,12 @@ router = APIRouter(
     responses=openai_error_responses(401, 429, 503),
 )
 _GENERATION_ERRORS = openai_error_responses(400, 402, 409, 413, 415, 500)
-_IDEMPOTENCY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "replays the first response for the same key and body, charging once",
-    "schema": {"type": "string"},
-}
 
 
 def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: str) -> Any:
     """`openapi_extra` declaring a body the route parses by hand (size cap first)."""
     schema = model.model_json_schema()
-    return {
-        "requestBody": {"required": True, "content": {media_type: {"schema": schema}}},
-        "parameters": [_IDEMPOTENCY],
-    }
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
 def _model_object(model: CatalogModel) -> dict[str, Any]:
@@ -102,7 +92,7 @@ async def generations(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
-    idempotency_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
     payload = await read_json_body(request, services.settings.max_body_bytes)
     if not isinstance(payload, dict):
@@ -121,7 +111,7 @@ async def edits(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
-    idempotency_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
     limit = services.settings.max_body_bytes
     declared = declared_length(request)
