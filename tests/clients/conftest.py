@@ -129,6 +129,9 @@ def node_modules() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.fail("the client tier needs Node.js 20+ and npm on PATH (tests/clients/node)")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    if int(version.stdout.strip().lstrip("v").split(".")[0]) < 20:
+        pytest.fail(f"the client tier needs Node.js 20+, found {version.stdout.strip()}")
     modules = NODE_DIR / "node_modules"
     stamp = modules / ".package-lock.json"
     lock = NODE_DIR / "package-lock.json"
@@ -166,3 +169,10 @@ def run_node(script: str, env: dict[str, str], *args: str) -> dict[str, Any]:
     parsed = json.loads(lines[-1])
     assert isinstance(parsed, dict)
     return parsed
+
+
+def step_ok(results: dict[str, Any], name: str) -> dict[str, Any]:
+    """One step of a node script's results, which must not have raised."""
+    step: dict[str, Any] = results[name]
+    assert "error" not in step, f"{name}: the package raised {step['error']}"
+    return step

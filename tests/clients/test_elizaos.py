@@ -14,7 +14,7 @@ import pytest
 
 from app.generation.request import DEFAULT_MODEL
 from app.tenants import service as tenants
-from tests.clients.conftest import CREDITS, GPT_IMAGE, decode_image, price, run_node
+from tests.clients.conftest import CREDITS, GPT_IMAGE, decode_image, price, run_node, step_ok
 from tests.support.gateway import TenantHandle
 from tests.support.process import run_in_session
 from tests.support.upstreams import NetworkGateway
@@ -55,12 +55,6 @@ def results(
     return run_node("elizacloud.mjs", env)
 
 
-def ok(results: dict[str, Any], name: str) -> dict[str, Any]:
-    step: dict[str, Any] = results[name]
-    assert "error" not in step, f"{name}: the package raised {step['error']}"
-    return step
-
-
 def served_image(url: str) -> tuple[int, int]:
     response = httpx.get(url, timeout=30)
     assert response.status_code == 200, response.text[:200]
@@ -75,15 +69,15 @@ def served_image(url: str) -> tuple[int, int]:
 def test_plugin_startup_models_check_succeeds(
     results: dict[str, Any], gateway: NetworkGateway
 ) -> None:
-    requests = ok(results, "plugin_init_models_check")["requests"]
+    requests = step_ok(results, "plugin_init_models_check")["requests"]
     assert requests == [{"url": f"{gateway.base_url}/api/v1/models", "status": 200}]
-    ok(results, "plugin_url_and_key_check")
+    step_ok(results, "plugin_url_and_key_check")
 
 
 def test_plugin_image_handler_gets_a_served_image_of_the_ratio_asked(
     results: dict[str, Any],
 ) -> None:
-    images = ok(results, "plugin_image")["images"]
+    images = step_ok(results, "plugin_image")["images"]
     assert len(images) == 1
     width, height = served_image(images[0]["url"])
     # The plugin maps size 1792x1024 to aspectRatio 16:9.
@@ -92,7 +86,7 @@ def test_plugin_image_handler_gets_a_served_image_of_the_ratio_asked(
 
 def test_plugin_base_url_with_a_trailing_slash_works(results: dict[str, Any]) -> None:
     # ELIZAOS_CLOUD_BASE_URL ending in "/" makes the plugin call /api/v1//generate-image.
-    images = ok(results, "plugin_image_trailing_slash")["images"]
+    images = step_ok(results, "plugin_image_trailing_slash")["images"]
     served_image(images[0]["url"])
 
 
@@ -111,7 +105,7 @@ def test_plugin_without_credits_gets_the_402_with_required_and_available_credits
 def test_a_one_request_a_minute_agent_can_start_and_still_generate(
     results: dict[str, Any], gateway: NetworkGateway
 ) -> None:
-    step = ok(results, "limited_agent_starts_then_generates")
+    step = step_ok(results, "limited_agent_starts_then_generates")
     assert step["init"]["requests"] == [{"url": f"{gateway.base_url}/api/v1/models", "status": 200}]
     served_image(step["images"][0]["url"])
 
@@ -120,7 +114,7 @@ def test_a_one_request_a_minute_agent_can_start_and_still_generate(
 
 
 def test_sdk_list_models_is_public_and_an_openai_style_list(results: dict[str, Any]) -> None:
-    listing = ok(results, "sdk_list_models")  # the SDK sends no key for it
+    listing = step_ok(results, "sdk_list_models")  # the SDK sends no key for it
     assert listing["object"] == "list"
     ids = [entry["id"] for entry in listing["data"]]
     assert GPT_IMAGE in ids and SDK_MODEL in ids
@@ -131,7 +125,7 @@ def test_sdk_list_models_is_public_and_an_openai_style_list(results: dict[str, A
 
 
 def test_sdk_generate_image_with_plugin_2x_default_model(results: dict[str, Any]) -> None:
-    answer = ok(results, "sdk_generate_image")
+    answer = step_ok(results, "sdk_generate_image")
     assert answer["model"] == SDK_MODEL
     assert answer["creditsCharged"] == price(SDK_MODEL)
     assert served_image(answer["images"][0]["url"]) == (1024, 1024)
@@ -141,7 +135,7 @@ def test_sdk_credits_balance_is_the_tenants_balance(
     results: dict[str, Any], gateway: NetworkGateway, agents: dict[str, TenantHandle]
 ) -> None:
     # The script reads the balance last, after every charge of this tenant.
-    assert ok(results, "sdk_credits_balance") == {"balance": gateway.balance(agents["paying"])}
+    assert step_ok(results, "sdk_credits_balance") == {"balance": gateway.balance(agents["paying"])}
 
 
 def test_sdk_without_credits_raises_insufficient_credits_with_required_credits(

@@ -12,7 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.clients.conftest import CREDITS, GPT_IMAGE, b64_png, decode_image, png, price, run_node
+from tests.clients.conftest import (
+    CREDITS,
+    GPT_IMAGE,
+    b64_png,
+    decode_image,
+    png,
+    price,
+    run_node,
+    step_ok,
+)
 from tests.support.gateway import TenantHandle
 from tests.support.upstreams import NetworkGateway
 
@@ -38,14 +47,8 @@ def results(
     return run_node("openai.mjs", env, str(inputs))
 
 
-def ok(results: dict[str, Any], name: str) -> dict[str, Any]:
-    step: dict[str, Any] = results[name]
-    assert "error" not in step, f"{name}: the SDK raised {step['error']}"
-    return step
-
-
 def test_generate_default_is_b64_png_of_the_exact_size(results: dict[str, Any]) -> None:
-    step = ok(results, "generate_b64")
+    step = step_ok(results, "generate_b64")
     assert step["url"] is None
     image = b64_png(step["b64_json"])
     assert (image.width, image.height) == (1536, 1024)
@@ -53,7 +56,7 @@ def test_generate_default_is_b64_png_of_the_exact_size(results: dict[str, Any]) 
 
 
 def test_url_serves_the_requested_png(results: dict[str, Any]) -> None:
-    step = ok(results, "generate_url")
+    step = step_ok(results, "generate_url")
     assert step["output_format"] == "png"
     served = httpx.get(step["url"], timeout=30)
     assert served.status_code == 200 and served.headers["content-type"] == "image/png"
@@ -61,14 +64,14 @@ def test_url_serves_the_requested_png(results: dict[str, Any]) -> None:
 
 
 def test_edit_with_to_file_uploads_of_two_images_and_a_mask(results: dict[str, Any]) -> None:
-    step = ok(results, "edit")
+    step = step_ok(results, "edit")
     image = b64_png(step["b64_json"])
     assert (image.width, image.height) == (1024, 1024)
     assert step["usage"] is not None
 
 
 def test_stream_yields_partials_then_completed(results: dict[str, Any]) -> None:
-    events = ok(results, "stream")["events"]
+    events = step_ok(results, "stream")["events"]
     types = [event["type"] for event in events]
     assert types and types[-1] == "image_generation.completed", types
     partial = [event for event in events[:-1] if event["type"] == "image_generation.partial_image"]
@@ -79,8 +82,8 @@ def test_stream_yields_partials_then_completed(results: dict[str, Any]) -> None:
 
 
 def test_models_list_and_retrieve(results: dict[str, Any]) -> None:
-    assert GPT_IMAGE in ok(results, "models_list")["ids"]
-    assert ok(results, "models_retrieve") == {"id": GPT_IMAGE, "object": "model"}
+    assert GPT_IMAGE in step_ok(results, "models_list")["ids"]
+    assert step_ok(results, "models_retrieve") == {"id": GPT_IMAGE, "object": "model"}
 
 
 def test_an_invalid_quality_is_a_400_naming_it(results: dict[str, Any]) -> None:
