@@ -135,7 +135,7 @@ def test_sdk_credits_balance_is_the_tenants_balance(
     results: dict[str, Any], gateway: NetworkGateway, agents: dict[str, TenantHandle]
 ) -> None:
     # The script reads the balance last, after every charge of this tenant.
-    assert step_ok(results, "sdk_credits_balance") == {"balance": gateway.balance(agents["paying"])}
+    assert step_ok(results, "sdk_credits_balance")["balance"] == gateway.balance(agents["paying"])
 
 
 def test_sdk_without_credits_raises_insufficient_credits_with_required_credits(
