@@ -47,6 +47,16 @@ def png(seed: str, width: int = 256, height: int = 256) -> bytes:
     return synthesize_png(seed, width, height)
 
 
+def mask_png(width: int = 256, height: int = 256) -> bytes:
+    """An edit mask as OpenAI takes it: a PNG whose transparent pixels (the left half here)
+    mark the area to change."""
+    mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (0, 0, width // 2, height))
+    buffer = io.BytesIO()
+    mask.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def decode_image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()

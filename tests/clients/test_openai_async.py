@@ -9,7 +9,16 @@ import httpx
 import openai
 import pytest_asyncio
 
-from tests.clients.conftest import CREDITS, GPT_IMAGE, assert_stream, b64_png, data_of, png, price
+from tests.clients.conftest import (
+    CREDITS,
+    GPT_IMAGE,
+    assert_stream,
+    b64_png,
+    data_of,
+    mask_png,
+    png,
+    price,
+)
 from tests.support.gateway import TenantHandle
 from tests.support.upstreams import NetworkGateway
 
@@ -35,7 +44,7 @@ async def test_async_generate_answers_b64_png_with_usage(
     assert gateway.balance(tenant) == CREDITS - price(GPT_IMAGE)
 
 
-async def test_async_url_answer_is_served(aclient: openai.AsyncOpenAI) -> None:
+async def test_async_url_answer_serves_openais_default_png(aclient: openai.AsyncOpenAI) -> None:
     result = await aclient.images.generate(
         model=GPT_IMAGE, prompt="a comet", size="1024x1024", response_format="url"
     )
@@ -44,7 +53,8 @@ async def test_async_url_answer_is_served(aclient: openai.AsyncOpenAI) -> None:
     assert url is not None
     async with httpx.AsyncClient(timeout=30) as http:
         served = await http.get(url)
-    assert served.status_code == 200 and served.headers["content-type"] == "image/webp"
+    # No output_format: OpenAI's default, PNG, for the URL too.
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
 
 
 async def test_async_edit_with_two_images_and_a_mask(aclient: openai.AsyncOpenAI) -> None:
@@ -52,7 +62,7 @@ async def test_async_edit_with_two_images_and_a_mask(aclient: openai.AsyncOpenAI
 
     plain = await aclient.images.edit(model=GPT_IMAGE, image=images[:1], prompt="at night")
     both = await aclient.images.edit(
-        model=GPT_IMAGE, image=images, mask=("m.png", png("m"), "image/png"), prompt="at night"
+        model=GPT_IMAGE, image=images, mask=("m.png", mask_png(), "image/png"), prompt="at night"
     )
 
     assert both.usage is not None

@@ -17,6 +17,7 @@ from tests.clients.conftest import (
     GPT_IMAGE,
     b64_png,
     decode_image,
+    mask_png,
     png,
     price,
     run_node,
@@ -41,8 +42,9 @@ def results(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     inputs = tmp_path_factory.mktemp("node-inputs")
-    for name in ("first", "second", "mask"):
+    for name in ("first", "second"):
         (inputs / f"{name}.png").write_bytes(png(name))
+    (inputs / "mask.png").write_bytes(mask_png())
     env = {"OPENAI_BASE_URL": f"{gateway.base_url}/v1", "OPENAI_API_KEY": node_tenant.key}
     return run_node("openai.mjs", env, str(inputs))
 

@@ -21,6 +21,7 @@ from tests.clients.conftest import (
     b64_png,
     data_of,
     decode_image,
+    mask_png,
     png,
     price,
 )
@@ -208,7 +209,7 @@ def _edit(client: openai.OpenAI, images: list[bytes], mask: bytes | None = None)
 def test_edit_uses_every_image_and_the_mask(
     client: openai.OpenAI, gateway: NetworkGateway, tenant: TenantHandle
 ) -> None:
-    first, second, mask = png("first"), png("second"), png("mask")
+    first, second, mask = png("first"), png("second"), mask_png()
 
     one = _edit(client, [first])
     again = _edit(client, [first])
@@ -228,7 +229,7 @@ def test_edit_mask_on_a_model_without_masks_is_a_400(client: openai.OpenAI) -> N
         client.images.edit(
             model=GEMINI,
             image=("in.png", png("in"), "image/png"),
-            mask=("mask.png", png("mask"), "image/png"),
+            mask=("mask.png", mask_png(), "image/png"),
             prompt="make it dusk",
         )
     assert caught.value.param == "mask"
