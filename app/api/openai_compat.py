@@ -21,10 +21,11 @@ from starlette.exceptions import HTTPException
 
 from app.api.body import declared_length, read_json_body
 from app.api.body_budget import reserve_body
-from app.api.deps import authenticated, get_services
+from app.api.deps import authenticated, caller_if_presented, get_services
 from app.api.errors import DATABASE_UNAVAILABLE
 from app.api.query import parse_int
-from app.api.schemas.common import API_KEY, openai_error_responses
+from app.api.rendering import openai_model_objects
+from app.api.schemas.common import API_KEY, OPTIONAL_API_KEY, openai_error_responses
 from app.api.schemas.openai import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -113,18 +114,13 @@ def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: st
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
-@router.get("/models", response_model=OpenAIModelList)
+@router.get("/models", response_model=OpenAIModelList, openapi_extra=OPTIONAL_API_KEY)
 async def list_models(
-    _auth: Annotated[AuthContext, Depends(authenticated)],
+    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
     services: Annotated[Services, Depends(get_services)],
 ) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [
-            {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
-            for model in services.catalog
-        ],
-    }
+    """Public: no key needed, no rate limit; a key that is sent must be valid."""
+    return {"object": "list", "data": openai_model_objects(services.catalog)}
 
 
 @router.post(

@@ -205,6 +205,8 @@ async def test_insufficient_credits_is_402_and_charges_nothing(stack: Stack) -> 
     body = response.json()
     assert body["code"] == "insufficient_credits"
     assert (body["required"], body["available"]) == (PRICE * 2, PRICE * 2 - 1)
+    # The same numbers under the names the elizaOS Cloud SDK reads.
+    assert (body["requiredCredits"], body["availableCredits"]) == (PRICE * 2, PRICE * 2 - 1)
     assert str(PRICE * 2) in body["error"]
     assert await stack.balance(tenant) == PRICE * 2 - 1
     async with stack.sessions() as session:
