@@ -14,7 +14,8 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from app.emulators.bfl import KONTEXT_SIZES, create_bfl_emulator, output_size
+from app.emulators.bfl import create_bfl_emulator
+from app.emulators.bfl_wire import KONTEXT_SIZES, output_size
 from app.emulators.faults import FaultPlan
 from tests.support.servers import serve_in_thread
 
