@@ -4,7 +4,8 @@ Same paths (`POST /v1/flux-kontext-max|pro`, `GET /v1/get_result?id=`), same `x-
 header, FastAPI-style `{"detail": ...}` errors, absolute `polling_url`s, signed sample URLs
 that expire ten minutes after they are issued, and the per-endpoint limit on active tasks
 (6 for kontext-max, 24 for kontext-pro) answered with 429. Samples are real images derived
-deterministically from (endpoint, prompt, aspect ratio, seed, input image).
+deterministically from (endpoint, prompt, aspect ratio, seed, input images: `input_image`
+and Kontext's `input_image_2..4`); without a `seed` each submit draws a new one.
 
 Task life: a task is active from submit until it is terminal. It reports "Pending" for the
 first `pending_polls` polls (2 by default) and then its outcome; with a delay fault it stays

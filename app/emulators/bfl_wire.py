@@ -1,6 +1,7 @@
 """The BFL emulator's wire: endpoints and their limits, the Kontext output sizes, the submit
 body's validation (FastAPI-style 422s, inputs never echoed), error bodies, and the sample
-render (deterministic in endpoint, prompt, aspect ratio, seed and input image)."""
+render (deterministic in endpoint, prompt, aspect ratio, seed and input images; a request
+without a seed gets a new one per call, as real BFL draws one)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, Field, PlainValidator, ValidationError, field_validator
 
-from app.emulators.images import synthesize_png
+from app.emulators.images import per_call_variant, synthesize_png
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,10 @@ def _decode_input_image(value: Any) -> bytes | None:
 class _SubmitBody(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     input_image: Annotated[bytes | None, PlainValidator(_decode_input_image)] = None
+    # Kontext's extra references (experimental multi-reference editing).
+    input_image_2: Annotated[bytes | None, PlainValidator(_decode_input_image)] = None
+    input_image_3: Annotated[bytes | None, PlainValidator(_decode_input_image)] = None
+    input_image_4: Annotated[bytes | None, PlainValidator(_decode_input_image)] = None
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     aspect_ratio: str | None = Field(default=None, max_length=16)
     output_format: Literal["png", "jpeg"] = "png"
@@ -138,9 +143,10 @@ class SubmitRequest:
     width: int
     height: int
     output_format: Literal["png", "jpeg"]
+    references: tuple[bytes, ...] = ()  # input_image_2..4, in order
 
     def without_image(self) -> SubmitRequest:
-        return dataclasses.replace(self, input_image=None)
+        return dataclasses.replace(self, input_image=None, references=())
 
 
 def parse_submit(body: bytes, endpoint: str) -> SubmitRequest:
@@ -163,14 +169,27 @@ def parse_submit(body: bytes, endpoint: str) -> SubmitRequest:
         ratio = f"{width}:{height}"
     else:
         ratio, (width, height) = "1:1", output_size("1:1")
+    references = tuple(
+        image
+        for image in (parsed.input_image_2, parsed.input_image_3, parsed.input_image_4)
+        if image is not None
+    )
     seed = parsed.seed
     if seed is None:
-        # Real BFL picks a random seed; a derived one keeps the emulator deterministic.
+        # Real BFL draws a seed per task (and reports it): a new one per call, so the
+        # same request twice gives two pictures, and the reported seed reproduces one.
         digest = hashlib.sha256(f"{endpoint}\0{parsed.prompt}\0{ratio}".encode())
-        digest.update(hashlib.sha256(parsed.input_image or b"").digest())
+        digest.update(f"\0{per_call_variant()}".encode())
         seed = int.from_bytes(digest.digest()[:4], "big")
     return SubmitRequest(
-        parsed.prompt, parsed.input_image, seed, ratio, width, height, parsed.output_format
+        parsed.prompt,
+        parsed.input_image,
+        seed,
+        ratio,
+        width,
+        height,
+        parsed.output_format,
+        references,
     )
 
 
@@ -184,7 +203,8 @@ def _image_ratio(data: bytes) -> float:
 
 def render_sample(endpoint: str, request: SubmitRequest) -> bytes:
     seed_text = f"{request.prompt} [{endpoint} {request.aspect_ratio} seed {request.seed}]"
-    png = synthesize_png(seed_text, request.width, request.height, request.input_image)
+    images = [image for image in (request.input_image, *request.references) if image is not None]
+    png = synthesize_png(seed_text, request.width, request.height, images)
     if request.output_format == "png":
         return png
     out = io.BytesIO()

@@ -387,3 +387,21 @@ async def test_rate_limit_headers_and_429_after_auth(stack: Stack) -> None:
     assert limited.json()["code"] == "rate_limited"
     assert int(limited.headers["retry-after"]) >= 1
     assert await stack.balance(tenant) == 100 - PRICE
+
+
+@pytest.mark.parametrize(
+    "model", ["google/gemini-2.5-flash-image", "openai/gpt-image-1", "bfl/flux-kontext-pro"]
+)
+async def test_n_images_are_n_different_stored_images(stack: Stack, model: str) -> None:
+    """The gateway asks once per image with the same request; a bug storing one image N
+    times must show, so the emulators draw a new picture per call."""
+    tenant = await stack.new_tenant(credits=100)
+    response = await _generate(stack, tenant, model=model, numImages=3)
+    assert response.status_code == 200, response.text
+    images = response.json()["images"]
+    assert len(images) == 3
+    stored = [(await _fetch(image["url"])).content for image in images]
+    assert all(data[:4] == b"RIFF" for data in stored)
+    assert len(set(stored)) == 3
+    pixels = {Image.open(io.BytesIO(data)).convert("RGB").tobytes() for data in stored}
+    assert len(pixels) == 3
