@@ -363,12 +363,8 @@ async def test_fallback_model_serves_and_bills_its_own_price(stack: Stack) -> No
 
 
 async def test_rate_limit_headers_and_429_after_auth(stack: Stack) -> None:
-    from app.tenants.service import get_tenant, set_rate_limits
-
     tenant = await stack.new_tenant(credits=100)
-    async with stack.sessions() as session, session.begin():
-        row = await get_tenant(session, tenant.name)
-        await set_rate_limits(session, row, per_minute=2, key_per_minute=None)
+    await stack.set_rate_limit(tenant, per_minute=2)
     async with stack.client() as client:
         # Unauthenticated requests are refused before the limiter and do not count.
         for _ in range(3):

@@ -8,7 +8,6 @@ import uuid
 import pytest
 
 from app.providers.catalog import Catalog
-from app.tenants.service import get_tenant, set_rate_limits
 from tests.support.gateway import Stack
 
 CATALOGUE = ["/api/v1/models", "/api/v1/presets", "/v1/models"]
@@ -38,9 +37,7 @@ async def test_the_catalogue_is_readable_without_a_key(stack: Stack, path: str) 
 
 async def test_catalogue_reads_do_not_spend_the_generation_rate_limit(stack: Stack) -> None:
     tenant = await stack.new_tenant(credits=100)
-    async with stack.sessions() as session, session.begin():
-        row = await get_tenant(session, tenant.name)
-        await set_rate_limits(session, row, per_minute=1, key_per_minute=None)
+    await stack.set_rate_limit(tenant, per_minute=1)
     async with stack.client() as client:
         # A client's startup checks, with its key, as the elizaOS plugin sends them.
         for path in CATALOGUE * 2:
