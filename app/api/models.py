@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Security
 
 from app.api.deps import caller_if_presented, get_services
 from app.api.rendering import openai_model_objects
-from app.api.schemas.common import OPTIONAL_API_KEY, error_responses
+from app.api.schemas.common import API_KEY, OPTIONAL_API_KEY, error_responses
 from app.api.schemas.native import Models, Presets
 from app.generation.presets import DEFAULT_PRESET, all_presets
 from app.generation.request import DEFAULT_MODEL
@@ -21,7 +21,7 @@ from app.providers.catalog import CatalogModel
 from app.services import Services
 from app.tenants.service import AuthContext
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
 
 
 @router.get(

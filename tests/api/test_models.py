@@ -64,3 +64,11 @@ async def test_an_invalid_key_on_the_catalogue_is_still_a_401(stack: Stack, path
     body = response.json()
     code = body["error"]["code"] if path.startswith("/v1") else body["code"]
     assert code in ("unauthorized", "invalid_api_key")
+
+
+async def test_openapi_marks_the_key_optional_on_the_catalogue_only(stack: Stack) -> None:
+    async with stack.client() as client:
+        paths = (await client.get("/openapi.json")).json()["paths"]
+    for path in CATALOGUE:
+        assert paths[path]["get"]["security"] == [{"apiKey": []}, {}], path
+    assert paths["/api/v1/credits/balance"]["get"]["security"] == [{"apiKey": []}]
