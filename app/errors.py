@@ -42,6 +42,9 @@ class InsufficientCredits(GatewayError):
             f"Insufficient credits: this request needs {required} and {available} are available",
             required=required,
             available=available,
+            # The same numbers under the names elizaOS Cloud clients read.
+            requiredCredits=required,
+            availableCredits=available,
         )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import account, files, generate, health, images, jobs, models
 from app.api import admin as admin_api
@@ -68,6 +69,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.mount(f"/emulators/{name}", emulator)
     app.add_middleware(QuietDisconnects)  # inside GatewayMiddleware: still access-logged
     app.add_middleware(GatewayMiddleware, metrics=metrics, emulated=bool(emulators))
+    app.add_middleware(CollapseSlashes)  # outermost: every layer sees the one path
 
     install_openapi(app)
     return app
+
+
+_SLASHES = re.compile(r"/{2,}")
+_RAW_SLASHES = re.compile(rb"/{2,}")
+
+
+class CollapseSlashes:
+    """`/api/v1//generate-image` (a client's base URL ending in '/') routes as
+    `/api/v1/generate-image`. Only runs of '/' collapse; dot segments are left as they
+    are (nothing here resolves them, and object keys refuse them)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and "//" in scope["path"]:
+            scope = dict(scope)
+            scope["path"] = _SLASHES.sub("/", scope["path"])
+            if scope.get("raw_path"):
+                scope["raw_path"] = _RAW_SLASHES.sub(b"/", scope["raw_path"])
+        await self.app(scope, receive, send)

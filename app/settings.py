@@ -40,12 +40,15 @@ class Settings(BaseSettings):
     # the store under another name than the gateway does (http://minio:9000 inside compose,
     # http://localhost:9000 from the host).
     s3_presign_endpoint_url: str | None = None
-    # Public base for stored objects (a CDN in front of the bucket); presigned URLs otherwise.
+    # The base image links name, so links posted elsewhere reach a host others can: with S3
+    # a CDN in front of the bucket (objects at <base>/<key>); with the local directory the
+    # gateway's public address (<base>/files/...). Unset: presigned URLs, or the request's host.
     public_base_url: str | None = None
 
-    # Signed URLs served by the gateway for the local backend.
+    # Signed URLs served by the gateway (local backend; S3 too when the TTL is 0).
     url_signing_secret: str | None = None
-    url_ttl_seconds: int = Field(default=3600, ge=60)
+    # 0: links never expire (still unguessable, dead once the image is deleted).
+    url_ttl_seconds: int = Field(default=3600, ge=0)
 
     # Provider credentials: IMAGEGATE_* first, then the variables the SDKs use by habit.
     gemini_api_key: str | None = _key_field(
@@ -156,6 +159,12 @@ class Settings(BaseSettings):
                     f"IMAGEGATE_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _url_ttl_is_zero_or_a_minute(self) -> Settings:
+        if 0 < self.url_ttl_seconds < 60:
+            raise ValueError("IMAGEGATE_URL_TTL_SECONDS must be 0 (never expire) or at least 60")
+        return self
 
     @model_validator(mode="after")
     def _holds_outlive_requests(self) -> Settings:

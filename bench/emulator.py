@@ -3,16 +3,21 @@
 The emulators draw a real image per call, which would make the upstream the bottleneck
 on a 2-core machine and hide what is being measured (the gateways in front of it). Their
 renders are deterministic in their inputs, so here they are memoised: every answer is
-still the exact bytes the emulator would send, computed once per distinct request.
+still bytes the emulator would send, computed once per distinct request. The per-call
+variant (a new picture per call, as the real APIs draw) is left out of the memo key, so a
+repeated request gets the same picture here.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import uvicorn
+
+T = TypeVar("T")
 
 
 def create(provider: str) -> Any:
@@ -21,13 +26,23 @@ def create(provider: str) -> Any:
         from app.emulators.openai import create_openai_emulator
 
         # render() looks render_b64 up in its module at call time.
-        openai_wire.render_b64 = functools.lru_cache(maxsize=32)(openai_wire.render_b64)
+        openai_wire.render_b64 = _without_variant(openai_wire.render_b64)
         return create_openai_emulator()
     from app.emulators import gemini
     from app.emulators.gemini import create_gemini_emulator
 
-    gemini.synthesize_png = functools.lru_cache(maxsize=32)(gemini.synthesize_png)
+    gemini.synthesize_png = _without_variant(gemini.synthesize_png)
     return create_gemini_emulator()
+
+
+def _without_variant(render: Callable[..., T]) -> Callable[..., T]:
+    """`render` memoised on every argument but the per-call `variant`."""
+    cached = functools.lru_cache(maxsize=32)(render)
+
+    def memoised(*args: Any, variant: int | None = None, **kwargs: Any) -> T:
+        return cached(*args, **kwargs)
+
+    return memoised
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""GET /api/v1/credits: the tenant's balance and its recent ledger entries."""
+"""GET /api/v1/credits: the tenant's balance and its recent ledger entries;
+GET /api/v1/credits/balance: the balance alone (what elizaOS Cloud clients read)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from app.api.deps import authenticated, get_services
 from app.api.images import iso_utc
 from app.api.query import int_param, int_query, query_parameters
 from app.api.schemas.common import API_KEY, error_responses
-from app.api.schemas.native import Credits
+from app.api.schemas.native import Balance, Credits
 from app.credits import ledger
 from app.services import Services
 from app.tenants.service import AuthContext
@@ -56,3 +57,15 @@ async def credits(
             for entry in entries
         ],
     }
+
+
+@router.get(
+    "/api/v1/credits/balance", response_model=Balance, responses=error_responses(401, 429, 503)
+)
+async def balance(
+    auth: Annotated[AuthContext, Depends(authenticated)],
+    services: Annotated[Services, Depends(get_services)],
+) -> dict[str, Any]:
+    """The tenant's spendable balance (open holds already taken out)."""
+    async with services.sessions() as session:
+        return {"balance": await ledger.get_balance(session, auth.tenant_id)}

@@ -9,7 +9,13 @@ from app.ratelimit import Decision, Limit
 from app.ratelimit.failed_auth import FailedAuthLimit, client_address
 from app.services import Services
 from app.settings import Settings
-from app.tenants.service import AuthContext, authenticate, bearer_token, hash_key
+from app.tenants.service import (
+    AuthContext,
+    authenticate,
+    bearer_token,
+    hash_key,
+    presented_credential,
+)
 
 
 class RateLimitExceeded(GatewayError):
@@ -26,7 +32,7 @@ async def authenticated(request: Request) -> AuthContext:
     """Authenticate, then rate-limit by key id and tenant (never by the raw key string)."""
     services = get_services(request)
     settings = services.settings
-    authorization = request.headers.get("authorization")
+    authorization = _credential(request)
     auth = _cached(services, authorization)
     if auth is None:
         auth = await _look_up(request, services, authorization)
@@ -42,6 +48,23 @@ async def authenticated(request: Request) -> AuthContext:
     if not decision.allowed:
         raise _too_many(decision, f"Rate limit exceeded: {decision.limit} requests per minute.")
     return auth
+
+
+async def caller_if_presented(request: Request) -> AuthContext | None:
+    """For public reads (the catalogue): None without a key and never rate-limited, but a
+    key that is sent must be valid (401 otherwise, counted like any failed authentication),
+    because clients such as the elizaOS plugin check their key with `GET /models`."""
+    services = get_services(request)
+    authorization = _credential(request)
+    if not authorization:
+        return None
+    return _cached(services, authorization) or await _look_up(request, services, authorization)
+
+
+def _credential(request: Request) -> str | None:
+    return presented_credential(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
 
 
 def _cached(services: Services, authorization: str | None) -> AuthContext | None:

@@ -1,4 +1,5 @@
-"""`GET /files/{key}`: serve locally stored images behind signed, expiring URLs."""
+"""`GET /files/{key}`: serve stored images behind signed URLs (expiring, or with
+`expires=0` never expiring); from the local directory, or from S3 for links it cannot presign."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.imaging.formats import sniff_image_type
 from app.storage.base import ImageStore, ObjectNotFound, StorageUnavailable
-from app.storage.signing import UrlSigner
+from app.storage.signing import NEVER_EXPIRES, UrlSigner, cache_control
 
 router = APIRouter()
 
@@ -55,13 +56,13 @@ async def get_file(
     except StorageUnavailable:
         return _error(503, "Image storage is unavailable", "dependency_unavailable")
 
-    remaining = max(0, int(expires_at - now))
+    remaining = None if expires_at == NEVER_EXPIRES else max(0, int(expires_at - now))
     return Response(
         content=data,
         # WebP unless the /v1 routes stored another output_format (png, jpeg) under the key.
         media_type=sniff_image_type(data) or "image/webp",
         headers={
-            "Cache-Control": f"private, max-age={remaining}",
+            "Cache-Control": cache_control(remaining),
             "X-Content-Type-Options": "nosniff",
         },
     )

@@ -1,4 +1,8 @@
-"""GET /api/v1/models and /api/v1/presets: what a client may ask for, with prices."""
+"""GET /api/v1/models and /api/v1/presets: what a client may ask for, with prices.
+
+Public: the catalogue is not secret, so no key is needed and these reads never count
+against a rate limit (a client's startup check must not eat a 1/min tenant's request).
+A key that is sent must still be valid: the elizaOS plugin checks its key this way."""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Security
 
-from app.api.deps import authenticated, get_services
-from app.api.schemas.common import API_KEY, error_responses
+from app.api.deps import caller_if_presented, get_services
+from app.api.rendering import openai_model_objects
+from app.api.schemas.common import API_KEY, OPTIONAL_API_KEY, error_responses
 from app.api.schemas.native import Models, Presets
 from app.generation.presets import DEFAULT_PRESET, all_presets
 from app.generation.request import DEFAULT_MODEL
@@ -19,15 +24,23 @@ from app.tenants.service import AuthContext
 router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
 
 
-@router.get("/api/v1/models", response_model=Models, responses=error_responses(401, 429, 503))
+@router.get(
+    "/api/v1/models",
+    response_model=Models,
+    responses=error_responses(401, 429, 503),
+    openapi_extra=OPTIONAL_API_KEY,
+)
 async def list_models(
-    _auth: Annotated[AuthContext, Depends(authenticated)],
+    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
     services: Annotated[Services, Depends(get_services)],
 ) -> dict[str, Any]:
     """Every catalog model. Each serves every contract aspect ratio: natively, or by
     generating the nearest native ratio and centre-cropping. `configured` is false when
-    this gateway has no credentials for its provider (requests for it answer 503)."""
+    this gateway has no credentials for its provider (requests for it answer 503).
+    `object` and `data` list the same models as OpenAI model objects."""
     return {
+        "object": "list",
+        "data": openai_model_objects(services.catalog),
         "models": [
             model_summary(model, configured=services.generation.is_configured(model))
             for model in services.catalog
@@ -37,9 +50,14 @@ async def list_models(
     }
 
 
-@router.get("/api/v1/presets", response_model=Presets, responses=error_responses(401, 429, 503))
+@router.get(
+    "/api/v1/presets",
+    response_model=Presets,
+    responses=error_responses(401, 429, 503),
+    openapi_extra=OPTIONAL_API_KEY,
+)
 async def list_presets(
-    _auth: Annotated[AuthContext, Depends(authenticated)],
+    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
 ) -> dict[str, Any]:
     """The style presets, each with a one-line description."""
     return {

@@ -7,12 +7,13 @@ be kept (idempotency replays, async jobs) and given fresh URLs when it is sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from app.db.models import Image
 from app.generation.service import GenerationResult, ImageFailure
+from app.providers.catalog import CatalogModel
 from app.storage.base import ImageStore
 
 
@@ -108,3 +109,12 @@ async def with_urls(
     for image, url in zip(body["images"], urls, strict=True):
         image["url"] = url
     return body
+
+
+def openai_model_objects(models: Iterable[CatalogModel]) -> list[dict[str, Any]]:
+    """The catalogue as OpenAI model objects (`/v1/models`, and `data` of `/api/v1/models`,
+    which elizaOS clients read)."""
+    return [
+        {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
+        for model in models
+    ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import math
 import secrets
@@ -33,7 +32,7 @@ from app.emulators.faults import (
     RefusedFault,
     fault_control_router,
 )
-from app.emulators.images import InvalidSourceImage, synthesize_png
+from app.emulators.images import InvalidSourceImage, per_call_variant, synthesize_png
 
 # gemini-2.5-flash-image output sizes at imageSize "1K".
 NATIVE_SIZES: dict[str, tuple[int, int]] = {
@@ -118,6 +117,9 @@ class ImageRequest:
     width: int
     height: int
     wants_image: bool
+    # generationConfig.seed pins the picture; without one each call draws a new variant.
+    seed: int | None = None
+    variant: int | None = None
 
     @property
     def text_tokens(self) -> int:
@@ -266,6 +268,11 @@ def parse_generate_request(body: bytes, model: str) -> ImageRequest:
         )
     scale = IMAGE_SIZE_SCALE[image_size] if "pro" in model else 1
     width, height = NATIVE_SIZES[ratio]
+    seed = config.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise invalid_argument(
+            "Invalid value at 'generation_config.seed' (TYPE_INT32), must be an integer"
+        )
     return ImageRequest(
         prompt=prompt,
         images=tuple(images),
@@ -273,6 +280,8 @@ def parse_generate_request(body: bytes, model: str) -> ImageRequest:
         width=width * scale,
         height=height * scale,
         wants_image=wants_image,
+        seed=seed,
+        variant=per_call_variant() if seed is None else None,
     )
 
 
@@ -336,12 +345,13 @@ def _image_response_body(model: str, request: ImageRequest) -> bytes:
 
 def _render_b64(model: str, request: ImageRequest) -> str:
     seed = f"{request.prompt} [{model} {request.aspect_ratio}]"
-    # Every input image shapes the output; the last one is the picture being edited.
-    for extra in request.images[:-1]:
-        seed += " +" + hashlib.sha256(extra).hexdigest()[:16]
-    source = request.images[-1] if request.images else None
+    if request.seed is not None:
+        seed += f" seed {request.seed}"
     try:
-        png = synthesize_png(seed, request.width, request.height, source)
+        # Every input image shows, each in its own band, in the order sent.
+        png = synthesize_png(
+            seed, request.width, request.height, request.images, variant=request.variant
+        )
     except InvalidSourceImage as exc:
         raise invalid_argument(
             "Unable to process input image. Please retry or report in "

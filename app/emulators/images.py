@@ -1,9 +1,13 @@
-"""Deterministic placeholder images for the upstream emulators.
+"""Placeholder images for the upstream emulators.
 
 Every emulator (Gemini, OpenAI, BFL) answers with a real PNG derived from the prompt and,
-for image-to-image, from the source image, so tests can tell outputs apart and offline
-development shows something that visibly follows the request. Everything here runs in
-Pillow's C code (gradients, resizes, ImageDraw): no per-pixel Python loops.
+for image-to-image, from every input image and the mask, so tests can tell outputs apart
+(a dropped reference or mask shows) and offline development shows something that visibly
+follows the request: each input image fills its own band of the picture, in order, and a
+mask keeps the first image where it is opaque. Rendering is deterministic in its inputs;
+like the real services, the emulators add a per-call `variant` unless a seed pins it, so
+N calls for one request give N different images. Everything here runs in Pillow's C code
+(gradients, resizes, ImageDraw): no per-pixel Python loops.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import colorsys
 import functools
 import hashlib
 import io
+import itertools
 import random
 import struct
 import warnings
 import zlib
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -33,33 +39,92 @@ class InvalidSourceImage(ValueError):
     """The source bytes are not an image Pillow can decode (or are too large to try)."""
 
 
-def synthesize_png(seed_text: str, width: int, height: int, source: bytes | None = None) -> bytes:
-    """A `width` x `height` PNG derived from `seed_text` (and from `source`, if given).
+class InvalidMask(InvalidSourceImage):
+    """The same, for the mask."""
 
-    The same inputs always give byte-identical output. With `source`, the source image is
-    cover-cropped to the size and overlaid with the prompt's colours and shapes, so it stays
-    recognisable. Raises InvalidSourceImage when `source` cannot be decoded.
+
+def synthesize_png(
+    seed_text: str,
+    width: int,
+    height: int,
+    sources: bytes | Sequence[bytes] | None = None,
+    *,
+    mask: bytes | None = None,
+    variant: int | None = None,
+) -> bytes:
+    """A `width` x `height` PNG derived from `seed_text`, the input images, the mask and the
+    variant (None: none).
+
+    The same inputs always give byte-identical output. With input images, each is
+    cover-cropped into its own vertical band (in order, so order matters too) and overlaid
+    with the prompt's colours and shapes, so every one stays recognisable. With a `mask`
+    (OpenAI's: transparent where to edit), the first image shows unchanged wherever the
+    mask is opaque. Raises InvalidSourceImage when an input or the mask cannot be decoded.
     """
     if not (0 < width <= MAX_OUTPUT_SIDE and 0 < height <= MAX_OUTPUT_SIDE):
         raise ValueError(f"image size {width}x{height} is out of range")
+    images = (sources,) if isinstance(sources, bytes) else tuple(sources or ())
     digest = hashlib.sha256(seed_text.encode("utf-8"))
-    if source is not None:
+    for source in images:
         digest.update(b"\0source\0" + hashlib.sha256(source).digest())
+    if mask is not None:
+        digest.update(b"\0mask\0" + hashlib.sha256(mask).digest())
+    if variant is not None:
+        digest.update(b"\0variant\0" + str(variant).encode())
     rng = random.Random(digest.digest())
 
     palette = _palette(rng)
     canvas = _background(rng, palette, width, height)
-    if source is not None:
-        fitted = _decode_cover(source, width, height)
-        # Keep the source dominant so image-to-image output visibly follows the input.
+    if images:
+        fitted = _bands(images, width, height)
+        # Keep the inputs dominant so image-to-image output visibly follows them.
         canvas = Image.blend(fitted, canvas, 0.3)
         shape_alpha = 90
     else:
         shape_alpha = 170
     _draw_shapes(rng, canvas, palette, shape_alpha)
     _draw_caption(canvas, seed_text)
+    if mask is not None and images:
+        keep = _decode_mask(mask, width, height)
+        canvas = Image.composite(_decode_cover(images[0], width, height), canvas, keep)
 
     return _encode_png(canvas)
+
+
+_CALLS = itertools.count(1)
+
+
+def per_call_variant() -> int:
+    """A variant no earlier call got. Real upstreams draw a new picture per call unless a
+    seed pins it, and the gateway asks once per image, so the N images of one request
+    must differ here too."""
+    return next(_CALLS)
+
+
+def _bands(images: tuple[bytes, ...], width: int, height: int) -> Image.Image:
+    """Each image cover-cropped into its own vertical band, left to right."""
+    if len(images) == 1:
+        return _decode_cover(images[0], width, height)
+    canvas = Image.new("RGB", (width, height))
+    edges = [round(width * i / len(images)) for i in range(len(images) + 1)]
+    for image, left, right in zip(images, edges, edges[1:], strict=False):
+        if right > left:
+            canvas.paste(_decode_cover(image, right - left, height), (left, 0))
+    return canvas
+
+
+def _decode_mask(mask: bytes, width: int, height: int) -> Image.Image:
+    """Where to keep the original: the mask's alpha (opaque = keep), stretched to size."""
+    try:
+        with Image.open(io.BytesIO(mask)) as opened:
+            pixels = opened.width * opened.height
+            if pixels <= MAX_SOURCE_PIXELS:
+                alpha = opened.convert("RGBA").getchannel("A")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InvalidMask(f"mask could not be decoded: {exc}") from exc
+    if pixels > MAX_SOURCE_PIXELS:
+        raise InvalidMask(f"mask is over the {MAX_SOURCE_PIXELS} pixel limit")
+    return alpha.resize((width, height), Image.Resampling.BILINEAR)
 
 
 def _palette(rng: random.Random) -> list[tuple[int, int, int]]:

@@ -29,11 +29,13 @@ from app.emulators.faults import (
     Fault,
     FaultPlan,
     RefusedFault,
+    control_guard,
     fault_control_router,
 )
 from app.emulators.openai_responses import create_response
 from app.emulators.openai_wire import (
     INPUT_IMAGE_TOKENS,
+    SERVED,
     OpenAIApiError,
     image_options,
     image_usage,
@@ -103,6 +105,11 @@ def create_openai_emulator(
     app.state.faults = plan
     if control:
         app.include_router(fault_control_router(plan, token=control_token))
+
+        @app.get("/_emulator/openai/served", dependencies=list(control_guard(control_token)))
+        def served() -> dict[str, list[str]]:
+            return {"sha256": list(SERVED)}
+
     app.add_exception_handler(StarletteHTTPException, _http_exception_as_openai_error)
 
     @app.post("/v1/images/generations")
@@ -173,9 +180,13 @@ async def _images_edits(request: Request, body: bytes, fault: Fault | None) -> R
     content_type = request.headers.get("content-type", "")
     fields, files = await asyncio.to_thread(parse_multipart, body, content_type)
     sources: list[bytes] = []
+    mask: bytes | None = None
     for name, mime, data in files:
+        if name == "mask":
+            mask = data  # applied to the first image, as OpenAI does
+            continue
         if name not in ("image", "image[]"):
-            continue  # `mask` is accepted and, in the emulator, ignored
+            continue
         if mime and mime != "application/octet-stream" and mime not in EDIT_MIME_TYPES:
             raise invalid_request(
                 f"Invalid file 'image': unsupported mimetype ('{mime[:60]}'). Supported file "
@@ -186,11 +197,14 @@ async def _images_edits(request: Request, body: bytes, fault: Fault | None) -> R
         sources.append(data)
     if not sources:
         raise missing_parameter("image")
-    return await _images_response(fields, tuple(sources), fault)
+    return await _images_response(fields, tuple(sources), fault, mask)
 
 
 async def _images_response(
-    fields: Mapping[str, Any], sources: tuple[bytes, ...], fault: Fault | None
+    fields: Mapping[str, Any],
+    sources: tuple[bytes, ...],
+    fault: Fault | None,
+    mask: bytes | None = None,
 ) -> Response:
     model = fields.get("model") or "gpt-image-1"
     if not isinstance(model, str) or not model.startswith(("gpt-image", "chatgpt-image")):
@@ -221,7 +235,10 @@ async def _images_response(
         raise _moderation_error(_SAFETY_OUTPUT.format(reason=fault.finish_reason.lower()))
 
     images = await asyncio.gather(
-        *(render(model, prompt, options, i, sources, source_param="image") for i in range(n))
+        *(
+            render(model, prompt, options, i, sources, source_param="image", mask=mask)
+            for i in range(n)
+        )
     )
     prompt_tokens = text_tokens(prompt)
     image_tokens = INPUT_IMAGE_TOKENS * len(sources)

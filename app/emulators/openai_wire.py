@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import secrets
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from PIL import Image
 from starlette.responses import Response
 
-from app.emulators.images import InvalidSourceImage, synthesize_png
+from app.emulators.images import InvalidMask, InvalidSourceImage, per_call_variant, synthesize_png
 
 SIZES: dict[str, tuple[int, int]] = {
     "1024x1024": (1024, 1024),
@@ -216,6 +217,11 @@ def integer(value: Any, param: str, lo: int = 0, hi: int = 100) -> int:
 
 # --- rendering -----------------------------------------------------------------------
 
+# SHA-256 of the images most recently served (any OpenAI emulator in this process): each
+# call draws a new picture, so a test checking that a gateway stored the upstream's bytes
+# unchanged looks its file up here (GET /_emulator/openai/served).
+SERVED: deque[str] = deque(maxlen=256)
+
 
 async def render(
     model: str,
@@ -225,10 +231,23 @@ async def render(
     sources: tuple[bytes, ...],
     *,
     source_param: str,
+    mask: bytes | None = None,
 ) -> str:
-    """One image as base64; drawing and encoding run in a worker thread."""
+    """One image as base64, a new one per call (OpenAI has no seed); drawing and encoding
+    run in a worker thread."""
+    variant = per_call_variant()
+
+    def draw() -> str:
+        data = render_b64(model, prompt, options, index, sources, mask=mask, variant=variant)
+        SERVED.append(hashlib.sha256(base64.b64decode(data)).hexdigest())
+        return data
+
     try:
-        return await asyncio.to_thread(render_b64, model, prompt, options, index, sources)
+        return await asyncio.to_thread(draw)
+    except InvalidMask as exc:
+        raise invalid_request(
+            "Invalid mask image file, please check your mask file.", "mask", "invalid_image_file"
+        ) from exc
     except InvalidSourceImage as exc:
         raise invalid_request(
             "Invalid image file or mode for image 1, please check your image file.",
@@ -238,14 +257,20 @@ async def render(
 
 
 def render_b64(
-    model: str, prompt: str, options: ImageOptions, index: int, sources: tuple[bytes, ...]
+    model: str,
+    prompt: str,
+    options: ImageOptions,
+    index: int,
+    sources: tuple[bytes, ...],
+    *,
+    mask: bytes | None = None,
+    variant: int | None = None,
 ) -> str:
-    """Deterministic in (model, prompt, size, index, sources); the first source is edited."""
+    """Deterministic in (model, prompt, size, index, sources, mask, variant); every source
+    shows, and the mask keeps the first where it is opaque."""
     seed = f"{prompt} [{model} {options.size} #{index}]"
-    for extra in sources[1:]:
-        seed += " +" + hashlib.sha256(extra).hexdigest()[:16]
     width, height = options.dimensions
-    data = synthesize_png(seed, width, height, sources[0] if sources else None)
+    data = synthesize_png(seed, width, height, sources, mask=mask, variant=variant)
     if options.output_format != "png":
         with Image.open(io.BytesIO(data)) as image:
             out = io.BytesIO()

@@ -10,11 +10,14 @@ from app.storage.signing import UrlSigner, load_or_create_secret
 
 
 def create_image_store(settings: Settings, *, signer: UrlSigner | None = None) -> ImageStore:
-    """S3 when a bucket is configured, else the local directory.
+    """S3 when a bucket is configured, else the local directory; both sign /files URLs
+    with the same signer (S3 only for links it cannot presign).
 
     Pass the same `signer` that the `/files` route verifies with (app.state.url_signer);
     without one, a signer is built from the configured or persisted secret.
     """
+    if signer is None:
+        signer = UrlSigner(load_or_create_secret(settings))
     if settings.s3_bucket:
         # Credentials come the standard AWS way (env, profile, instance role).
         return S3ImageStore(
@@ -24,7 +27,11 @@ def create_image_store(settings: Settings, *, signer: UrlSigner | None = None) -
             public_base_url=settings.public_base_url,
             ttl_seconds=settings.url_ttl_seconds,
             presign_endpoint_url=settings.s3_presign_endpoint_url,
+            signer=signer,
         )
-    if signer is None:
-        signer = UrlSigner(load_or_create_secret(settings))
-    return LocalImageStore(settings.resolved_image_dir, signer, settings.url_ttl_seconds)
+    return LocalImageStore(
+        settings.resolved_image_dir,
+        signer,
+        settings.url_ttl_seconds,
+        public_base_url=settings.public_base_url,
+    )

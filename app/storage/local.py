@@ -1,13 +1,11 @@
-"""Images in a local directory, served by the gateway through signed, expiring URLs."""
+"""Images in a local directory, served by the gateway through signed URLs."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import tempfile
-import time
 from pathlib import Path
-from urllib.parse import quote, urlencode
 
 from app.storage.base import ObjectNotFound, StorageUnavailable, validate_key
 from app.storage.signing import UrlSigner
@@ -16,10 +14,18 @@ _TEMP_PREFIX = ".tmp-"
 
 
 class LocalImageStore:
-    def __init__(self, root: Path, signer: UrlSigner, ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        signer: UrlSigner,
+        ttl_seconds: int,
+        public_base_url: str | None = None,
+    ) -> None:
         self._root = root.resolve()
         self._signer = signer
-        self._ttl = ttl_seconds
+        self._ttl = ttl_seconds  # 0: links never expire
+        # Links name this host, not whichever address the caller used to reach us.
+        self._public_base_url = public_base_url
 
     @property
     def root(self) -> Path:
@@ -54,9 +60,7 @@ class LocalImageStore:
 
     async def url(self, key: str, base_url: str) -> str:
         validate_key(key)
-        expires = int(time.time()) + self._ttl
-        query = urlencode({"expires": expires, "signature": self._signer.sign(key, expires)})
-        return f"{base_url.rstrip('/')}/files/{quote(key, safe='/')}?{query}"
+        return self._signer.file_url(key, self._public_base_url or base_url, self._ttl)
 
     async def list_keys(self, prefix: str = "") -> list[str]:
         return await asyncio.to_thread(self._list, prefix)

@@ -17,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from app.storage.base import ObjectNotFound, StorageUnavailable, validate_key
+from app.storage.signing import UrlSigner, cache_control
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -26,10 +27,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def cache_control(ttl_seconds: int) -> str:
-    """Stored on every object: images are a tenant's private data, and a shared cache
-    must not serve one past its URL's expiry or after it was deleted."""
-    return f"private, max-age={ttl_seconds}"
+# S3 refuses presigned URLs that live longer than a week.
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -50,10 +49,17 @@ class S3ImageStore:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         max_pool_connections: int = 50,
+        signer: UrlSigner | None = None,
     ) -> None:
         self._bucket = bucket
         self._public_base_url = public_base_url.rstrip("/") if public_base_url else None
         self._ttl = ttl_seconds
+        # Links S3 cannot presign (no expiry, or past its week) are the gateway's own
+        # /files URLs, signed here and read from the bucket by that route.
+        gateway_links = ttl_seconds == 0 or ttl_seconds > MAX_PRESIGN_SECONDS
+        if gateway_links and signer is None and not public_base_url:
+            raise ValueError("a URL TTL of 0 or over 7 days needs the gateway's URL signer")
+        self._signer = signer if gateway_links else None
         config = Config(
             signature_version="s3v4",
             connect_timeout=connect_timeout,
@@ -95,7 +101,8 @@ class S3ImageStore:
                 Key=key,
                 Body=data,
                 ContentType=content_type,
-                CacheControl=cache_control(self._ttl),
+                # Stored on the object for direct (presigned, CDN) reads: never public.
+                CacheControl=cache_control(self._ttl or None),
             ),
             key,
         )
@@ -120,6 +127,8 @@ class S3ImageStore:
         validate_key(key)
         if self._public_base_url:
             return f"{self._public_base_url}/{quote(key, safe='/')}"
+        if self._signer is not None:
+            return self._signer.file_url(key, base_url, self._ttl)
         # Presigning is local, but resolving credentials may touch the network (IMDS).
         return await self._call(
             lambda: self._presigner.generate_presigned_url(

@@ -1,4 +1,5 @@
-"""HMAC-signed, expiring URLs for images the gateway serves itself (local backend)."""
+"""HMAC-signed URLs for images the gateway serves itself at /files (the local backend, and
+S3 when links must not expire): expiring, or with `expires=0` never expiring."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from app.settings import Settings
 
@@ -16,6 +19,11 @@ log = logging.getLogger(__name__)
 
 SIGNING_KEY_FILE = "url-signing.key"
 _MIN_SECRET_BYTES = 16
+# `expires` of a URL that never expires (IMAGEGATE_URL_TTL_SECONDS=0); it stays tied to
+# its key by the signature and dies with the object.
+NEVER_EXPIRES = 0
+# What a private cache may do with such an image: its bytes never change under its key.
+_FOREVER = "private, max-age=31536000, immutable"
 
 
 class UrlSigner:
@@ -38,14 +46,28 @@ class UrlSigner:
         return hmac.compare_digest(expected, given)
 
     def verify(self, key: str, expires: int, signature: str, now: float) -> bool:
-        """Valid signature and not yet expired."""
-        return self.signature_matches(key, expires, signature) and now <= expires
+        """Valid signature and not yet expired (a non-expiring URL never is)."""
+        return self.signature_matches(key, expires, signature) and (
+            expires == NEVER_EXPIRES or now <= expires
+        )
+
+    def file_url(self, key: str, base_url: str, ttl_seconds: int) -> str:
+        """The gateway's `/files` URL for `key`; a TTL of 0 makes it never expire."""
+        expires = NEVER_EXPIRES if ttl_seconds == 0 else int(time.time()) + ttl_seconds
+        query = urlencode({"expires": expires, "signature": self.sign(key, expires)})
+        return f"{base_url.rstrip('/')}/files/{quote(key, safe='/')}?{query}"
 
     def _digest(self, key: str, expires: int) -> bytes:
         # The expiry is digits ending at the first ':', so "expires:key" is unambiguous:
         # no (key, expires) pair produces another pair's message.
         message = f"{int(expires)}:{key}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).digest()
+
+
+def cache_control(max_age: int | None) -> str:
+    """Cache-Control of a private image: `max_age` seconds, or None for a link that never
+    expires. Never public: a shared cache must not keep a tenant's image past its URL."""
+    return _FOREVER if max_age is None else f"private, max-age={max_age}"
 
 
 def load_or_create_secret(settings: Settings) -> bytes:

@@ -105,10 +105,22 @@ async def revoke_key(session: AsyncSession, prefix: str) -> ApiKey:
     return key
 
 
+def presented_credential(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The credential as one `Authorization` value, from `Authorization: Bearer <key>` or
+    `X-API-Key: <key>` (elizaOS clients send either), so the auth cache, the lookup and the
+    failed-auth count treat both headers the same. When both are sent, `Authorization`
+    is the one used."""
+    if authorization or not x_api_key or not x_api_key.strip():
+        return authorization
+    return f"Bearer {x_api_key.strip()}"
+
+
 def bearer_token(authorization: str | None) -> str:
     """The key in `Authorization: Bearer <key>` if it has a key's shape, or Unauthorized."""
     if not authorization:
-        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
+        raise Unauthorized(
+            "Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        )
     scheme, _, token = authorization.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:

@@ -205,6 +205,8 @@ async def test_insufficient_credits_is_402_and_charges_nothing(stack: Stack) -> 
     body = response.json()
     assert body["code"] == "insufficient_credits"
     assert (body["required"], body["available"]) == (PRICE * 2, PRICE * 2 - 1)
+    # The same numbers under the names the elizaOS Cloud SDK reads.
+    assert (body["requiredCredits"], body["availableCredits"]) == (PRICE * 2, PRICE * 2 - 1)
     assert str(PRICE * 2) in body["error"]
     assert await stack.balance(tenant) == PRICE * 2 - 1
     async with stack.sessions() as session:
@@ -361,12 +363,8 @@ async def test_fallback_model_serves_and_bills_its_own_price(stack: Stack) -> No
 
 
 async def test_rate_limit_headers_and_429_after_auth(stack: Stack) -> None:
-    from app.tenants.service import get_tenant, set_rate_limits
-
     tenant = await stack.new_tenant(credits=100)
-    async with stack.sessions() as session, session.begin():
-        row = await get_tenant(session, tenant.name)
-        await set_rate_limits(session, row, per_minute=2, key_per_minute=None)
+    await stack.set_rate_limit(tenant, per_minute=2)
     async with stack.client() as client:
         # Unauthenticated requests are refused before the limiter and do not count.
         for _ in range(3):
@@ -385,3 +383,21 @@ async def test_rate_limit_headers_and_429_after_auth(stack: Stack) -> None:
     assert limited.json()["code"] == "rate_limited"
     assert int(limited.headers["retry-after"]) >= 1
     assert await stack.balance(tenant) == 100 - PRICE
+
+
+@pytest.mark.parametrize(
+    "model", ["google/gemini-2.5-flash-image", "openai/gpt-image-1", "bfl/flux-kontext-pro"]
+)
+async def test_n_images_are_n_different_stored_images(stack: Stack, model: str) -> None:
+    """The gateway asks once per image with the same request; a bug storing one image N
+    times must show, so the emulators draw a new picture per call."""
+    tenant = await stack.new_tenant(credits=100)
+    response = await _generate(stack, tenant, model=model, numImages=3)
+    assert response.status_code == 200, response.text
+    images = response.json()["images"]
+    assert len(images) == 3
+    stored = [(await _fetch(image["url"])).content for image in images]
+    assert all(data[:4] == b"RIFF" for data in stored)
+    assert len(set(stored)) == 3
+    pixels = {Image.open(io.BytesIO(data)).convert("RGB").tobytes() for data in stored}
+    assert len(pixels) == 3

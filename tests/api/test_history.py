@@ -65,7 +65,6 @@ async def test_models_list_the_catalog_with_prices_ratios_and_configuration(
     tenant = await stack.new_tenant()
     response = await _get(stack, tenant, "/api/v1/models")
     assert response.status_code == 200, response.text
-    assert "x-ratelimit-limit" in response.headers
     body = response.json()
     catalog = Catalog.load()
     assert [model["id"] for model in body["models"]] == list(catalog.ids)
@@ -124,9 +123,7 @@ async def test_presets_have_one_line_descriptions(stack: Stack) -> None:
     assert response.json()["defaultPreset"] == "none"
 
 
-@pytest.mark.parametrize(
-    "path", ["/api/v1/models", "/api/v1/presets", "/api/v1/images", "/api/v1/credits"]
-)
+@pytest.mark.parametrize("path", ["/api/v1/images", "/api/v1/credits", "/api/v1/credits/balance"])
 async def test_history_apis_need_a_key(stack: Stack, path: str) -> None:
     response = await _get(stack, None, path)
     assert response.status_code == 401

@@ -93,6 +93,10 @@ async def test_insufficient_credits_is_402_at_submit(stack: Stack) -> None:
     tenant = await stack.new_tenant(credits=PRICE - 1)
     response = await _submit(stack, tenant)
     assert response.status_code == 402
+    assert (response.json()["requiredCredits"], response.json()["availableCredits"]) == (
+        PRICE,
+        PRICE - 1,
+    )
     async with stack.sessions() as session:
         count = await session.scalar(
             select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id)

@@ -51,7 +51,12 @@ async def test_reserve_beyond_balance_raises_with_numbers(sessions: Sessions) ->
     tenant_id = await new_tenant(sessions, 7)
     with pytest.raises(InsufficientCredits) as raised:
         await reserve(sessions, tenant_id, 8)
-    assert raised.value.extra == {"required": 8, "available": 7}
+    assert raised.value.extra == {
+        "required": 8,
+        "available": 7,
+        "requiredCredits": 8,
+        "availableCredits": 7,
+    }
     assert await balance(sessions, tenant_id) == 7
 
 

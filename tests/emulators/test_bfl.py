@@ -14,8 +14,10 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from app.emulators.bfl import KONTEXT_SIZES, create_bfl_emulator, output_size
+from app.emulators.bfl import create_bfl_emulator
+from app.emulators.bfl_wire import KONTEXT_SIZES, output_size
 from app.emulators.faults import FaultPlan
+from tests.support.images import BLUE, GREEN, RED, band_colours, solid_png
 from tests.support.servers import serve_in_thread
 
 KEY = {"x-key": "test-key"}
@@ -107,20 +109,50 @@ async def test_submit_poll_ready_and_download(http: httpx.AsyncClient, base_url:
     assert (image.format, image.size) == ("PNG", (1392, 752))
 
 
-async def test_output_is_deterministic_and_follows_the_input_image(
+async def _render(http: httpx.AsyncClient, **body: Any) -> tuple[bytes, int]:
+    """The sample's bytes and the seed the task reports."""
+    task = await submit(http, PRO, aspect_ratio="1:1", **body)
+    done = await poll_until_done(http, task["polling_url"])
+    return (await http.get(done["result"]["sample"])).content, done["result"]["seed"]
+
+
+async def test_a_seed_pins_the_output_and_without_one_each_task_draws_its_own(
     http: httpx.AsyncClient,
 ) -> None:
     async def render(**body: Any) -> bytes:
-        task = await submit(http, PRO, aspect_ratio="1:1", **body)
-        done = await poll_until_done(http, task["polling_url"])
-        return (await http.get(done["result"]["sample"])).content
+        return (await _render(http, **body))[0]
 
-    plain = await render()
-    assert await render() == plain
-    red = await render(input_image=base64.b64encode(png_bytes("red")).decode())
-    green = await render(input_image=base64.b64encode(png_bytes("green")).decode())
-    assert len({plain, red, green}) == 3
+    plain, drawn = await _render(http)
+    # Like real BFL: a seed per task when none is given, reported in the result...
+    assert await render() != plain
+    # ...and that seed reproduces the picture; an explicit seed is deterministic.
+    assert await render(seed=drawn) == plain
+    assert await render(seed=1) == await render(seed=1)
     assert await render(seed=1) != await render(seed=2)
+    red = await render(input_image=base64.b64encode(png_bytes("red")).decode(), seed=5)
+    green = await render(input_image=base64.b64encode(png_bytes("green")).decode(), seed=5)
+    assert len({plain, red, green}) == 3
+
+
+async def test_every_input_image_shows_in_order(http: httpx.AsyncClient) -> None:
+    def encoded(colour: tuple[int, int, int]) -> str:
+        return base64.b64encode(solid_png(colour)).decode()
+
+    async def render(*colours: tuple[int, int, int]) -> bytes:
+        names = ["input_image", "input_image_2", "input_image_3"]
+        images = {name: encoded(colour) for name, colour in zip(names, colours, strict=False)}
+        return (await _render(http, seed=9, **images))[0]
+
+    three, two, one = (
+        await render(RED, GREEN, BLUE),
+        await render(RED, GREEN),
+        await render(RED),
+    )
+    assert len({three, two, one}) == 3  # a dropped reference is another picture
+    assert band_colours(Image.open(io.BytesIO(three)), 3) == [RED, GREEN, BLUE]
+    assert band_colours(Image.open(io.BytesIO(two)), 2) == [RED, GREEN]
+    assert band_colours(Image.open(io.BytesIO(await render(GREEN, RED))), 2) == [GREEN, RED]
+    assert band_colours(Image.open(io.BytesIO(one)), 2) == [RED, RED]
 
 
 async def test_without_a_ratio_the_input_image_shape_is_kept(http: httpx.AsyncClient) -> None:

@@ -17,6 +17,7 @@ from PIL import Image, ImageStat
 
 from app.emulators.faults import FaultPlan
 from app.emulators.gemini import NATIVE_SIZES, create_gemini_emulator
+from tests.support.images import GREEN, RED, band_colours, solid_png
 from tests.support.servers import serve_in_thread
 
 MODEL = "gemini-2.5-flash-image"
@@ -48,10 +49,11 @@ async def http(base_url: str, plan: FaultPlan) -> AsyncIterator[httpx.AsyncClien
         yield raw
 
 
-def image_config(ratio: str | None = None) -> types.GenerateContentConfig:
+def image_config(ratio: str | None = None, seed: int | None = None) -> types.GenerateContentConfig:
     return types.GenerateContentConfig(
         response_modalities=["IMAGE"],
         image_config=types.ImageConfig(aspect_ratio=ratio) if ratio else None,
+        seed=seed,
     )
 
 
@@ -61,12 +63,14 @@ async def generate(
     ratio: str | None = "1:1",
     source: bytes | None = None,
     model: str = MODEL,
+    seed: int | None = None,
+    references: tuple[bytes, ...] = (),
 ) -> types.GenerateContentResponse:
-    contents: list[Any] = [prompt]
-    if source is not None:
-        contents.insert(0, types.Part.from_bytes(data=source, mime_type="image/png"))
+    images = (*references, source) if source is not None else references
+    contents: list[Any] = [types.Part.from_bytes(data=i, mime_type="image/png") for i in images]
+    contents.append(prompt)
     return await client.aio.models.generate_content(
-        model=model, contents=contents, config=image_config(ratio)
+        model=model, contents=contents, config=image_config(ratio, seed)
     )
 
 
@@ -131,13 +135,17 @@ async def test_default_aspect_ratio_is_square(client: genai.Client) -> None:
     assert decode(image_bytes(response)).size == (1024, 1024)
 
 
-async def test_same_request_gives_identical_image_but_a_new_response_id(
+async def test_same_request_gives_a_new_image_unless_a_seed_pins_it(
     client: genai.Client,
 ) -> None:
+    # Like the real API: each call draws a new picture (so a gateway asking once per image
+    # gets N different ones), and generationConfig.seed makes it repeatable.
     first = await generate(client, "a red fox in the snow", "16:9")
     second = await generate(client, "a red fox in the snow", "16:9")
+    seeded = [await generate(client, "a red fox in the snow", "16:9", seed=7) for _ in range(2)]
 
-    assert image_bytes(first) == image_bytes(second)
+    assert image_bytes(first) != image_bytes(second)
+    assert image_bytes(seeded[0]) == image_bytes(seeded[1])
     assert first.response_id and second.response_id
     assert first.response_id != second.response_id
 
@@ -156,10 +164,10 @@ async def test_prompt_ratio_and_model_each_change_the_image(client: genai.Client
 
 async def test_source_image_changes_and_drives_the_output(client: genai.Client) -> None:
     prompt = "make it look like a painting"
-    text_only = image_bytes(await generate(client, prompt, "1:1"))
-    from_red = image_bytes(await generate(client, prompt, "1:1", source=png_of((230, 20, 20))))
-    from_blue = image_bytes(await generate(client, prompt, "1:1", source=png_of((20, 20, 230))))
-    again = image_bytes(await generate(client, prompt, "1:1", source=png_of((230, 20, 20))))
+    text_only = image_bytes(await generate(client, prompt, "1:1", seed=1))
+    from_red = image_bytes(await generate(client, prompt, source=png_of((230, 20, 20)), seed=1))
+    from_blue = image_bytes(await generate(client, prompt, source=png_of((20, 20, 230)), seed=1))
+    again = image_bytes(await generate(client, prompt, source=png_of((230, 20, 20)), seed=1))
 
     assert len({text_only, from_red, from_blue}) == 3
     assert again == from_red
@@ -168,6 +176,35 @@ async def test_source_image_changes_and_drives_the_output(client: genai.Client) 
     assert red_r > blue_r + 60
     assert blue_b > red_b + 60
     assert decode(from_red).size == (1024, 1024)
+
+
+async def test_every_reference_image_shows_in_order(client: genai.Client) -> None:
+    async def edit(*images: bytes) -> bytes:
+        response = await generate(client, "combine", "16:9", references=images, seed=11)
+        return image_bytes(response)
+
+    red, green = solid_png(RED), solid_png(GREEN)
+    both, red_only, green_only, swapped = (
+        await edit(red, green),
+        await edit(red),
+        await edit(green),
+        await edit(green, red),
+    )
+    # A dropped or reordered reference gives another picture, visibly.
+    assert len({both, red_only, green_only, swapped}) == 4
+    assert band_colours(decode(both), 2) == [RED, GREEN]
+    assert band_colours(decode(swapped), 2) == [GREEN, RED]
+    assert band_colours(decode(red_only), 2) == [RED, RED]
+
+
+async def test_a_seed_that_is_not_an_integer_is_invalid_argument(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        PATH,
+        headers={"x-goog-api-key": "k"},
+        json={"contents": [{"parts": [{"text": "a cat"}]}], "generationConfig": {"seed": "x"}},
+    )
+    assert response.status_code == 400
+    assert "seed" in response.json()["error"]["message"]
 
 
 async def test_usage_counts_the_input_image(client: genai.Client) -> None:
@@ -237,7 +274,7 @@ async def test_snake_case_fields_and_both_base64_alphabets_are_accepted(
                         ]
                     }
                 ],
-                "generation_config": {"image_config": {"aspect_ratio": "3:2"}},
+                "generation_config": {"image_config": {"aspect_ratio": "3:2"}, "seed": 3},
             },
         )
         assert response.status_code == 200, response.text

@@ -1,4 +1,5 @@
-"""Deterministic emulator images: real PNGs, stable bytes, driven by prompt and source."""
+"""Emulator images: real PNGs, stable bytes for the same inputs, driven by prompt, every
+source image, the mask and the variant."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import io
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
-from app.emulators.images import InvalidSourceImage, synthesize_png
+from app.emulators.images import InvalidMask, InvalidSourceImage, per_call_variant, synthesize_png
+from tests.support.images import BLUE, GREEN, RED, band_colours, half_mask, solid_png
 
 
 def decode(png: bytes) -> Image.Image:
@@ -98,3 +100,42 @@ def test_undecodable_source_raises_invalid_source_image(source: bytes) -> None:
 def test_out_of_range_size_is_rejected(width: int, height: int) -> None:
     with pytest.raises(ValueError, match="out of range"):
         synthesize_png("x", width, height)
+
+
+def test_a_variant_gives_a_visibly_different_image_and_none_the_plain_one() -> None:
+    plain = synthesize_png("fox", 320, 240)
+    assert synthesize_png("fox", 320, 240, variant=None) == plain
+    one, two = (
+        synthesize_png("fox", 320, 240, variant=1),
+        synthesize_png("fox", 320, 240, variant=2),
+    )
+    assert synthesize_png("fox", 320, 240, variant=1) == one
+    assert mean_difference(decode(one), decode(two)) > 10
+    assert mean_difference(decode(one), decode(plain)) > 10
+
+
+def test_per_call_variants_never_repeat() -> None:
+    drawn = [per_call_variant() for _ in range(100)]
+    assert len(set(drawn)) == 100
+
+
+def test_every_source_fills_its_own_band_in_order() -> None:
+    red, green, blue = solid_png(RED), solid_png(GREEN), solid_png(BLUE)
+    three = synthesize_png("merge", 600, 300, [red, green, blue])
+    assert band_colours(decode(three), 3) == [RED, GREEN, BLUE]
+    assert band_colours(decode(synthesize_png("merge", 600, 300, [blue, red])), 2) == [BLUE, RED]
+    # One source as bytes or as a one-item list is the same picture.
+    assert synthesize_png("merge", 600, 300, red) == synthesize_png("merge", 600, 300, [red])
+    assert three != synthesize_png("merge", 600, 300, [red, green])
+
+
+def test_a_mask_keeps_the_first_source_where_it_is_opaque() -> None:
+    red = solid_png(RED)
+    masked = decode(synthesize_png("edit", 400, 300, [red], mask=half_mask()))
+    plain = decode(synthesize_png("edit", 400, 300, [red]))
+    # Clear of the few columns where the stretched mask blends at its edge.
+    assert masked.crop((0, 0, 195, 300)).getcolors() == [(195 * 300, RED)]
+    assert len(masked.crop((205, 0, 400, 300)).getcolors(maxcolors=100_000) or []) > 100
+    assert plain.crop((0, 0, 195, 300)).getcolors(maxcolors=100_000) != [(195 * 300, RED)]
+    with pytest.raises(InvalidMask):
+        synthesize_png("edit", 400, 300, [red], mask=b"not a png")

@@ -23,6 +23,7 @@ from PIL import Image, ImageStat
 
 from app.emulators.faults import FaultPlan
 from app.emulators.openai import create_openai_emulator
+from tests.support.images import GREEN, RED, band_colours, half_mask, region_mean, solid_png
 from tests.support.servers import serve_in_thread
 
 MODEL = "gpt-image-1"
@@ -111,14 +112,15 @@ async def test_generations_in_every_size_and_format(
     assert response.created > 0
 
 
-async def test_n_images_are_distinct_and_deterministic(client: AsyncOpenAI) -> None:
+async def test_n_images_are_distinct_and_every_call_draws_new_ones(client: AsyncOpenAI) -> None:
+    # OpenAI has no seed: a gateway asking once per image must still get N different ones.
     first = await client.images.generate(model=MODEL, prompt="three cats", n=3)
     second = await client.images.generate(model=MODEL, prompt="three cats", n=3)
 
     assert first.data and second.data
     blobs = [item.b64_json for item in first.data]
     assert len(set(blobs)) == 3
-    assert blobs == [item.b64_json for item in second.data]
+    assert not set(blobs) & {item.b64_json for item in second.data}
 
 
 async def test_prompt_and_model_each_change_the_image(client: AsyncOpenAI) -> None:
@@ -213,7 +215,9 @@ async def test_edit_with_the_sdk_uses_the_source_image(client: AsyncOpenAI) -> N
     red_r, _, red_b = ImageStat.Stat(red.convert("RGB")).mean
     blue_r, _, blue_b = ImageStat.Stat(blue.convert("RGB")).mean
     assert red_r > blue_r + 60 and blue_b > red_b + 60
-    assert red.tobytes() == red_again.tobytes()
+    # A new picture per call, following the same source.
+    assert red.tobytes() != red_again.tobytes()
+    assert ImageStat.Stat(red_again.convert("RGB")).mean[0] > blue_r + 60
     text_only = await draw(client, "make it a painting", size="1536x1024")
     assert text_only.convert("RGB").tobytes() != red.convert("RGB").tobytes()
 
@@ -232,7 +236,44 @@ async def test_edit_with_several_images_uses_image_array(client: AsyncOpenAI) ->
         n=2,
     )
     assert one.data and two.data and len(two.data) == 2
-    assert one.data[0].b64_json != two.data[0].b64_json  # the second image is part of the seed
+    assert one.data[0].b64_json != two.data[0].b64_json
+
+
+async def test_every_image_and_the_mask_change_the_edit(client: AsyncOpenAI) -> None:
+    async def edit(*images: bytes, mask: bytes | None = None) -> Image.Image:
+        response = await client.images.edit(
+            image=[(f"{i}.png", data, "image/png") for i, data in enumerate(images)],
+            mask=("mask.png", mask, "image/png") if mask is not None else omit,
+            model=MODEL,
+            prompt="combine",
+            size="1536x1024",
+        )
+        assert response.data
+        return decode(response.data[0].b64_json)
+
+    red, green = solid_png(RED), solid_png(GREEN)
+    # Each image[] shows in its own band, in order: a dropped one is visible in any call.
+    assert band_colours(await edit(red, green), 2) == [RED, GREEN]
+    assert band_colours(await edit(green, red), 2) == [GREEN, RED]
+    assert band_colours(await edit(red), 2) == [RED, RED]
+    # The mask keeps the first image where it is opaque (the left half), and only there.
+    masked, unmasked = await edit(red, mask=half_mask()), await edit(red)
+    left = (0, 0, 700, 900)
+    assert max(abs(m - c) for m, c in zip(region_mean(masked, left), RED, strict=True)) < 3
+    assert max(abs(m - c) for m, c in zip(region_mean(unmasked, left), RED, strict=True)) > 10
+    right = (900, 0, 1536, 900)
+    assert max(abs(m - c) for m, c in zip(region_mean(masked, right), RED, strict=True)) > 10
+
+
+async def test_an_undecodable_mask_is_invalid_image_file(client: AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        await client.images.edit(
+            image=("a.png", solid_png(RED), "image/png"),
+            mask=("mask.png", b"not an image", "image/png"),
+            model=MODEL,
+            prompt="x",
+        )
+    assert raised.value.param == "mask"
 
 
 async def test_edit_without_image_is_missing_parameter(http: httpx.AsyncClient) -> None:

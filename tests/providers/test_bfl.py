@@ -16,7 +16,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from PIL import Image
 
-from app.emulators.bfl import TaskBoard, create_bfl_emulator, output_size
+from app.emulators.bfl import create_bfl_emulator
+from app.emulators.bfl_tasks import TaskBoard
+from app.emulators.bfl_wire import output_size
 from app.emulators.faults import FaultPlan
 from app.providers.base import (
     ImageRequest,

@@ -127,3 +127,28 @@ def test_factory_builds_s3_store_for_a_bucket(tmp_path: Path) -> None:
     store = create_image_store(settings)
     assert isinstance(store, S3ImageStore)
     assert store.bucket == "images"
+
+
+async def test_ttl_zero_urls_never_expire(tmp_path: Path, signer: UrlSigner) -> None:
+    store = LocalImageStore(tmp_path / "images", signer, ttl_seconds=0)
+    query = parse_qs(urlsplit(await store.url(KEY, "https://img.example.com")).query)
+    assert query["expires"] == ["0"]
+    far_future = datetime.now(UTC).timestamp() + 10 * 365 * 86400
+    assert signer.verify(KEY, 0, query["signature"][0], now=far_future)
+
+
+async def test_public_base_url_names_the_links_host(tmp_path: Path, signer: UrlSigner) -> None:
+    store = LocalImageStore(
+        tmp_path / "images", signer, ttl_seconds=600, public_base_url="https://images.example.org/"
+    )
+    url = await store.url(KEY, "http://10.0.0.5:8000")
+    assert url.startswith(f"https://images.example.org/files/{KEY}?")
+
+
+async def test_factory_gives_the_local_store_the_public_base_url(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, public_base_url="https://images.example.org")
+    store = create_image_store(settings)
+    assert isinstance(store, LocalImageStore)
+    assert (await store.url(KEY, "http://127.0.0.1:8000")).startswith(
+        "https://images.example.org/files/"
+    )

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from app.storage.base import ObjectNotFound, StorageUnavailable
-from app.storage.s3 import S3ImageStore
+from app.storage.s3 import MAX_PRESIGN_SECONDS, S3ImageStore
+from app.storage.signing import UrlSigner
 from tests.support.servers import free_port
 from tests.support.services import S3Service
 
@@ -195,3 +198,31 @@ async def test_server_outage_is_unavailable_and_recovers(
             await store.put(KEY, b"x", "image/webp")
     # The same client reconnects once the server is back, and the data survived.
     assert await store.get(KEY) == b"before-outage"
+
+
+@pytest.mark.parametrize("ttl", [0, MAX_PRESIGN_SECONDS + 1])
+async def test_links_s3_cannot_presign_are_gateway_file_urls(
+    s3_endpoint: S3Service, ttl: int
+) -> None:
+    signer = UrlSigner(b"s3-gateway-links-secret-0123456789")
+    store = S3ImageStore(
+        **s3_endpoint.store_kwargs(s3_endpoint.create_bucket()), ttl_seconds=ttl, signer=signer
+    )
+    try:
+        await store.put(KEY, b"webp-bytes", "image/webp")
+        url = urlsplit(await store.url(KEY, "https://gw.example.com/"))
+        assert f"{url.scheme}://{url.netloc}{url.path}" == f"https://gw.example.com/files/{KEY}"
+        query = parse_qs(url.query)
+        expires = int(query["expires"][0])
+        assert (expires == 0) == (ttl == 0)
+        assert signer.verify(KEY, expires, query["signature"][0], now=time.time())
+        head = s3_endpoint.client().head_object(Bucket=store.bucket, Key=KEY)
+        expected = "private, max-age=31536000, immutable" if ttl == 0 else f"private, max-age={ttl}"
+        assert head["CacheControl"] == expected
+    finally:
+        await store.aclose()
+
+
+def test_a_ttl_s3_cannot_presign_needs_the_signer(s3_endpoint: S3Service) -> None:
+    with pytest.raises(ValueError, match="signer"):
+        S3ImageStore(**s3_endpoint.store_kwargs("any-bucket"), ttl_seconds=0)

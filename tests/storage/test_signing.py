@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from app.settings import Settings
-from app.storage.signing import UrlSigner, load_or_create_secret
+from app.storage.signing import NEVER_EXPIRES, UrlSigner, cache_control, load_or_create_secret
 
 KEY = "tenant-a/2025/01/gen-1-0.webp"
 NOW = 1_700_000_000
@@ -93,3 +94,33 @@ def test_unusable_secret_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "url-signing.key").write_text("short")
     with pytest.raises(RuntimeError, match=r"url-signing\.key"):
         load_or_create_secret(Settings(data_dir=tmp_path))
+
+
+def test_a_never_expiring_url_verifies_at_any_time(signer: UrlSigner) -> None:
+    signature = signer.sign(KEY, NEVER_EXPIRES)
+    for now in (0, NOW, NOW + 10 * 365 * 86400):
+        assert signer.verify(KEY, NEVER_EXPIRES, signature, now=now)
+    # Still bound to its key, and not a way to extend an expiring URL.
+    assert not signer.verify("tenant-b/2025/01/gen-1-0.webp", NEVER_EXPIRES, signature, now=NOW)
+    assert not signer.verify(KEY, NEVER_EXPIRES, signer.sign(KEY, NOW + 60), now=NOW)
+
+
+def test_file_url_with_ttl_zero_never_expires(signer: UrlSigner) -> None:
+    query = parse_qs(urlsplit(signer.file_url(KEY, "https://gw.example/", 0)).query)
+    assert query["expires"] == ["0"]
+    assert signer.verify(KEY, 0, query["signature"][0], now=NOW * 2)
+
+
+def test_cache_control_is_always_private() -> None:
+    assert cache_control(300) == "private, max-age=300"
+    assert cache_control(None) == "private, max-age=31536000, immutable"
+
+
+@pytest.mark.parametrize(("ttl", "valid"), [(0, True), (1, False), (59, False), (60, True)])
+def test_url_ttl_is_zero_or_at_least_a_minute(tmp_path: Path, ttl: int, valid: bool) -> None:
+    if valid:
+        settings = Settings(_env_file=None, data_dir=tmp_path, url_ttl_seconds=ttl)
+        assert settings.url_ttl_seconds == ttl
+    else:
+        with pytest.raises(ValueError, match="IMAGEGATE_URL_TTL_SECONDS"):
+            Settings(_env_file=None, data_dir=tmp_path, url_ttl_seconds=ttl)

@@ -70,6 +70,12 @@ class Stack:
                 await ledger.grant(session, tenant.id, credits, note="test grant")
         return TenantHandle(tenant.name, tenant.id, key.plaintext)
 
+    async def set_rate_limit(self, tenant: TenantHandle, per_minute: int) -> None:
+        """The tenant's own requests-per-minute limit (its keys keep the default)."""
+        async with self.sessions() as session, session.begin():
+            row = await tenants.get_tenant(session, tenant.name)
+            await tenants.set_rate_limits(session, row, per_minute=per_minute, key_per_minute=None)
+
     async def balance(self, tenant: TenantHandle) -> int:
         async with self.sessions() as session:
             return await ledger.get_balance(session, tenant.id)

@@ -1,9 +1,14 @@
-"""Image bytes for tests that need more than Pillow will write."""
+"""Image bytes for tests: solid inputs, an edit mask, headers Pillow will not write, and
+readers of the emulators' output (which input image shows in which band)."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
+from collections.abc import Sequence
+
+from PIL import Image, ImageStat
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -20,3 +25,47 @@ def png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+RED = (230, 20, 20)
+GREEN = (20, 200, 20)
+BLUE = (20, 20, 230)
+
+
+def solid_png(colour: tuple[int, int, int], size: tuple[int, int] = (320, 240)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def half_mask(size: tuple[int, int] = (320, 240)) -> bytes:
+    """An OpenAI edit mask: opaque (keep) on the left half, transparent (edit) on the right."""
+    mask = Image.new("RGBA", size, (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (size[0] // 2, 0, size[0], size[1]))
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
+
+
+def band_colours(
+    image: Image.Image, bands: int, palette: Sequence[tuple[int, int, int]] = (RED, GREEN, BLUE)
+) -> list[tuple[int, int, int]]:
+    """For each of `bands` vertical bands (the emulators put one input image in each), the
+    palette colour nearest its mean: which input shows there."""
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    found = []
+    for i in range(bands):
+        # The middle half of each band, clear of the blend at its edges and the caption.
+        left, right = width * (4 * i + 1) // (4 * bands), width * (4 * i + 3) // (4 * bands)
+        mean = ImageStat.Stat(rgb.crop((left, height // 8, right, height * 3 // 4))).mean
+        found.append(nearest(mean, palette))
+    return found
+
+
+def nearest(mean: Sequence[float], palette: Sequence[tuple[int, int, int]]) -> tuple[int, int, int]:
+    return min(palette, key=lambda c: sum((m - v) ** 2 for m, v in zip(mean, c, strict=True)))
+
+
+def region_mean(image: Image.Image, box: tuple[int, int, int, int]) -> list[float]:
+    return list(ImageStat.Stat(image.convert("RGB").crop(box)).mean)

@@ -155,3 +155,30 @@ async def test_behind_a_proxy_the_address_the_proxy_saw_counts(tmp_path: Path) -
                 CREDITS, headers={**tenant.auth, "X-Forwarded-For": "198.51.100.11"}
             )
             assert valid.status_code == 200
+
+
+async def test_x_api_key_failures_count_and_its_successes_are_cached_like_bearer(
+    tmp_path: Path,
+) -> None:
+    async with _gateway(tmp_path) as (stack, lookups):
+        known: TenantHandle = await stack.new_tenant(credits=10)
+        async with stack.client() as client:
+            # Verified once through X-API-Key, then served from the auth cache under either
+            # header: the same key is one cache entry.
+            assert (await client.get(CREDITS, headers={"X-API-Key": known.key})).status_code == 200
+            verified = lookups.count
+            assert (await client.get(CREDITS, headers=known.auth)).status_code == 200
+            assert (await client.get(CREDITS, headers={"X-API-Key": known.key})).status_code == 200
+            assert lookups.count == verified
+            # Wrong keys sent as X-API-Key count against the address like Bearer ones...
+            for _ in range(LIMIT - 1):
+                wrong = {"X-API-Key": _wrong_key()["Authorization"].removeprefix("Bearer ")}
+                assert (await client.get(CREDITS, headers=wrong)).status_code == 401
+            assert (await client.get(CREDITS, headers=_wrong_key())).status_code == 401
+            # ...so the limit is reached by the two headers together, on the public
+            # catalogue too (a key sent there is checked).
+            wrong = {"X-API-Key": _wrong_key()["Authorization"].removeprefix("Bearer ")}
+            _assert_rate_limited(await client.get(CREDITS, headers=wrong))
+            _assert_rate_limited(await client.get("/api/v1/models", headers=wrong))
+            # The catalogue stays readable without a key.
+            assert (await client.get("/api/v1/models")).status_code == 200

@@ -110,3 +110,22 @@ async def test_last_used_is_written_at_most_once_a_minute(sessions: Sessions) ->
     async with sessions() as session:
         third = await session.scalar(select(ApiKey.last_used_at).where(ApiKey.id == created.key.id))
     assert third is not None and third > first
+
+
+@pytest.mark.parametrize(
+    ("authorization", "x_api_key", "expected"),
+    [
+        (None, None, None),
+        (None, "ig_abc", "Bearer ig_abc"),
+        (None, "  ig_abc ", "Bearer ig_abc"),
+        (None, "   ", None),
+        ("Bearer ig_abc", None, "Bearer ig_abc"),
+        # Both sent: Authorization is the one used, whatever X-API-Key says.
+        ("Bearer ig_abc", "ig_other", "Bearer ig_abc"),
+        ("Basic xyz", "ig_abc", "Basic xyz"),
+    ],
+)
+def test_presented_credential_takes_either_header(
+    authorization: str | None, x_api_key: str | None, expected: str | None
+) -> None:
+    assert service.presented_credential(authorization, x_api_key) == expected

@@ -17,9 +17,10 @@ from app import idempotency
 from app.api import jobs as jobs_api
 from app.api.body import declared_length, read_json_body
 from app.api.body_budget import reserve_body
-from app.api.deps import authenticated, external_base_url, get_services
+from app.api.deps import authenticated, caller_if_presented, external_base_url, get_services
 from app.api.openai import params, rendering
-from app.api.schemas.common import API_KEY, openai_error_responses
+from app.api.rendering import openai_model_objects
+from app.api.schemas.common import API_KEY, OPTIONAL_API_KEY, openai_error_responses
 from app.api.schemas.openai import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -29,7 +30,6 @@ from app.api.schemas.openai import (
 )
 from app.errors import InvalidRequest, NotFound, PayloadTooLarge
 from app.generation.request import GenerateRequest, resolve_model
-from app.providers.catalog import CatalogModel
 from app.services import Services
 from app.tenants.service import AuthContext
 
@@ -52,26 +52,24 @@ def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: st
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
-def _model_object(model: CatalogModel) -> dict[str, Any]:
-    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
-
-
-@router.get("/models", response_model=OpenAIModelList)
+@router.get("/models", response_model=OpenAIModelList, openapi_extra=OPTIONAL_API_KEY)
 async def list_models(
-    _auth: Annotated[AuthContext, Depends(authenticated)],
+    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
     services: Annotated[Services, Depends(get_services)],
 ) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_object(model) for model in services.catalog]}
+    """Public: no key needed, no rate limit; a key that is sent must be valid."""
+    return {"object": "list", "data": openai_model_objects(services.catalog)}
 
 
 @router.get(
     "/models/{model_id:path}",
     response_model=OpenAIModel,
     responses=openai_error_responses(404),
+    openapi_extra=OPTIONAL_API_KEY,
 )
 async def retrieve_model(
     model_id: str,
-    _auth: Annotated[AuthContext, Depends(authenticated)],
+    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
     services: Annotated[Services, Depends(get_services)],
 ) -> dict[str, Any]:
     """A catalog id (`openai/gpt-image-1`, raw or with %2F) or a bare upstream name."""
@@ -79,7 +77,7 @@ async def retrieve_model(
         model = resolve_model(model_id, services.catalog)
     except InvalidRequest:
         raise NotFound(f"The model '{model_id[:100]}' does not exist", field="model") from None
-    return _model_object(model)
+    return openai_model_objects([model])[0]
 
 
 @router.post(

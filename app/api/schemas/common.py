@@ -34,7 +34,7 @@ class ApiModel(BaseModel):
 class Error(BaseModel):
     """The native error: a human message under `error` and a machine `code`, plus
     details that depend on the error (`field`, `allowed`, `limit`, `required`,
-    `available`, `requestId`, ...)."""
+    `available`, `requiredCredits`, `availableCredits`, `requestId`, ...)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -74,6 +74,9 @@ def openai_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 API_KEY = HTTPBearer(
     auto_error=False, scheme_name="apiKey", description="A tenant's API key: `Bearer ig_...`"
 )
+# `openapi_extra` of a public route: added to the router's `apiKey` requirement, the empty
+# one makes the key optional.
+OPTIONAL_API_KEY: dict[str, Any] = {"security": [{}]}
 ADMIN_TOKEN = HTTPBearer(
     auto_error=False, scheme_name="adminToken", description="`Bearer <IMAGEGATE_ADMIN_TOKEN>`"
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from app.api.schemas.common import ApiModel
+from app.api.schemas.openai import OpenAIModel
 
 
 class ContractImage(ApiModel):
@@ -141,6 +142,10 @@ class Credits(ApiModel):
     entries: list[LedgerEntry]
 
 
+class Balance(ApiModel):
+    balance: int
+
+
 class ModelSummary(ApiModel):
     id: str
     provider: str
@@ -154,6 +159,8 @@ class ModelSummary(ApiModel):
 
 
 class Models(ApiModel):
+    object: Literal["list"]
+    data: list[OpenAIModel]
     models: list[ModelSummary]
     default_model: str
     aspect_ratios: list[str]
