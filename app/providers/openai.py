@@ -20,8 +20,16 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import httpx
 import openai
-from openai import AsyncOpenAI
-from openai.types import ImagesResponse
+from openai import AsyncOpenAI, AsyncStream
+from openai.types import (
+    ImageEditCompletedEvent,
+    ImageEditPartialImageEvent,
+    ImageEditStreamEvent,
+    ImageGenCompletedEvent,
+    ImageGenPartialImageEvent,
+    ImageGenStreamEvent,
+    ImagesResponse,
+)
 from openai.types.responses import Response as OpenAIResponse
 from openai.types.responses import ResponseInputMessageContentListParam
 from openai.types.responses.response_output_item import ImageGenerationCall
@@ -30,6 +38,7 @@ from app.imaging.formats import sniff_image_type
 from app.providers.base import (
     ImageRequest,
     Moderated,
+    PartialImageSink,
     ProviderError,
     ProviderImage,
     RateLimited,
@@ -54,6 +63,8 @@ NATIVE_SIZES: dict[str, Literal["1024x1024", "1536x1024", "1024x1536"]] = {
 # WebP straight from the upstream means the gateway need not re-encode; 90 keeps detail.
 OUTPUT_FORMAT: Literal["webp"] = "webp"
 OUTPUT_COMPRESSION = 90
+_PARTIAL_EVENTS = (ImageGenPartialImageEvent, ImageEditPartialImageEvent)
+_COMPLETED_EVENTS = (ImageGenCompletedEvent, ImageEditCompletedEvent)
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 _FILE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # Scrubbed from upstream messages before they reach our errors (and so users and logs).
@@ -87,12 +98,7 @@ class _OpenAIAdapter(abc.ABC):
         self._quality: Quality = quality
 
     async def generate(self, request: ImageRequest) -> ProviderImage:
-        size = NATIVE_SIZES.get(request.aspect_ratio)
-        if size is None:
-            raise UpstreamBadRequest(
-                f"aspect ratio {request.aspect_ratio} is not native to OpenAI image models "
-                f"(native: {', '.join(NATIVE_SIZES)})"
-            )
+        size = _native_size(request)
         return await _translate_errors(lambda: self._generate(request, size))
 
     @abc.abstractmethod
@@ -106,9 +112,66 @@ class _OpenAIAdapter(abc.ABC):
 
 
 class OpenAIImagesAdapter(_OpenAIAdapter):
-    """`gpt-image-*` models through `images.generate`, or `images.edit` with a source."""
+    """`gpt-image-*` models through `images.generate`, or `images.edit` with a source;
+    `generate_streaming` asks for the same with `stream=True` and partial images."""
 
     name = "openai-images"
+
+    async def generate_streaming(
+        self, request: ImageRequest, partial_images: int, on_partial: PartialImageSink
+    ) -> ProviderImage:
+        size = _native_size(request)
+        return await _translate_errors(
+            lambda: self._stream(request, size, partial_images, on_partial)
+        )
+
+    async def _stream(
+        self, request: ImageRequest, size: str, partial_images: int, on_partial: PartialImageSink
+    ) -> ProviderImage:
+        # The events arrive through the guarded transport like any body: the size cap
+        # counts the whole stream and every read ends by the attempt's deadline.
+        stream: AsyncStream[ImageGenStreamEvent] | AsyncStream[ImageEditStreamEvent]
+        source = request.source_image
+        if source is None:
+            stream = await self._client.images.generate(
+                model=request.upstream_model,
+                prompt=request.prompt,
+                n=1,
+                size=size,
+                quality=self._quality,
+                output_format=OUTPUT_FORMAT,
+                output_compression=OUTPUT_COMPRESSION,
+                stream=True,
+                partial_images=partial_images,
+            )
+        else:
+            stream = await self._client.images.edit(
+                image=(
+                    f"source.{_FILE_EXTENSIONS.get(source.mime_type, 'png')}",
+                    source.data,
+                    source.mime_type,
+                ),
+                model=request.upstream_model,
+                prompt=request.prompt,
+                n=1,
+                size=size,
+                quality=self._quality,
+                output_format=OUTPUT_FORMAT,
+                output_compression=OUTPUT_COMPRESSION,
+                stream=True,
+                partial_images=partial_images,
+            )
+        final: str | None = None
+        # Leaving the block closes the response, also when `on_partial` raises.
+        async with stream:
+            async for event in stream:
+                if isinstance(event, _PARTIAL_EVENTS):
+                    await on_partial(event.partial_image_index, _decoded(event.b64_json))
+                elif isinstance(event, _COMPLETED_EVENTS):
+                    final = event.b64_json
+        if not final:
+            raise Unavailable("OpenAI's image stream ended without the final image")
+        return _provider_image(final, None)
 
     async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
         source = request.source_image
@@ -206,12 +269,26 @@ def _image_from_response(response: OpenAIResponse) -> ProviderImage:
     raise Unavailable(f"OpenAI response ({status}) contained no image")
 
 
+def _native_size(request: ImageRequest) -> str:
+    size = NATIVE_SIZES.get(request.aspect_ratio)
+    if size is None:
+        raise UpstreamBadRequest(
+            f"aspect ratio {request.aspect_ratio} is not native to OpenAI image models "
+            f"(native: {', '.join(NATIVE_SIZES)})"
+        )
+    return size
+
+
 def _provider_image(b64: str, text: str | None) -> ProviderImage:
+    data = _decoded(b64)
+    return ProviderImage(data, _sniff_mime_type(data), text)
+
+
+def _decoded(b64: str) -> bytes:
     try:
-        data = base64.b64decode(b64, validate=True)
+        return base64.b64decode(b64, validate=True)
     except binascii.Error:
         raise Unavailable("OpenAI returned an image that is not valid base64") from None
-    return ProviderImage(data, _sniff_mime_type(data), text)
 
 
 def _sniff_mime_type(data: bytes) -> str:
