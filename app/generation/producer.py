@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.generation.decode_budget import DecodeBudget
-from app.imaging.decode import decoded_size
+from app.generation.decode_budget import DecodeBudget, DecodeBusy
+from app.imaging.decode import ImageDecodeError, decoded_size
 from app.imaging.webp import TRANSCODE_COST, EncodedImage, normalise_to_webp, passthrough
 from app.observability.metrics import Metrics
 from app.providers.base import (
@@ -20,6 +22,7 @@ from app.providers.base import (
     ProviderImage,
     RateLimited,
     SourceImage,
+    StreamsPartialImages,
     Unavailable,
     UpstreamTimeout,
 )
@@ -30,6 +33,17 @@ from app.storage.keys import object_key
 
 # Errors that say "this upstream cannot serve right now", which a fallback model may fix.
 FALLBACK_ON = (RateLimited, Unavailable, UpstreamTimeout)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PartialImages:
+    """A streaming caller's ask: up to `count` (1-3) previews from upstreams that stream
+    them (others send none), each normalised like the final image and handed to
+    `on_partial` with its index."""
+
+    count: int
+    on_partial: Callable[[int, EncodedImage], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +106,9 @@ class ImageProducer:
             if model.adapter in self._adapters and (model.image_to_image or not image_to_image)
         )
 
-    async def produce(self, job: Job, index: int) -> StoredImage:
+    async def produce(
+        self, job: Job, index: int, partials: PartialImages | None = None
+    ) -> StoredImage:
         last_error: ProviderError | None = None
         for model in job.chain:
             request = ImageRequest(
@@ -105,7 +121,7 @@ class ImageProducer:
             started = time.monotonic()
             try:
                 image = await call_with_retries(
-                    functools.partial(self._observed_call, adapter, model, request),
+                    functools.partial(self._observed_call, adapter, model, request, job, partials),
                     self._retry,
                     deadline=job.deadline,
                     what=f"{model.id} image {index}",
@@ -132,6 +148,20 @@ class ImageProducer:
         assert last_error is not None
         raise last_error
 
+    async def _partial(
+        self, job: Job, model: CatalogModel, partials: PartialImages, index: int, data: bytes
+    ) -> None:
+        """One upstream preview, cropped and encoded as the final image will be."""
+        try:
+            encoded = passthrough(data, job.aspect_ratio, max_pixels=self._max_pixels)
+            if encoded is None:
+                encoded = await self._transcode(data, job, model)
+        except (ImageDecodeError, ProviderError, DecodeBusy) as exc:
+            # A preview is optional: one that cannot be decoded now is skipped, not fatal.
+            log.info("partial image skipped", extra={"model": model.id, "error": str(exc)})
+            return
+        await partials.on_partial(index, encoded)
+
     async def _transcode(self, data: bytes, job: Job, model: CatalogModel) -> EncodedImage:
         """Decode + crop + WebP in the encoder pool, once its pixels fit the decode budget."""
         # The header is read in a thread too: a PNG may carry any number of chunks before it.
@@ -152,11 +182,19 @@ class ImageProducer:
         )
 
     async def _observed_call(
-        self, adapter: ProviderAdapter, model: CatalogModel, request: ImageRequest
+        self,
+        adapter: ProviderAdapter,
+        model: CatalogModel,
+        request: ImageRequest,
+        job: Job,
+        partials: PartialImages | None,
     ) -> ProviderImage:
         in_flight = self._metrics.upstream_in_flight.labels(model.provider)
         in_flight.inc()
         try:
+            if partials is not None and isinstance(adapter, StreamsPartialImages):
+                sink = functools.partial(self._partial, job, model, partials)
+                return await adapter.generate_streaming(request, partials.count, sink)
             return await adapter.generate(request)
         except ProviderError as exc:
             self._metrics.upstream_errors.labels(model.provider, type(exc).__name__).inc()
