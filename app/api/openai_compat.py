@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import time
 from collections.abc import Callable, Coroutine
@@ -23,6 +24,13 @@ from app.api.body import declared_length, read_json_body
 from app.api.body_budget import reserve_body
 from app.api.deps import authenticated, get_services
 from app.api.errors import DATABASE_UNAVAILABLE
+from app.api.openai_stream import (
+    STREAM_RESPONSE_DOC,
+    Kind,
+    StreamFormat,
+    stream_params,
+    stream_response,
+)
 from app.api.query import parse_int
 from app.api.schemas.common import API_KEY, openai_error_responses
 from app.api.schemas.openai import (
@@ -104,7 +112,7 @@ router = APIRouter(
     dependencies=[Security(API_KEY)],
     responses=openai_error_responses(401, 429, 503),
 )
-_GENERATION_ERRORS = openai_error_responses(400, 402, 413, 415, 500)
+_GENERATION_ERRORS = {**openai_error_responses(400, 402, 413, 415, 500), **STREAM_RESPONSE_DOC}
 
 
 def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: str) -> Any:
@@ -138,7 +146,7 @@ async def generations(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     payload = await read_json_body(request, services.settings.max_body_bytes)
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
@@ -156,7 +164,7 @@ async def edits(
     request: Request,
     auth: Annotated[AuthContext, Depends(authenticated)],
     services: Annotated[Services, Depends(get_services)],
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     limit = services.settings.max_body_bytes
     declared = declared_length(request)
     # Refuse before parsing: multipart parsing would spool the whole body first.
@@ -172,7 +180,9 @@ async def edits(
         return await _edit(request, auth, services)
 
 
-async def _edit(request: Request, auth: AuthContext, services: Services) -> dict[str, Any]:
+async def _edit(
+    request: Request, auth: AuthContext, services: Services
+) -> dict[str, Any] | Response:
     async with request.form(max_files=16, max_fields=32) as form:
         images = [item for key in ("image", "image[]") for item in form.getlist(key)]
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
@@ -195,7 +205,8 @@ async def _generate(
     request: Request,
     payload: dict[str, Any],
     source_data_url: str | None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
+    stream = stream_params(payload)
     response_format = payload.get("response_format") or "url"
     if response_format not in ("url", "b64_json"):
         raise InvalidRequest("response_format must be 'url' or 'b64_json'", field="response_format")
@@ -210,6 +221,17 @@ async def _generate(
         "sourceImage": source_data_url,
     }
     generate_request = parse_generate_request(contract, services.catalog)
+    if stream is not None:
+        kind: Kind = "image_edit" if source_data_url else "image_generation"
+        encode = functools.partial(_transcode, output_format=output_format)
+        return await stream_response(
+            request,
+            services.generation,
+            auth,
+            generate_request,
+            stream,
+            StreamFormat(kind=kind, output_format=output_format, encode=encode),
+        )
     result = await services.generation.generate(auth, generate_request)
     data = await _render(services, request, result, response_format, output_format)
     first = result.images[0].image
