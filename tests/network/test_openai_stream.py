@@ -161,3 +161,25 @@ async def test_a_failure_after_the_previews_is_an_error_event_and_free(
     row = await asyncio.to_thread(generation, gateway, tenant)
     assert row.credits_charged == 0 and gateway.balance(tenant) == 100
     assert audit_ok(gateway, tenant)
+
+
+async def test_leaving_before_any_event_cancels_the_generation(gateway: NetworkGateway) -> None:
+    """A model without previews sends nothing until its image exists: a client that gives
+    up first is charged nothing and the gateway stops waiting for that image."""
+    tenant = gateway.new_tenant(credits=100)
+    gemini, _ = MODELS["gemini"]
+    gateway.emulators["gemini"].set_faults({"kind": "delay", "seconds": 4})
+    started = time.monotonic()
+    try:
+        async with gateway.client() as client:
+            request = client.post(PATH, json={**body(), "model": gemini}, headers=tenant.auth)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(request, 0.5)  # hangs up: the connection is closed
+        row = await asyncio.to_thread(generation, gateway, tenant)
+    finally:
+        gateway.emulators["gemini"].set_faults()
+
+    assert row.status == "failed" and row.credits_charged == 0
+    assert time.monotonic() - started < 3  # settled at the hang-up, not after the upstream
+    assert gateway.balance(tenant) == 100
+    assert audit_ok(gateway, tenant)
