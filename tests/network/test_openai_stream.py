@@ -144,6 +144,7 @@ async def test_a_failure_after_the_previews_is_an_error_event_and_free(
     """Every attempt streams some previews, then the upstream connection dies."""
     tenant = gateway.new_tenant(credits=100)
     gateway.emulators["openai"].set_faults({"kind": "reset", "after_bytes": 10**9, "count": 5})
+    calls_before = gateway.emulators["openai"].calls()
     sdk = openai.AsyncOpenAI(api_key=tenant.key, base_url=f"{gateway.base_url}/v1", max_retries=0)
     seen: list[str] = []
     try:
@@ -156,6 +157,7 @@ async def test_a_failure_after_the_previews_is_an_error_event_and_free(
         await sdk.close()
 
     # Retried upstream calls start their previews again; none reaches the client twice.
+    assert gateway.emulators["openai"].calls() - calls_before >= 2
     assert 1 <= len(seen) <= 3 and set(seen) == {"image_generation.partial_image"}
     assert "refunded" in raised.value.message
     row = await asyncio.to_thread(generation, gateway, tenant)
