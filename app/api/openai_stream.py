@@ -241,7 +241,7 @@ class _Stream:
             getting.cancel()
             if getting.done() and not getting.cancelled():
                 self.queue.put_nowait(getting.result())  # resolved by _leave below
-            await self._leave()
+            self._leave()
             return None
         return getting.result()
 
@@ -251,6 +251,7 @@ class _Stream:
         if event is _END:
             assert self.task is not None
             self.task.result()  # raises the error: the route renders it as HTTP
+            # Unreachable: a generation that delivered nothing raises (GenerationFailed).
             raise RuntimeError("a generation ended without delivering its image")
         self.head = event
         return event
@@ -271,7 +272,7 @@ class _Stream:
             if error is not None and not self.delivered:
                 await send({"type": "http.response.body", "body": _error(error), "more_body": True})
 
-    async def _leave(self) -> None:
+    def _leave(self) -> None:
         """The client left: undelivered images are refused; if none was delivered, the
         generation is cancelled (its hold is refunded)."""
         self.gone = True
