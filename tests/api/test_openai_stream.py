@@ -155,44 +155,43 @@ async def test_invalid_streams_are_400_before_anything_is_held(
     await settled(stack, tenant, 100)
 
 
+async def faults(stack: Stack, *scripted: dict[str, Any]) -> None:
+    async with stack.control_client() as control:
+        await control.delete(OPENAI_FAULTS)
+        if scripted:
+            await control.post(OPENAI_FAULTS, json={"faults": list(scripted)})
+
+
 async def test_errors_before_the_first_event_are_http_errors(stack: Stack) -> None:
+    """402, a blocked prompt and an upstream that fails every attempt (emulated providers
+    answer in one piece, so before any preview) are HTTP errors: no stream is started,
+    nothing is charged, and the next stream of the same tenant works."""
     poor = await stack.new_tenant(credits=3)
     sdk = client(stack, poor)
     with pytest.raises(openai.APIStatusError) as raised:
         await sdk.images.generate(model=GPT_IMAGE[0], prompt="x", stream=True, partial_images=2)
+    await sdk.close()
     assert raised.value.status_code == 402
 
-    async with stack.control_client() as control:
-        await control.post(OPENAI_FAULTS, json={"faults": [{"kind": "blocked", "count": 5}]})
-    rich = await stack.new_tenant(credits=100)
-    sdk = client(stack, rich)
-    try:
-        with pytest.raises(openai.BadRequestError) as blocked:
-            await sdk.images.generate(model=GPT_IMAGE[0], prompt="x", stream=True, partial_images=2)
-    finally:
-        async with stack.control_client() as control:
-            await control.delete(OPENAI_FAULTS)
-    await sdk.close()
-    assert blocked.value.code == "content_rejected"
-    await settled(stack, poor, 3)
-    await settled(stack, rich, 100)
-
-
-async def test_an_upstream_failure_before_any_event_is_an_http_error(stack: Stack) -> None:
-    """Emulated providers answer in one piece (in-process transport), so a reset fails the
-    call before any preview; the stream never starts (see tests/network for mid-stream)."""
     tenant = await stack.new_tenant(credits=100)
-    reset = {"kind": "reset", "after_bytes": 10**9, "count": 5}
-    async with stack.control_client() as control:
-        await control.post(OPENAI_FAULTS, json={"faults": [reset]})
     sdk = client(stack, tenant)
     try:
-        with pytest.raises(openai.APIStatusError) as raised:
+        await faults(stack, {"kind": "blocked", "count": 5})
+        with pytest.raises(openai.BadRequestError) as blocked:
+            await sdk.images.generate(model=GPT_IMAGE[0], prompt="x", stream=True, partial_images=2)
+        await faults(stack, {"kind": "reset", "after_bytes": 10**9, "count": 5})
+        with pytest.raises(openai.APIStatusError) as failed:
             await sdk.images.generate(model=GPT_IMAGE[0], prompt="x", stream=True, partial_images=3)
+        await faults(stack)
+        stream = await sdk.images.generate(
+            model=GPT_IMAGE[0], prompt="x", stream=True, partial_images=1
+        )
+        kinds = [event.type async for event in stream]
     finally:
-        async with stack.control_client() as control:
-            await control.delete(OPENAI_FAULTS)
+        await faults(stack)
         await sdk.close()
-    assert raised.value.status_code >= 500
-    assert "refunded" in raised.value.message
-    await settled(stack, tenant, 100)
+    assert blocked.value.code == "content_rejected"
+    assert failed.value.status_code >= 500 and "refunded" in failed.value.message
+    assert kinds == ["image_generation.partial_image", "image_generation.completed"]
+    await settled(stack, poor, 3)
+    await settled(stack, tenant, 100 - GPT_IMAGE[1])
