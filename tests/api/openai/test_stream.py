@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
@@ -45,14 +45,16 @@ async def settled(stack: Stack, tenant: TenantHandle, expected: int) -> None:
     assert (await stack.audit(tenant)).ok
 
 
-@pytest.mark.parametrize("partials", [1, 3])
-async def test_gpt_image_streams_partials_then_the_final_image(stack: Stack, partials: int) -> None:
+@pytest.mark.parametrize(("partials", "size"), [(1, "1536x1024"), (3, "1792x1024")])
+async def test_gpt_image_streams_partials_then_the_final_image(
+    stack: Stack, partials: int, size: str
+) -> None:
     tenant = await stack.new_tenant(credits=100)
     sdk = client(stack, tenant)
     stream = await sdk.images.generate(
         model=GPT_IMAGE[0],
         prompt="a lighthouse",
-        size="1536x1024",
+        size=cast(Any, size),
         output_format="png",
         stream=True,
         partial_images=partials,
@@ -67,8 +69,9 @@ async def test_gpt_image_streams_partials_then_the_final_image(stack: Stack, par
     assert indexes == list(range(partials))
     images = [decode(e.b64_json) for e in events]
     assert all(image.format == "PNG" for image in images)
-    # Every partial has the final image's geometry and differs from it.
-    assert {image.size for image in images} == {images[-1].size}
+    # Every partial has the final image's exact asked size (1792x1024 is drawn at 3:2,
+    # then cropped and resized) and differs from it.
+    assert {"x".join(map(str, image.size)) for image in images} == {size}
     assert len({image.tobytes() for image in images}) == partials + 1
     final = events[-1]
     assert isinstance(final, ImageGenCompletedEvent)
@@ -153,6 +156,32 @@ async def test_invalid_streams_are_400_before_anything_is_held(
     await sdk.close()
     assert raised.value.param == param
     await settled(stack, tenant, 100)
+
+
+async def test_an_idempotency_key_with_a_stream_is_a_400_naming_it(stack: Stack) -> None:
+    """A stream is delivered once, as it happens: with nothing to replay, a retry under the
+    key would draw and charge again, so the key is refused, on both routes."""
+    tenant = await stack.new_tenant(credits=100)
+    sdk = client(stack, tenant)
+    key = {"Idempotency-Key": "stream-once"}
+    with pytest.raises(openai.BadRequestError) as generation:
+        await sdk.images.generate(model=GPT_IMAGE[0], prompt="x", stream=True, extra_headers=key)
+    with pytest.raises(openai.BadRequestError) as edit:
+        await sdk.images.edit(
+            image=("red.png", png("red"), "image/png"),
+            model=GPT_IMAGE[0],
+            prompt="x",
+            stream=True,
+            extra_headers=key,
+        )
+    # The same key without a stream is an ordinary idempotent request.
+    first = await sdk.images.generate(model=GPT_IMAGE[0], prompt="x", extra_headers=key)
+    again = await sdk.images.generate(model=GPT_IMAGE[0], prompt="x", extra_headers=key)
+    await sdk.close()
+    assert generation.value.param == edit.value.param == "Idempotency-Key"
+    assert "stream" in generation.value.message
+    assert first.data == again.data
+    await settled(stack, tenant, 100 - GPT_IMAGE[1])
 
 
 async def faults(stack: Stack, *scripted: dict[str, Any]) -> None:
