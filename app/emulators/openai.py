@@ -3,7 +3,8 @@
 The official `openai` SDK runs unchanged against it (base_url `<mount prefix>/v1`):
 `POST /v1/images/generations` (JSON), `POST /v1/images/edits` (multipart/form-data) and
 `POST /v1/responses` with the `image_generation` tool (app.emulators.openai_responses),
-with Bearer auth, OpenAI's error bodies and rate-limit headers. Images are real
+with Bearer auth, OpenAI's error bodies and rate-limit headers; `stream: true` answers
+Server-Sent Events with partial images (app.emulators.openai_stream). Images are real
 PNG/JPEG/WebP files derived deterministically from (model, prompt, size, index, source
 image). Scripted faults come from a shared FaultPlan, controllable at `/_emulator/...`.
 """
@@ -33,6 +34,7 @@ from app.emulators.faults import (
     fault_control_router,
 )
 from app.emulators.openai_responses import create_response
+from app.emulators.openai_stream import stream_request, stream_response
 from app.emulators.openai_wire import (
     INPUT_IMAGE_TOKENS,
     SERVED,
@@ -224,8 +226,7 @@ async def _images_response(
         raise invalid_request(
             "Unknown parameter: 'response_format'.", "response_format", "unknown_parameter"
         )
-    if fields.get("stream") in (True, "true"):
-        raise invalid_request("The emulator does not stream images.", "stream")
+    stream = stream_request(fields, n)
     options = image_options(fields)
 
     if isinstance(fault, BlockedFault):
@@ -242,7 +243,17 @@ async def _images_response(
     )
     prompt_tokens = text_tokens(prompt)
     image_tokens = INPUT_IMAGE_TOKENS * len(sources)
-    output_tokens = options.output_tokens * n
+    output_tokens = options.output_tokens * n + (stream.partial_tokens if stream else 0)
+    usage = image_usage(prompt_tokens, image_tokens, output_tokens)
+    if stream is not None:
+        return await stream_response(
+            edit=bool(sources),
+            final_b64=images[0],
+            options=options,
+            usage=usage,
+            stream=stream,
+            fault=fault,
+        )
     body = {
         "created": int(time.time()),
         "background": options.background,
@@ -250,7 +261,7 @@ async def _images_response(
         "output_format": options.output_format,
         "quality": options.quality,
         "size": options.size,
-        "usage": image_usage(prompt_tokens, image_tokens, output_tokens),
+        "usage": usage,
     }
     return await large_json_response(body)
 

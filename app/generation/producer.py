@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from app.generation.decode_budget import DecodeBudget
-from app.imaging.decode import decoded_size
+from app.generation.decode_budget import DecodeBudget, DecodeBusy
+from app.imaging.decode import ImageDecodeError, decoded_size
 from app.imaging.exact import EXACT_COST, OutputSpec, render_exact
 from app.imaging.webp import TRANSCODE_COST, EncodedImage, normalise_to_webp, passthrough
 from app.observability.metrics import Metrics
@@ -22,6 +24,7 @@ from app.providers.base import (
     ProviderImage,
     RateLimited,
     SourceImage,
+    StreamsPartialImages,
     TokenUsage,
     Unavailable,
     UpstreamTimeout,
@@ -33,6 +36,17 @@ from app.storage.keys import object_key
 
 # Errors that say "this upstream cannot serve right now", which a fallback model may fix.
 FALLBACK_ON = (RateLimited, Unavailable, UpstreamTimeout)
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PartialImages:
+    """A streaming caller's ask: up to `count` (1-3) previews from upstreams that stream
+    them (others send none), each normalised like the final image and handed to
+    `on_partial` with its index."""
+
+    count: int
+    on_partial: Callable[[int, EncodedImage], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +116,9 @@ class ImageProducer:
             and (model.masks or not mask)
         )
 
-    async def produce(self, job: Job, index: int) -> StoredImage:
+    async def produce(
+        self, job: Job, index: int, partials: PartialImages | None = None
+    ) -> StoredImage:
         last_error: ProviderError | None = None
         for model in job.chain:
             request = ImageRequest(
@@ -117,7 +133,7 @@ class ImageProducer:
             started = time.monotonic()
             try:
                 image = await call_with_retries(
-                    functools.partial(self._observed_call, adapter, model, request),
+                    functools.partial(self._observed_call, adapter, model, request, job, partials),
                     self._retry,
                     deadline=job.deadline,
                     what=f"{model.id} image {index}",
@@ -129,13 +145,7 @@ class ImageProducer:
                 if time.monotonic() >= job.deadline:
                     break
                 continue
-            if job.output is not None:
-                encoded = await self._transcode(image.data, job, model, job.output)
-            else:
-                # An exact-ratio WebP is checked on the loop (headers only, microseconds);
-                # anything to decode and encode goes to a thread.
-                passed = passthrough(image.data, job.aspect_ratio, max_pixels=self._max_pixels)
-                encoded = passed or await self._transcode(image.data, job, model)
+            encoded = await self._encode(image.data, job, model)
             key = object_key(job.tenant_id, job.generation_id, index, job.created)
             await self._store.put(key, encoded.data, encoded.mime_type)
             self._metrics.images_stored.labels(model.id).inc()
@@ -152,6 +162,27 @@ class ImageProducer:
             )
         assert last_error is not None
         raise last_error
+
+    async def _partial(
+        self, job: Job, model: CatalogModel, partials: PartialImages, index: int, data: bytes
+    ) -> None:
+        """One upstream preview, cropped and encoded as the final image will be."""
+        try:
+            encoded = await self._encode(data, job, model)
+        except (ImageDecodeError, ProviderError, DecodeBusy) as exc:
+            # A preview is optional: one that cannot be decoded now is skipped, not fatal.
+            log.info("partial image skipped", extra={"model": model.id, "error": str(exc)})
+            return
+        await partials.on_partial(index, encoded)
+
+    async def _encode(self, data: bytes, job: Job, model: CatalogModel) -> EncodedImage:
+        """What is stored (and previewed): the job's exact output, or WebP at its ratio."""
+        if job.output is not None:
+            return await self._transcode(data, job, model, job.output)
+        # An exact-ratio WebP is checked on the loop (headers only, microseconds);
+        # anything to decode and encode goes to a thread.
+        passed = passthrough(data, job.aspect_ratio, max_pixels=self._max_pixels)
+        return passed or await self._transcode(data, job, model)
 
     async def _transcode(
         self, data: bytes, job: Job, model: CatalogModel, output: OutputSpec | None = None
@@ -181,11 +212,19 @@ class ImageProducer:
         )
 
     async def _observed_call(
-        self, adapter: ProviderAdapter, model: CatalogModel, request: ImageRequest
+        self,
+        adapter: ProviderAdapter,
+        model: CatalogModel,
+        request: ImageRequest,
+        job: Job,
+        partials: PartialImages | None,
     ) -> ProviderImage:
         in_flight = self._metrics.upstream_in_flight.labels(model.provider)
         in_flight.inc()
         try:
+            if partials is not None and isinstance(adapter, StreamsPartialImages):
+                sink = functools.partial(self._partial, job, model, partials)
+                return await adapter.generate_streaming(request, partials.count, sink)
             return await adapter.generate(request)
         except ProviderError as exc:
             self._metrics.upstream_errors.labels(model.provider, type(exc).__name__).inc()

@@ -32,7 +32,7 @@ from app.errors import (
 from app.generation.decode_budget import DecodeBusy
 from app.generation.presets import apply_preset
 from app.generation.pricing import required_credits
-from app.generation.producer import ImageProducer, Job, StoredImage
+from app.generation.producer import ImageProducer, Job, PartialImages, StoredImage
 from app.generation.request import GenerateRequest
 from app.generation.source_image import decode_source_image
 from app.imaging.decode import ImageDecodeError
@@ -95,8 +95,13 @@ class GenerationService:
         *,
         generation_id: str | None = None,
         on_image: Callable[[], Awaitable[None]] | None = None,
+        partials: PartialImages | None = None,
+        deliver: Callable[[StoredImage], Awaitable[bool]] | None = None,
     ) -> GenerationResult:
-        """Run one generation. `on_image` is awaited as each image is stored (progress)."""
+        """Run one generation. `on_image` is awaited as each image is stored (progress);
+        `partials` asks for previews. With `deliver`, each stored image is handed to it
+        before the hold is settled, and only those it returns True for are charged and
+        recorded (a stream whose client left: the rest are deleted and refunded)."""
         started = time.monotonic()
         model = request.model
         sources = await self._source_images(request)
@@ -131,13 +136,15 @@ class GenerationService:
         stored: list[StoredImage] = []
         try:
             outcomes = await asyncio.gather(
-                *(self._produce(job, i, on_image) for i in range(request.num_images)),
+                *(self._produce(job, i, on_image, partials) for i in range(request.num_images)),
                 return_exceptions=True,
             )
             upstream_ms = int((time.monotonic() - started) * 1000)
             stored.extend(o for o in outcomes if isinstance(o, StoredImage))
             errors = [(i, o) for i, o in enumerate(outcomes) if not isinstance(o, StoredImage)]
             failures = [_failure(index, error) for index, error in errors]
+            if deliver is not None:
+                failures.extend(await self._hand_over(stored, deliver))
             charged = sum(item.model.price for item in stored)
             async with self._sessions() as session, session.begin():
                 if not await settle(session, hold.id, charged):
@@ -176,12 +183,36 @@ class GenerationService:
         return bool(self._producer.usable_chain((model,)))
 
     async def _produce(
-        self, job: Job, index: int, on_image: Callable[[], Awaitable[None]] | None
+        self,
+        job: Job,
+        index: int,
+        on_image: Callable[[], Awaitable[None]] | None,
+        partials: PartialImages | None,
     ) -> StoredImage:
-        stored = await self._producer.produce(job, index)
+        stored = await self._producer.produce(job, index, partials)
         if on_image is not None:
             await on_image()
         return stored
+
+    async def _hand_over(
+        self, stored: list[StoredImage], deliver: Callable[[StoredImage], Awaitable[bool]]
+    ) -> list[ImageFailure]:
+        """Keeps in `stored` only the images `deliver` took; the others are deleted."""
+        refused = [item for item in list(stored) if not await deliver(item)]
+        for item in refused:
+            stored.remove(item)
+        await self._discard(refused)
+        return [
+            ImageFailure(item.index, "not_delivered", "the client left before this image")
+            for item in refused
+        ]
+
+    async def _discard(self, items: list[StoredImage]) -> None:
+        for item in items:
+            try:
+                await self._store.delete(item.key)
+            except StorageUnavailable:
+                log.warning("could not delete an undelivered object", extra={"key": item.key})
 
     @property
     def max_source_bytes(self) -> int:
@@ -326,11 +357,7 @@ class GenerationService:
 
     async def _abort(self, hold: Hold, generation_id: str, stored: list[StoredImage]) -> None:
         """Best effort after an unexpected failure: refund, mark failed, drop objects."""
-        for item in stored:
-            try:
-                await self._store.delete(item.key)
-            except StorageUnavailable:
-                log.warning("could not delete an undelivered object", extra={"key": item.key})
+        await self._discard(stored)
         try:
             async with self._sessions() as session, session.begin():
                 if await settle(session, hold.id, 0):

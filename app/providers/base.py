@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+# Called with (partial_image_index, image bytes as the upstream sent them).
+PartialImageSink = Callable[[int, bytes], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,19 @@ class ProviderAdapter(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StreamsPartialImages(Protocol):
+    """An adapter whose upstream can stream previews of the image as it draws it."""
+
+    async def generate_streaming(
+        self, request: ImageRequest, partial_images: int, on_partial: PartialImageSink
+    ) -> ProviderImage:
+        """Like `generate`, awaiting `on_partial` for each of up to `partial_images`
+        previews; an exception it raises ends the upstream call (the response is closed,
+        nothing is cancelled) and propagates."""
+        ...
 
 
 class ProviderError(Exception):

@@ -20,8 +20,19 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import httpx
 import openai
-from openai import AsyncOpenAI, omit
-from openai.types import ImagesResponse
+from openai import AsyncOpenAI, AsyncStream, omit
+from openai.types import (
+    ImageEditCompletedEvent,
+    ImageEditPartialImageEvent,
+    ImageEditStreamEvent,
+    ImageGenCompletedEvent,
+    ImageGenPartialImageEvent,
+    ImageGenStreamEvent,
+    ImagesResponse,
+)
+from openai.types.image_edit_completed_event import Usage as EditUsage
+from openai.types.image_gen_completed_event import Usage as GenUsage
+from openai.types.images_response import Usage as ImagesUsage
 from openai.types.responses import Response as OpenAIResponse
 from openai.types.responses import ResponseInputMessageContentListParam
 from openai.types.responses.response_output_item import ImageGenerationCall
@@ -31,6 +42,7 @@ from app.imaging.formats import sniff_image_type
 from app.providers.base import (
     ImageRequest,
     Moderated,
+    PartialImageSink,
     ProviderError,
     ProviderImage,
     RateLimited,
@@ -57,6 +69,8 @@ NATIVE_SIZES: dict[str, Literal["1024x1024", "1536x1024", "1024x1536"]] = {
 # WebP straight from the upstream means the gateway need not re-encode; 90 keeps detail.
 OUTPUT_FORMAT: Literal["webp"] = "webp"
 OUTPUT_COMPRESSION = 90
+_PARTIAL_EVENTS = (ImageGenPartialImageEvent, ImageEditPartialImageEvent)
+_COMPLETED_EVENTS = (ImageGenCompletedEvent, ImageEditCompletedEvent)
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 _FILE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # Scrubbed from upstream messages before they reach our errors (and so users and logs).
@@ -90,12 +104,7 @@ class _OpenAIAdapter(abc.ABC):
         self._quality: Quality = quality
 
     async def generate(self, request: ImageRequest) -> ProviderImage:
-        size = NATIVE_SIZES.get(request.aspect_ratio)
-        if size is None:
-            raise UpstreamBadRequest(
-                f"aspect ratio {request.aspect_ratio} is not native to OpenAI image models "
-                f"(native: {', '.join(NATIVE_SIZES)})"
-            )
+        size = _native_size(request)
         return await _translate_errors(lambda: self._generate(request, size))
 
     @abc.abstractmethod
@@ -109,52 +118,81 @@ class _OpenAIAdapter(abc.ABC):
 
 
 class OpenAIImagesAdapter(_OpenAIAdapter):
-    """`gpt-image-*` models through `images.generate`, or `images.edit` with a source."""
+    """`gpt-image-*` models through `images.generate`, or `images.edit` with a source;
+    `generate_streaming` asks for the same with `stream=True` and partial images."""
 
     name = "openai-images"
 
+    async def generate_streaming(
+        self, request: ImageRequest, partial_images: int, on_partial: PartialImageSink
+    ) -> ProviderImage:
+        size = _native_size(request)
+        return await _translate_errors(
+            lambda: self._stream(request, size, partial_images, on_partial)
+        )
+
+    async def _stream(
+        self, request: ImageRequest, size: str, partial_images: int, on_partial: PartialImageSink
+    ) -> ProviderImage:
+        # The events arrive through the guarded transport like any body: the size cap
+        # counts the whole stream and every read ends by the attempt's deadline.
+        stream = cast(
+            "AsyncStream[ImageGenStreamEvent] | AsyncStream[ImageEditStreamEvent]",
+            await self._call(request, size, stream=True, partial_images=partial_images),
+        )
+        final: ImageGenCompletedEvent | ImageEditCompletedEvent | None = None
+        # Leaving the block closes the response, also when `on_partial` raises.
+        async with stream:
+            async for event in stream:
+                if isinstance(event, _PARTIAL_EVENTS):
+                    await on_partial(event.partial_image_index, _decoded(event.b64_json))
+                elif isinstance(event, _COMPLETED_EVENTS):
+                    final = event
+        if final is None or not final.b64_json:
+            raise Unavailable("OpenAI's image stream ended without the final image")
+        return _provider_image(final.b64_json, None, _usage(final.usage))
+
     async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
-        options = request.options
-        response: ImagesResponse
-        if not request.source_images:
-            response = await self._client.images.generate(
-                model=request.upstream_model,
-                prompt=request.prompt,
-                n=1,
-                size=size,
-                quality=_given(options.quality or self._quality),
-                background=_given(options.background),
-                moderation=_given(options.moderation),
-                output_format=OUTPUT_FORMAT,
-                output_compression=OUTPUT_COMPRESSION,
-            )
-        else:
-            files = [
-                (f"image{i}.{_FILE_EXTENSIONS.get(s.mime_type, 'png')}", s.data, s.mime_type)
-                for i, s in enumerate(request.source_images)
-            ]
-            mask = request.mask
-            response = await self._client.images.edit(
-                # One file is sent as `image`, several as `image[]` (as the SDK does).
-                image=files[0] if len(files) == 1 else files,
-                mask=("mask.png", mask.data, mask.mime_type) if mask is not None else omit,
-                model=request.upstream_model,
-                prompt=request.prompt,
-                n=1,
-                size=size,
-                quality=_given(options.quality or self._quality),
-                background=_given(options.background),
-                input_fidelity=_given(options.input_fidelity),
-                output_format=OUTPUT_FORMAT,
-                output_compression=OUTPUT_COMPRESSION,
-            )
+        response = cast(ImagesResponse, await self._call(request, size))
         images = [item.b64_json for item in response.data or [] if item.b64_json]
         if not images:
             # GPT Image always answers 200 with b64_json; a refusal is a 400
             # moderation_blocked. An empty 200 is an upstream fault worth retrying, not a
             # verdict on the prompt.
             raise Unavailable("OpenAI returned no image")
-        return _provider_image(images[0], None, _usage(response))
+        return _provider_image(images[0], None, _usage(response.usage))
+
+    async def _call(self, request: ImageRequest, size: str, **stream: Any) -> object:
+        """`images.generate`, or `images.edit` with sources: the one place both calls'
+        parameters are built, streamed or not (`stream`: stream=True, partial_images)."""
+        options = request.options
+        common: dict[str, Any] = {
+            "model": request.upstream_model,
+            "prompt": request.prompt,
+            "n": 1,
+            "size": size,
+            "quality": _given(options.quality or self._quality),
+            "background": _given(options.background),
+            "output_format": OUTPUT_FORMAT,
+            "output_compression": OUTPUT_COMPRESSION,
+            **stream,
+        }
+        if not request.source_images:
+            return await self._client.images.generate(
+                moderation=_given(options.moderation), **common
+            )
+        files = [
+            (f"image{i}.{_FILE_EXTENSIONS.get(s.mime_type, 'png')}", s.data, s.mime_type)
+            for i, s in enumerate(request.source_images)
+        ]
+        mask = request.mask
+        return await self._client.images.edit(
+            # One file is sent as `image`, several as `image[]` (as the SDK does).
+            image=files[0] if len(files) == 1 else files,
+            mask=("mask.png", mask.data, mask.mime_type) if mask is not None else omit,
+            input_fidelity=_given(options.input_fidelity),
+            **common,
+        )
 
 
 class OpenAIResponsesAdapter(_OpenAIAdapter):
@@ -222,16 +260,30 @@ def _image_from_response(response: OpenAIResponse) -> ProviderImage:
     raise Unavailable(f"OpenAI response ({status}) contained no image")
 
 
+def _native_size(request: ImageRequest) -> str:
+    size = NATIVE_SIZES.get(request.aspect_ratio)
+    if size is None:
+        raise UpstreamBadRequest(
+            f"aspect ratio {request.aspect_ratio} is not native to OpenAI image models "
+            f"(native: {', '.join(NATIVE_SIZES)})"
+        )
+    return size
+
+
 def _provider_image(b64: str, text: str | None, usage: TokenUsage | None = None) -> ProviderImage:
-    try:
-        data = base64.b64decode(b64, validate=True)
-    except binascii.Error:
-        raise Unavailable("OpenAI returned an image that is not valid base64") from None
+    data = _decoded(b64)
     return ProviderImage(data, _sniff_mime_type(data), text, usage)
 
 
-def _usage(response: ImagesResponse) -> TokenUsage | None:
-    usage = response.usage
+def _decoded(b64: str) -> bytes:
+    try:
+        return base64.b64decode(b64, validate=True)
+    except binascii.Error:
+        raise Unavailable("OpenAI returned an image that is not valid base64") from None
+
+
+def _usage(usage: ImagesUsage | GenUsage | EditUsage | None) -> TokenUsage | None:
+    """OpenAI's usage object, from a response or a stream's completed event."""
     if usage is None:
         return None
     details = usage.input_tokens_details

@@ -20,9 +20,20 @@ from app.imaging.exact import DEFAULT_COMPRESSION, OutputFormat, OutputSpec
 from app.providers.base import ImageOptions
 from app.providers.catalog import Catalog, CatalogModel
 
-__all__ = ["DEFAULT_MODEL", "MAX_IMAGES", "MAX_PROMPT_CHARS", "SIZE_RULE", "View", "parse"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MAX_IMAGES",
+    "MAX_PARTIAL_IMAGES",
+    "MAX_PROMPT_CHARS",
+    "SIZE_RULE",
+    "StreamParams",
+    "View",
+    "parse",
+    "stream_params",
+]
 
 MAX_IMAGES = 10
+MAX_PARTIAL_IMAGES = 3
 MAX_PROMPT_CHARS = 32_000
 # The gateway crops and resizes to any size within these bounds (gpt-image-2's rule).
 MIN_SIDE, MAX_SIDE, MAX_PIXELS, SIDE_STEP = 256, 3840, 3840 * 2160, 16
@@ -64,6 +75,29 @@ class View:
     quality: str | None  # low | medium | high, as asked; None: the model's own
 
 
+@dataclass(frozen=True, slots=True)
+class StreamParams:
+    """A caller's `stream=true`: previews asked (0-3)."""
+
+    partial_images: int
+
+
+def stream_params(fields: dict[str, Any]) -> StreamParams | None:
+    """`stream` and `partial_images` (JSON values, or form strings for edits); None when no
+    stream is asked. Streaming takes n=1 and b64_json, as OpenAI's does."""
+    partials = _integer(fields, "partial_images", 0, MAX_PARTIAL_IMAGES, 0)
+    if not _flag(fields.get("stream"), "stream"):
+        return None
+    if fields.get("n") not in (None, 1, "1"):
+        raise InvalidRequest("Streaming is only supported with n=1.", field="n")
+    if fields.get("response_format") == "url":
+        raise InvalidRequest(
+            "response_format 'url' is not available with stream=true: stream events carry b64_json",
+            field="response_format",
+        )
+    return StreamParams(partial_images=partials)
+
+
 def parse(
     fields: dict[str, Any],
     catalog: Catalog,
@@ -78,12 +112,6 @@ def parse(
             raise InvalidRequest(_UNSUPPORTED[name], field=name)
         if name not in allowed:
             raise InvalidRequest(f"Unknown parameter: '{name[:60]}'.", field=name[:60])
-    if _flag(fields.get("stream"), "stream"):
-        raise InvalidRequest("stream is not supported by this gateway yet", field="stream")
-    if fields.get("partial_images") not in (None, ""):
-        raise InvalidRequest(
-            "partial_images applies to stream, which is not supported", field="partial_images"
-        )
     for name in ("user", "safety_identifier"):
         # End-user ids for OpenAI's abuse monitoring: accepted, not stored or forwarded.
         if fields.get(name) is not None and not isinstance(fields[name], str):
@@ -198,9 +226,10 @@ def _integer(fields: dict[str, Any], name: str, low: int, high: int, default: in
 
 
 def _flag(value: Any, name: str) -> bool:
-    if value in (None, False, "false", "False", ""):
+    # Identity for the bools: 0 and 1 compare equal to them but are not flags.
+    if value is None or value is False or value in ("false", "False", ""):
         return False
-    if value in (True, "true", "True"):
+    if value is True or value in ("true", "True"):
         return True
     raise InvalidRequest(f"{name} must be true or false; got {_show(value)}", field=name)
 

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from app.api.openai.params import View
+from app.generation.producer import StoredImage
 from app.generation.service import GenerationResult
 from app.storage.base import ImageStore
 
@@ -30,7 +31,7 @@ def record(result: GenerationResult, view: View, references: int) -> dict[str, A
         "background": view.background,
         "output_format": view.output_format,
         "size": f"{first.width}x{first.height}",
-        "usage": _usage(result, references),
+        "usage": usage(result.images, references),
     }
     if view.quality is not None:
         body["quality"] = view.quality
@@ -66,17 +67,17 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _usage(result: GenerationResult, references: int) -> dict[str, int | dict[str, int]]:
+def usage(images: Sequence[StoredImage], references: int) -> dict[str, int | dict[str, int]]:
     """OpenAI's token usage summed over the images when every image's upstream reported
     it; else counts of images (input: the references sent, output: images delivered), so
     a client booking cost from `usage` sees what was made rather than zero."""
-    usages = [item.usage for item in result.images]
+    usages = [item.usage for item in images]
     if all(usage is not None for usage in usages):
         text = sum(u.input_text_tokens for u in usages if u is not None)
         image = sum(u.input_image_tokens for u in usages if u is not None)
         output = sum(u.output_tokens for u in usages if u is not None)
     else:
-        text, image, output = 0, references, len(result.images)
+        text, image, output = 0, references, len(images)
     return {
         "input_tokens": text + image,
         "input_tokens_details": {"image_tokens": image, "text_tokens": text},

@@ -19,6 +19,7 @@ from app.api.body import declared_length, read_json_body
 from app.api.body_budget import reserve_body
 from app.api.deps import authenticated, caller_if_presented, external_base_url, get_services
 from app.api.openai import params, rendering
+from app.api.openai.stream import STREAM_RESPONSE_DOC, StreamFormat, stream_response
 from app.api.rendering import openai_model_objects
 from app.api.schemas.common import API_KEY, OPTIONAL_API_KEY, openai_error_responses
 from app.api.schemas.openai import (
@@ -43,7 +44,10 @@ router = APIRouter(
     dependencies=[Security(API_KEY)],
     responses=openai_error_responses(401, 429, 503),
 )
-_GENERATION_ERRORS = openai_error_responses(400, 402, 409, 413, 415, 500)
+_GENERATION_ERRORS = {
+    **openai_error_responses(400, 402, 409, 413, 415, 500),
+    **STREAM_RESPONSE_DOC,
+}
 
 
 def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: str) -> Any:
@@ -95,7 +99,10 @@ async def generations(
     payload = await read_json_body(request, services.settings.max_body_bytes)
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
+    stream = params.stream_params(payload)
     parsed, view = params.parse(payload, services.catalog, allowed=params.GENERATION_PARAMS)
+    if stream is not None:
+        return await _stream(request, auth, services, parsed, view, stream, idempotency_key)
     return await _generate(request, auth, services, parsed, view, payload, idempotency_key)
 
 
@@ -138,6 +145,7 @@ async def edits(
                 raise InvalidRequest(f"{name} must be sent as a multipart file", field=name)
         if not images:
             raise InvalidRequest("image is required: send it as a multipart file", field="image")
+        stream = params.stream_params(fields)
         parsed, view = params.parse(
             fields,
             services.catalog,
@@ -145,6 +153,8 @@ async def edits(
             images=tuple(images),
             mask=mask,
         )
+        if stream is not None:
+            return await _stream(request, auth, services, parsed, view, stream, idempotency_key)
         # The key's body: the fields and a digest of each upload, in order.
         digests = [hashlib.sha256(data).hexdigest() for data in images]
         if mask is not None:
@@ -185,4 +195,38 @@ async def _generate(
     )
     return await rendering.render(
         once.response, services.image_store, base_url, replayed=once.replayed
+    )
+
+
+async def _stream(
+    request: Request,
+    auth: AuthContext,
+    services: Services,
+    parsed: GenerateRequest,
+    view: params.View,
+    stream: params.StreamParams,
+    idempotency_key: str | None,
+) -> Response:
+    if idempotency_key is not None:
+        # A stream is delivered once, as it happens: there is no answer to replay, and
+        # running it again would charge twice. Refused rather than ignored.
+        raise InvalidRequest(
+            "Idempotency-Key is not supported with stream=true: a stream cannot be "
+            "replayed; send the request without one of them",
+            field="Idempotency-Key",
+        )
+    references = len(parsed.source_images)
+    return await stream_response(
+        request,
+        services.generation,
+        auth.caller,
+        parsed,
+        stream,
+        StreamFormat(
+            kind="image_edit" if references else "image_generation",
+            output_format=view.output_format,
+            usage=lambda item: rendering.usage((item,), references),
+            quality=view.quality or "auto",
+            background=view.background,
+        ),
     )

@@ -7,7 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.openai.params import DEFAULT_MODEL, MAX_IMAGES, MAX_PROMPT_CHARS, SIZE_RULE
+from app.api.openai.params import (
+    DEFAULT_MODEL,
+    MAX_IMAGES,
+    MAX_PARTIAL_IMAGES,
+    MAX_PROMPT_CHARS,
+    SIZE_RULE,
+)
 
 
 class _Strict(BaseModel):
@@ -83,6 +89,17 @@ class _ImageParams(BaseModel):
     moderation: Literal["low", "auto"] = Field(default="auto", description="low: OpenAI only")
     user: str | None = Field(default=None, description="accepted; not stored or forwarded")
     safety_identifier: str | None = Field(default=None, description="as user")
+    stream: bool = Field(
+        default=False,
+        description="true: Server-Sent Events (partial images, then the completed image); "
+        "takes n=1 and b64_json, and no Idempotency-Key",
+    )
+    partial_images: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_PARTIAL_IMAGES,
+        description="previews streamed before the final image (OpenAI gpt-image models)",
+    )
 
 
 class ImageGenerationRequest(_ImageParams):

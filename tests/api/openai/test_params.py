@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from app.api.openai.params import EDIT_PARAMS, GENERATION_PARAMS, parse
+from app.api.openai.params import (
+    EDIT_PARAMS,
+    GENERATION_PARAMS,
+    StreamParams,
+    parse,
+    stream_params,
+)
 from app.errors import InvalidRequest
 from app.providers.catalog import Catalog
 
@@ -74,3 +80,38 @@ def test_form_strings_are_read_as_integers_and_flags() -> None:
     )
     assert request.num_images == 3
     assert request.output is not None and request.output.compression == 40
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, None),
+        ({"stream": "false", "partial_images": "2"}, None),
+        ({"stream": True}, StreamParams(0)),
+        ({"stream": "true", "partial_images": "3", "n": "1"}, StreamParams(3)),
+    ],
+)
+def test_stream_params_read_json_values_and_form_strings(
+    fields: dict[str, Any], expected: StreamParams | None
+) -> None:
+    assert stream_params(fields) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stream": 1}, "stream"),  # 1 == True in Python; not a JSON boolean
+        ({"stream": "yes"}, "stream"),
+        ({"stream": True, "partial_images": True}, "partial_images"),
+        ({"stream": True, "partial_images": "4"}, "partial_images"),
+        ({"stream": True, "n": 2}, "n"),
+        ({"stream": "true", "n": "2"}, "n"),
+        ({"stream": True, "response_format": "url"}, "response_format"),
+    ],
+)
+def test_stream_params_refuse_what_a_stream_cannot_honour(
+    fields: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        stream_params(fields)
+    assert refused.value.extra["field"] == param

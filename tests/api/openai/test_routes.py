@@ -87,7 +87,7 @@ async def test_size_is_exact(stack: Stack, size: str) -> None:
         ({"style": "vivid"}, "style"),
         ({"n": 11}, "n"),
         ({"n": 0}, "n"),
-        ({"stream": True}, "stream"),
+        ({"stream": "yes"}, "stream"),
         ({"response_format": "svg"}, "response_format"),
         ({"model": "dall-e-9"}, "model"),
     ],
