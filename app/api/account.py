@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Request, Security
 
-from app.api.deps import authenticated, get_services
+from app.api.deps import AuthDep, SessionDep
 from app.api.images import iso_utc
 from app.api.query import int_param, int_query, query_parameters
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Credits
 from app.credits import ledger
-from app.services import Services
-from app.tenants.service import AuthContext
 
 router = APIRouter(tags=["account"], dependencies=[Security(API_KEY)])
 
@@ -31,17 +29,16 @@ MAX_ENTRIES = 100
 )
 async def credits(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    auth: AuthDep,
+    session: SessionDep,
 ) -> dict[str, Any]:
     """`limit` (1..100, default 20) entries, newest first. Amounts are signed balance
     changes: a hold is negative, its capture returns what was not spent."""
     limit = int_param(
         request.query_params, "limit", default=DEFAULT_ENTRIES, minimum=1, maximum=MAX_ENTRIES
     )
-    async with services.sessions() as session:
-        balance = await ledger.get_balance(session, auth.tenant_id)
-        entries = await ledger.recent_entries(session, auth.tenant_id, limit)
+    balance = await ledger.get_balance(session, auth.tenant_id)
+    entries = await ledger.recent_entries(session, auth.tenant_id, limit)
     return {
         "balance": balance,
         "entries": [

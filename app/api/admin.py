@@ -12,7 +12,7 @@ import csv
 import io
 import logging
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response, Security
 from pydantic import BaseModel, ValidationError
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from app.admin import service as admin
 from app.admin.service import TenantSummary, UsageQuery, UsageRow
 from app.api.body import read_json_body
-from app.api.deps import get_services
+from app.api.deps import AuthCacheDep, SessionDep, SettingsDep
 from app.api.images import iso_utc
 from app.api.query import (
     MAX_OFFSET,
@@ -40,7 +40,7 @@ from app.bearer import bearer_matches, bearer_token
 from app.credits import ledger
 from app.db.models import ApiKey
 from app.errors import InvalidRequest, Unauthorized
-from app.services import Services
+from app.settings import Settings
 from app.tenants import service as tenants
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,9 @@ CSV_COLUMNS = (
 B = TypeVar("B", bound=BaseModel)
 
 
-async def require_admin(request: Request) -> None:
+async def require_admin(request: Request, settings: SettingsDep) -> None:
     """`Authorization: Bearer <IMAGEGATE_ADMIN_TOKEN>`, or 401."""
-    token = get_services(request).settings.admin_token
+    token = settings.admin_token
     authorization = request.headers.get("authorization", "")
     if token is None or not bearer_matches(authorization, token.get_secret_value()):
         error = Unauthorized(
@@ -86,8 +86,6 @@ router = APIRouter(
     # 400 on every route: a NUL in the URL (app.api.query.NulInUrlGuard).
     responses=error_responses(400, 401, 503),
 )
-
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def _json_body(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
@@ -121,16 +119,17 @@ def _date_query(name: str) -> dict[str, Any]:
         int_query("offset", minimum=0, maximum=MAX_OFFSET, default=0),
     ),
 )
-async def list_tenants(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def list_tenants(
+    request: Request, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Tenants by name with balance, limits and active keys; `limit` 1..1000 (100), `offset`."""
     params = request.query_params
     limit = int_param(params, "limit", default=DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
     offset = int_param(params, "offset", default=0, minimum=0, maximum=MAX_OFFSET)
-    async with services.sessions() as session:
-        page = await admin.list_tenants(session, limit=limit, offset=offset)
-        total = await admin.count_tenants(session)
+    page = await admin.list_tenants(session, limit=limit, offset=offset)
+    total = await admin.count_tenants(session)
     return {
-        "tenants": [_tenant(summary, services) for summary in page],
+        "tenants": [_tenant(summary, settings) for summary in page],
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -144,21 +143,21 @@ async def list_tenants(request: Request, services: ServicesDep) -> dict[str, Any
     responses=error_responses(413, 415),
     openapi_extra=_json_body(CreateTenant),
 )
-async def create_tenant(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def create_tenant(
+    request: Request, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
     body = await _body(request, CreateTenant)
-    async with services.sessions() as session, session.begin():
-        tenant = await tenants.create_tenant(session, body.name)
-        summary = await admin.tenant_summary(session, tenant)
+    tenant = await tenants.create_tenant(session, body.name)
+    summary = await admin.tenant_summary(session, tenant)
     log.info("admin: tenant created", extra={"tenant": tenant.name})
-    return _tenant(summary, services)
+    return _tenant(summary, settings)
 
 
 @router.get("/tenants/{name}", response_model=schemas.Tenant, responses=error_responses(404))
-async def get_tenant(name: str, services: ServicesDep) -> dict[str, Any]:
-    async with services.sessions() as session:
-        tenant = await tenants.get_tenant(session, name)
-        summary = await admin.tenant_summary(session, tenant)
-    return _tenant(summary, services)
+async def get_tenant(name: str, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    tenant = await tenants.get_tenant(session, name)
+    summary = await admin.tenant_summary(session, tenant)
+    return _tenant(summary, settings)
 
 
 @router.post(
@@ -168,12 +167,11 @@ async def get_tenant(name: str, services: ServicesDep) -> dict[str, Any]:
     responses=error_responses(404, 413, 415),
     openapi_extra=_json_body(CreateKey, required=False),
 )
-async def create_key(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+async def create_key(name: str, request: Request, session: SessionDep) -> dict[str, Any]:
     """A new key. Its plaintext is in this response only; the gateway keeps a hash."""
     body = await _body(request, CreateKey, optional=True)
-    async with services.sessions() as session, session.begin():
-        tenant = await tenants.get_tenant(session, name)
-        created = await tenants.create_key(session, tenant, body.label)
+    tenant = await tenants.get_tenant(session, name)
+    created = await tenants.create_key(session, tenant, body.label)
     log.info("admin: key created", extra={"tenant": tenant.name, "prefix": created.key.prefix})
     return {
         **_key(created.key),
@@ -184,20 +182,20 @@ async def create_key(name: str, request: Request, services: ServicesDep) -> dict
 
 
 @router.get("/tenants/{name}/keys", response_model=schemas.KeyList, responses=error_responses(404))
-async def list_keys(name: str, services: ServicesDep) -> dict[str, Any]:
+async def list_keys(name: str, session: SessionDep) -> dict[str, Any]:
     """The tenant's keys, newest first, revoked ones included; never a secret."""
-    async with services.sessions() as session:
-        tenant = await tenants.get_tenant(session, name)
-        keys = await admin.list_keys(session, tenant.id)
+    tenant = await tenants.get_tenant(session, name)
+    keys = await admin.list_keys(session, tenant.id)
     return {"tenant": tenant.name, "keys": [_key(key) for key in keys]}
 
 
 @router.post("/keys/{prefix}/revoke", response_model=schemas.Key, responses=error_responses(404))
-async def revoke_key(prefix: str, services: ServicesDep) -> dict[str, Any]:
+async def revoke_key(prefix: str, session: SessionDep, auth_cache: AuthCacheDep) -> dict[str, Any]:
     """Revoke a key by its prefix; revoking a revoked key changes nothing."""
-    async with services.sessions() as session, session.begin():
-        key = await tenants.revoke_key(session, prefix)
-    services.auth_cache.clear()  # refused from now on, not after the cache's few seconds
+    key = await tenants.revoke_key(session, prefix)
+    # Committed before the cache is emptied, so no request can cache the key again.
+    await session.commit()
+    auth_cache.clear()  # refused from now on, not after the cache's few seconds
     log.info("admin: key revoked", extra={"prefix": key.prefix})
     return _key(key)
 
@@ -208,13 +206,12 @@ async def revoke_key(prefix: str, services: ServicesDep) -> dict[str, Any]:
     responses=error_responses(404, 413, 415),
     openapi_extra=_json_body(GrantCredits),
 )
-async def grant_credits(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+async def grant_credits(name: str, request: Request, session: SessionDep) -> dict[str, Any]:
     body = await _body(request, GrantCredits)
-    async with services.sessions() as session, session.begin():
-        tenant = await tenants.get_tenant(session, name)
-        balance = await ledger.grant(
-            session, tenant.id, body.amount, note=f"admin API: {body.note or 'grant'}"
-        )
+    tenant = await tenants.get_tenant(session, name)
+    balance = await ledger.grant(
+        session, tenant.id, body.amount, note=f"admin API: {body.note or 'grant'}"
+    )
     log.info("admin: credits granted", extra={"tenant": tenant.name, "amount": body.amount})
     return {"tenant": tenant.name, "granted": body.amount, "balance": balance}
 
@@ -225,18 +222,24 @@ async def grant_credits(name: str, request: Request, services: ServicesDep) -> d
     responses=error_responses(404, 413, 415),
     openapi_extra=_json_body(RateLimits),
 )
-async def set_rate_limits(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+async def set_rate_limits(
+    name: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    auth_cache: AuthCacheDep,
+) -> dict[str, Any]:
     """Replace both limits (requests per minute); a null or absent one means the default."""
     body = await _body(request, RateLimits)
-    async with services.sessions() as session, session.begin():
-        tenant = await tenants.get_tenant(session, name)
-        await tenants.set_rate_limits(
-            session, tenant, per_minute=body.per_minute, key_per_minute=body.key_per_minute
-        )
-        summary = await admin.tenant_summary(session, tenant)
-    services.auth_cache.clear()  # cached keys carry the tenant's limits
+    tenant = await tenants.get_tenant(session, name)
+    await tenants.set_rate_limits(
+        session, tenant, per_minute=body.per_minute, key_per_minute=body.key_per_minute
+    )
+    summary = await admin.tenant_summary(session, tenant)
+    await session.commit()  # before the cache is emptied, as in revoke_key
+    auth_cache.clear()  # cached keys carry the tenant's limits
     log.info("admin: rate limits set", extra={"tenant": tenant.name})
-    return _tenant(summary, services)
+    return _tenant(summary, settings)
 
 
 @router.get(
@@ -254,7 +257,7 @@ async def set_rate_limits(name: str, request: Request, services: ServicesDep) ->
         _date_query("to"),
     ),
 )
-async def usage(request: Request, services: ServicesDep) -> dict[str, Any] | Response:
+async def usage(request: Request, session: SessionDep) -> dict[str, Any] | Response:
     """Generations per UTC day, tenant and model: `generations`, `failed`, `images`
     (delivered) and `creditsCharged`. Filters: `tenant` (name), `model`, `from` and `to`
     (inclusive, YYYY-MM-DD). `format=csv` answers text/csv with one row per group."""
@@ -264,14 +267,13 @@ async def usage(request: Request, services: ServicesDep) -> dict[str, Any] | Res
     if since and until and since > until:
         raise InvalidRequest("from must not be after to", field="from")
     tenant_name = text_param(params, "tenant")
-    async with services.sessions() as session:
-        tenant_id = (await tenants.get_tenant(session, tenant_name)).id if tenant_name else None
-        rows = await admin.usage(
-            session,
-            UsageQuery(
-                tenant_id=tenant_id, model=text_param(params, "model"), since=since, until=until
-            ),
-        )
+    tenant_id = (await tenants.get_tenant(session, tenant_name)).id if tenant_name else None
+    rows = await admin.usage(
+        session,
+        UsageQuery(
+            tenant_id=tenant_id, model=text_param(params, "model"), since=since, until=until
+        ),
+    )
     if fmt == "csv":
         return Response(
             _csv(rows),
@@ -318,8 +320,7 @@ def _date_param(raw: str | None, name: str) -> date | None:
     raise InvalidRequest(f"{name} must be a date as YYYY-MM-DD (UTC)", field=name)
 
 
-def _tenant(summary: TenantSummary, services: Services) -> dict[str, Any]:
-    settings = services.settings
+def _tenant(summary: TenantSummary, settings: Settings) -> dict[str, Any]:
     return {
         "id": summary.id,
         "name": summary.name,

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Security
+from fastapi import APIRouter, Header, Request, Response, Security
 from fastapi.responses import JSONResponse
 
 from app import idempotency
 from app.api import jobs as jobs_api
 from app.api.body import read_json_body
 from app.api.body_budget import EXEMPT_BYTES, reserve_body
-from app.api.deps import authenticated, external_base_url, get_services
+from app.api.deps import (
+    AuthDep,
+    BaseUrlDep,
+    CatalogDep,
+    GenerationDep,
+    ImageStoreDep,
+    JobRunnerDep,
+    RequestBudgetDep,
+    SessionsDep,
+    SettingsDep,
+    decided_headers,
+)
 from app.api.rendering import result_body, with_urls
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Generation, JobAccepted
 from app.generation.request import GenerateImageBody, parse_generate_request
-from app.services import Services
-from app.tenants.service import AuthContext
 
 router = APIRouter(dependencies=[Security(API_KEY)])
 
@@ -51,54 +60,65 @@ _PREFER = {
 )
 async def generate_image(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    response: Response,
+    auth: AuthDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    generation: GenerationDep,
+    image_store: ImageStoreDep,
+    sessions: SessionsDep,
+    job_runner: JobRunnerDep,
+    request_budget: RequestBudgetDep,
+    base_url: BaseUrlDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    settings = services.settings
     async with reserve_body(
         request,
-        services.request_budget,
+        request_budget,
         max_body_bytes=settings.max_body_bytes,
         wait_seconds=settings.request_bytes_wait_seconds,
     ):
-        return await _generate_image(request, auth, services, idempotency_key)
+        payload = await read_json_body(request, settings.max_body_bytes, unsized_limit=EXEMPT_BYTES)
+        generate_request = parse_generate_request(payload, catalog)
+        if jobs_api.wants_async(request):
+            submitted = await jobs_api.submit(
+                sessions=sessions,
+                image_store=image_store,
+                generation=generation,
+                job_runner=job_runner,
+                settings=settings,
+                auth=auth,
+                payload=payload,
+                parsed=generate_request,
+                idempotency_key=idempotency_key,
+                base_url=base_url,
+            )
+            return decided_headers(submitted, response)
+        if idempotency_key is None:
+            result = await generation.generate(auth, generate_request)
+            body, keys = result_body(result)
+            rendered = JSONResponse(await with_urls(body, keys, image_store, base_url))
+            return decided_headers(rendered, response)
 
+        async def run() -> dict[str, Any]:
+            result = await generation.generate(auth, generate_request)
+            body, keys = result_body(result)
+            return {"body": body, "keys": keys}
 
-async def _generate_image(
-    request: Request, auth: AuthContext, services: Services, idempotency_key: str | None
-) -> JSONResponse:
-    payload = await read_json_body(
-        request, services.settings.max_body_bytes, unsized_limit=EXEMPT_BYTES
-    )
-    generate_request = parse_generate_request(payload, services.catalog)
-    if jobs_api.wants_async(request):
-        return await jobs_api.submit(
-            request, services, auth, payload, generate_request, idempotency_key
+        once = await idempotency.run_once(
+            sessions,
+            auth.tenant_id,
+            idempotency.validate_key(idempotency_key),
+            idempotency.request_hash(payload),
+            lock_for=jobs_api.idempotency_lock(settings),
+            run=run,
         )
-    base_url = external_base_url(request)
-    if idempotency_key is None:
-        result = await services.generation.generate(auth, generate_request)
-        body, keys = result_body(result)
-        return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
-
-    async def run() -> dict[str, Any]:
-        result = await services.generation.generate(auth, generate_request)
-        body, keys = result_body(result)
-        return {"body": body, "keys": keys}
-
-    once = await idempotency.run_once(
-        services.sessions,
-        auth.tenant_id,
-        idempotency.validate_key(idempotency_key),
-        idempotency.request_hash(payload),
-        lock_for=jobs_api.idempotency_lock(services),
-        run=run,
-    )
-    if once.replayed:  # a generation's 200, or the job an async request made
-        return await jobs_api.replay_response(services, once.response, base_url)
-    body, keys = once.response["body"], once.response["keys"]
-    return JSONResponse(await with_urls(body, keys, services.image_store, base_url))
+        if once.replayed:  # a generation's 200, or the job an async request made
+            replayed = await jobs_api.replay_response(image_store, once.response, base_url)
+            return decided_headers(replayed, response)
+        body, keys = once.response["body"], once.response["keys"]
+        rendered = JSONResponse(await with_urls(body, keys, image_store, base_url))
+        return decided_headers(rendered, response)
 
 
 # Referenced by the OpenAPI requestBody above; registered by app.api.openapi.

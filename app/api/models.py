@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Security
+from fastapi import APIRouter, Security
 
-from app.api.deps import authenticated, get_services
+from app.api.deps import AuthDep, CatalogDep, GenerationDep
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Models, Presets
 from app.generation.presets import DEFAULT_PRESET, all_presets
 from app.generation.request import DEFAULT_MODEL
 from app.imaging.aspect import CONTRACT_RATIOS
 from app.providers.catalog import CatalogModel
-from app.services import Services
-from app.tenants.service import AuthContext
 
 router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
 
 
 @router.get("/api/v1/models", response_model=Models, responses=error_responses(401, 429, 503))
 async def list_models(
-    _auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    _auth: AuthDep,
+    catalog: CatalogDep,
+    generation: GenerationDep,
 ) -> dict[str, Any]:
     """Every catalog model. Each serves every contract aspect ratio: natively, or by
     generating the nearest native ratio and centre-cropping. `configured` is false when
     this gateway has no credentials for its provider (requests for it answer 503)."""
     return {
         "models": [
-            model_summary(model, configured=services.generation.is_configured(model))
-            for model in services.catalog
+            model_summary(model, configured=generation.is_configured(model)) for model in catalog
         ],
         "defaultModel": DEFAULT_MODEL,
         "aspectRatios": list(CONTRACT_RATIOS),
@@ -39,7 +37,7 @@ async def list_models(
 
 @router.get("/api/v1/presets", response_model=Presets, responses=error_responses(401, 429, 503))
 async def list_presets(
-    _auth: Annotated[AuthContext, Depends(authenticated)],
+    _auth: AuthDep,
 ) -> dict[str, Any]:
     """The style presets, each with a one-line description."""
     return {

@@ -9,9 +9,9 @@ import base64
 import io
 import time
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi import APIRouter, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -21,7 +21,14 @@ from starlette.exceptions import HTTPException
 
 from app.api.body import declared_length, read_json_body
 from app.api.body_budget import reserve_body
-from app.api.deps import authenticated, get_services
+from app.api.deps import (
+    AuthDep,
+    CatalogDep,
+    GenerationDep,
+    ImageStoreDep,
+    RequestBudgetDep,
+    SettingsDep,
+)
 from app.api.errors import DATABASE_UNAVAILABLE
 from app.api.query import parse_int
 from app.api.schemas.common import API_KEY, openai_error_responses
@@ -33,10 +40,10 @@ from app.api.schemas.openai import (
 )
 from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from app.generation.request import DEFAULT_MODEL, MAX_IMAGES, parse_generate_request
-from app.generation.service import GenerationResult
+from app.generation.service import GenerationResult, GenerationService
 from app.imaging.aspect import CONTRACT_RATIOS, nearest_native
 from app.providers.catalog import Catalog
-from app.services import Services
+from app.storage.base import ImageStore
 from app.tenants.service import AuthContext
 
 _ERROR_TYPES = {
@@ -114,15 +121,12 @@ def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: st
 
 
 @router.get("/models", response_model=OpenAIModelList)
-async def list_models(
-    _auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
-) -> dict[str, Any]:
+async def list_models(_auth: AuthDep, catalog: CatalogDep) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
             {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
-            for model in services.catalog
+            for model in catalog
         ],
     }
 
@@ -136,13 +140,18 @@ async def list_models(
 )
 async def generations(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    auth: AuthDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    generation: GenerationDep,
+    image_store: ImageStoreDep,
 ) -> dict[str, Any]:
-    payload = await read_json_body(request, services.settings.max_body_bytes)
+    payload = await read_json_body(request, settings.max_body_bytes)
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
-    return await _generate(services, auth, request, payload, source_data_url=None)
+    return await _generate(
+        catalog, generation, image_store, auth, request, payload, source_data_url=None
+    )
 
 
 @router.post(
@@ -154,10 +163,14 @@ async def generations(
 )
 async def edits(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    auth: AuthDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    generation: GenerationDep,
+    image_store: ImageStoreDep,
+    request_budget: RequestBudgetDep,
 ) -> dict[str, Any]:
-    limit = services.settings.max_body_bytes
+    limit = settings.max_body_bytes
     declared = declared_length(request)
     # Refuse before parsing: multipart parsing would spool the whole body first.
     if declared is None or declared > limit:
@@ -165,14 +178,20 @@ async def edits(
     # The upload is copied (form, bytes, data URL, decoded image) like a native source.
     async with reserve_body(
         request,
-        services.request_budget,
+        request_budget,
         max_body_bytes=limit,
-        wait_seconds=services.settings.request_bytes_wait_seconds,
+        wait_seconds=settings.request_bytes_wait_seconds,
     ):
-        return await _edit(request, auth, services)
+        return await _edit(request, auth, catalog, generation, image_store)
 
 
-async def _edit(request: Request, auth: AuthContext, services: Services) -> dict[str, Any]:
+async def _edit(
+    request: Request,
+    auth: AuthContext,
+    catalog: Catalog,
+    generation: GenerationService,
+    image_store: ImageStore,
+) -> dict[str, Any]:
     async with request.form(max_files=16, max_fields=32) as form:
         images = [item for key in ("image", "image[]") for item in form.getlist(key)]
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
@@ -186,11 +205,15 @@ async def _edit(request: Request, auth: AuthContext, services: Services) -> dict
     payload: dict[str, Any] = dict(fields)
     if "n" in payload:
         payload["n"] = _count_field(payload["n"], "n")
-    return await _generate(services, auth, request, payload, source_data_url=source)
+    return await _generate(
+        catalog, generation, image_store, auth, request, payload, source_data_url=source
+    )
 
 
 async def _generate(
-    services: Services,
+    catalog: Catalog,
+    generation: GenerationService,
+    image_store: ImageStore,
     auth: AuthContext,
     request: Request,
     payload: dict[str, Any],
@@ -204,14 +227,14 @@ async def _generate(
         raise InvalidRequest("output_format must be one of: webp, png, jpeg", field="output_format")
     contract = {
         "prompt": payload.get("prompt"),
-        "model": resolve_model(payload.get("model"), services.catalog),
+        "model": resolve_model(payload.get("model"), catalog),
         "aspectRatio": ratio_for_size(payload.get("size")),
         "numImages": payload.get("n", 1),
         "sourceImage": source_data_url,
     }
-    generate_request = parse_generate_request(contract, services.catalog)
-    result = await services.generation.generate(auth, generate_request)
-    data = await _render(services, request, result, response_format, output_format)
+    generate_request = parse_generate_request(contract, catalog)
+    result = await generation.generate(auth, generate_request)
+    data = await _render(image_store, request, result, response_format, output_format)
     first = result.images[0].image
     return {
         "created": int(time.time()),
@@ -222,7 +245,7 @@ async def _generate(
 
 
 async def _render(
-    services: Services,
+    image_store: ImageStore,
     request: Request,
     result: GenerationResult,
     response_format: str,
@@ -231,7 +254,7 @@ async def _render(
     if response_format == "url":
         base_url = str(request.base_url).rstrip("/")
         urls = await asyncio.gather(
-            *(services.image_store.url(item.key, base_url) for item in result.images)
+            *(image_store.url(item.key, base_url) for item in result.images)
         )
         # URLs serve the stored WebP; output_format applies to b64_json answers.
         return [{"url": url, "revised_prompt": None} for url in urls]

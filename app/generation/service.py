@@ -165,6 +165,12 @@ class GenerationService:
             credits_remaining=remaining,
         )
 
+    def usable_chain(self, request: GenerateRequest) -> tuple[CatalogModel, ...]:
+        """The models that may serve `request`: its model, then the usable fallbacks (what
+        `generate` holds for; the async pre-check prices the same chain)."""
+        chain = self._catalog.chain(request.model)
+        return self._producer.usable_chain(chain, request.source_image is not None)
+
     def is_configured(self, model: CatalogModel) -> bool:
         """Whether this gateway has an adapter for the model (else it answers 503)."""
         return bool(self._producer.usable_chain((model,), image_to_image=False))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from app.errors import InsufficientCredits, NotFound
 from app.generation.pricing import required_credits
 from app.generation.request import GenerateRequest
 from app.providers.base import SourceImage
+from app.providers.catalog import CatalogModel
 from app.storage.base import ImageStore
 from app.storage.keys import job_source_key
 
@@ -74,15 +76,18 @@ async def submit_job(
     api_key_id: str,
     payload: dict[str, Any],
     request: GenerateRequest,
+    chain: Sequence[CatalogModel],
     source: SourceImage | None,
     idempotency_key: str | None,
     lock_for: timedelta,
 ) -> Submission:
     """Queue a job for `request`; with an (already validated) idempotency key, the key's
-    job: one per key and body. The claim, the 402 pre-check and the job row are one
-    transaction; a stored source no job will read is deleted again."""
+    job: one per key and body. `chain` is the models that may serve it (the generation
+    service's usable chain), priced as the sync hold prices it, so a job that passes the
+    pre-check is not refused for credits when it runs. The claim, the 402 pre-check and
+    the job row are one transaction; a stored source no job will read is deleted again."""
     job_id = new_id()
-    required = required_credits(request)
+    required = required_credits(request, chain)
 
     async def create(session: AsyncSession) -> dict[str, Any]:
         # Checked now so an obvious 402 is not deferred; the job reserves when it runs.

@@ -12,7 +12,7 @@ from app.storage.signing import UrlSigner, load_or_create_secret
 def create_image_store(settings: Settings, *, signer: UrlSigner | None = None) -> ImageStore:
     """S3 when a bucket is configured, else the local directory.
 
-    Pass the same `signer` that the `/files` route verifies with (app.state.url_signer);
+    Pass the same `signer` that the `/files` route verifies with (AppState.url_signer);
     without one, a signer is built from the configured or persisted secret.
     """
     if settings.s3_bucket:
