@@ -19,16 +19,19 @@ router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
 
 @router.get("/api/v1/models", response_model=Models, responses=error_responses(401, 429, 503))
 async def list_models(
-    _auth: AuthDep,
+    auth: AuthDep,
     catalog: CatalogDep,
     generation: GenerationDep,
 ) -> dict[str, Any]:
     """Every catalog model. Each serves every contract aspect ratio: natively, or by
     generating the nearest native ratio and centre-cropping. `configured` is false when
-    this gateway has no credentials for its provider (requests for it answer 503)."""
+    this gateway has no credentials for its provider (requests for it answer 503).
+    A key limited to some models sees only those."""
     return {
         "models": [
-            model_summary(model, configured=generation.is_configured(model)) for model in catalog
+            model_summary(model, configured=generation.is_configured(model))
+            for model in catalog
+            if auth.allows(model.id)
         ],
         "defaultModel": DEFAULT_MODEL,
         "aspectRatios": list(CONTRACT_RATIOS),
