@@ -41,6 +41,7 @@ class TenantSummary:
 class UsageQuery:
     tenant_id: str | None = None
     model: str | None = None
+    api_key_id: str | None = None
     since: date | None = None  # inclusive, UTC days
     until: date | None = None  # inclusive
 
@@ -194,6 +195,8 @@ async def usage(session: AsyncSession, query: UsageQuery) -> list[UsageRow]:
         statement = statement.where(Generation.tenant_id == query.tenant_id)
     if query.model is not None:
         statement = statement.where(Generation.model == query.model)
+    if query.api_key_id is not None:
+        statement = statement.where(Generation.api_key_id == query.api_key_id)
     if query.since is not None:
         statement = statement.where(Generation.created_at >= _midnight(query.since))
     if query.until is not None:

@@ -351,13 +351,15 @@ async def set_rate_limits(
         choice_query("format", USAGE_FORMATS, default="json"),
         text_query("tenant", "A tenant name"),
         text_query("model", "A catalog model id"),
+        text_query("apiKey", "A key's prefix: only its generations"),
         _date_query("from"),
         _date_query("to"),
     ),
 )
 async def usage(request: Request, session: SessionDep) -> dict[str, Any] | Response:
     """Generations per UTC day, tenant and model: `generations`, `failed`, `images`
-    (delivered) and `creditsCharged`. Filters: `tenant` (name), `model`, `from` and `to`
+    (delivered) and `creditsCharged`. Filters: `tenant` (name), `model`, `apiKey` (a
+    key's prefix), `from` and `to`
     (inclusive, YYYY-MM-DD). `format=csv` answers text/csv with one row per group."""
     params = request.query_params
     fmt = choice_param(params, "format", USAGE_FORMATS, default="json")
@@ -366,10 +368,16 @@ async def usage(request: Request, session: SessionDep) -> dict[str, Any] | Respo
         raise InvalidRequest("from must not be after to", field="from")
     tenant_name = text_param(params, "tenant")
     tenant_id = (await tenants.get_tenant(session, tenant_name)).id if tenant_name else None
+    key_prefix = text_param(params, "apiKey")
+    key_id = (await tenants.get_key(session, key_prefix)).id if key_prefix else None
     rows = await admin.usage(
         session,
         UsageQuery(
-            tenant_id=tenant_id, model=text_param(params, "model"), since=since, until=until
+            tenant_id=tenant_id,
+            model=text_param(params, "model"),
+            api_key_id=key_id,
+            since=since,
+            until=until,
         ),
     )
     if fmt == "csv":

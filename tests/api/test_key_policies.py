@@ -177,6 +177,10 @@ async def test_rotation_keeps_policies_and_spend_and_ends_the_old_key(stack: Sta
     ledger = (await _admin(stack, "GET", f"/tenants/{name}/ledger?limit=50")).json()
     used = {entry["apiKeyPrefix"] for entry in ledger["entries"] if entry["generationId"]}
     assert used == {prefix, new["prefix"]}
+    for used_prefix, generations in ((prefix, 2), (new["prefix"], 1)):
+        usage = (await _admin(stack, "GET", f"/usage?apiKey={used_prefix}")).json()
+        assert usage["totals"]["generations"] == generations, usage
+        assert usage["totals"]["creditsCharged"] == generations * PRICE
     assert (await stack.audit(name)).ok
 
 
@@ -204,6 +208,10 @@ async def test_bad_key_policies_are_400_naming_the_field(
 
 
 async def test_unknown_prefixes_are_404(embedded_stack: Stack) -> None:
-    for method, path in (("GET", "/keys/ig_missing1"), ("POST", "/keys/ig_missing1/rotate")):
+    for method, path in (
+        ("GET", "/keys/ig_missing1"),
+        ("POST", "/keys/ig_missing1/rotate"),
+        ("GET", "/usage?apiKey=ig_missing1"),
+    ):
         response = await _admin(embedded_stack, method, path)
         assert response.status_code == 404 and response.json()["code"] == "not_found"
