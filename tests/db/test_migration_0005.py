@@ -78,7 +78,7 @@ async def _write_0004_rows(url: str) -> None:
                         if f":{name}" in sql
                     )
                 )
-                params = {"tenant": TENANT, "key": KEY, "hold": HOLD, **extra}
+                params: dict[str, object] = {"tenant": TENANT, "key": KEY, "hold": HOLD, **extra}
                 params |= {"now": now, "later": now + timedelta(hours=1)}
                 used = {name: value for name, value in params.items() if f":{name}" in sql}
                 await connection.execute(statement, used)
