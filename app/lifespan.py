@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from app.api.body_budget import request_bytes_budget
+from app.api.deps import AppState, install_state
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.generation.decode_budget import DecodeBudget
@@ -27,7 +28,6 @@ from app.providers.catalog import Catalog
 from app.providers.registry import ADAPTERS, build_adapters, configured_upstreams
 from app.providers.retry import RetryPolicy
 from app.ratelimit import create_rate_limiter
-from app.services import Services
 from app.settings import Settings
 from app.storage.factory import create_image_store
 from app.storage.signing import UrlSigner, load_or_create_secret
@@ -40,7 +40,8 @@ log = logging.getLogger("app")
 async def running_services(
     app: FastAPI, settings: Settings, emulators: dict[str, ASGIApp], metrics: Metrics
 ) -> AsyncIterator[None]:
-    """Create every long-lived object once, expose them on app.state, close them at exit."""
+    """Create every long-lived object once, install them as the app's AppState (read by
+    app/api/deps.py only), close them at exit."""
     if settings.is_embedded_database:
         await asyncio.to_thread(upgrade, settings.resolved_database_url)
     engine = create_engine(
@@ -103,22 +104,23 @@ async def running_services(
         # Longer than any attempt can take, so a live runner never loses its job.
         lease=timedelta(seconds=settings.upstream_deadline_seconds + 120),
     )
-    app.state.services = Services(
-        settings=settings,
-        engine=engine,
-        sessions=sessions,
-        catalog=catalog,
-        image_store=image_store,
-        generation=generation,
-        rate_limiter=rate_limiter,
-        job_runner=job_runner,
-        metrics=metrics,
-        emulated=bool(emulators),
-        auth_cache=AuthCache(settings.auth_cache_seconds),
-        request_budget=request_bytes_budget(settings.request_bytes_budget),
+    install_state(
+        app,
+        AppState(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            catalog=catalog,
+            image_store=image_store,
+            url_signer=signer,
+            generation=generation,
+            rate_limiter=rate_limiter,
+            job_runner=job_runner,
+            metrics=metrics,
+            auth_cache=AuthCache(settings.auth_cache_seconds),
+            request_budget=request_bytes_budget(settings.request_bytes_budget),
+        ),
     )
-    app.state.image_store = image_store
-    app.state.url_signer = signer
     if emulators:
         log.warning("EMULATED providers: images come from built-in emulators, not real models")
     log.info(

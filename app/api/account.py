@@ -1,20 +1,22 @@
-"""GET /api/v1/credits: the tenant's balance and its recent ledger entries;
-GET /api/v1/credits/balance: the balance alone (what elizaOS Cloud clients read)."""
+"""GET /api/v1/credits: the tenant's balance, its recent ledger entries and the calling
+key's own limit and spend; GET /api/v1/credits/balance: the balance alone (what elizaOS
+Cloud clients read)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Request, Security
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import authenticated, get_services
+from app.api.deps import AuthDep, SessionDep
 from app.api.images import iso_utc
 from app.api.query import int_param, int_query, query_parameters
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Balance, Credits
 from app.credits import ledger
-from app.services import Services
-from app.tenants.service import AuthContext
+from app.credits.key_spend import key_spend
+from app.db.models import ApiKey, utcnow
 
 router = APIRouter(tags=["account"], dependencies=[Security(API_KEY)])
 
@@ -32,19 +34,21 @@ MAX_ENTRIES = 100
 )
 async def credits(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    auth: AuthDep,
+    session: SessionDep,
 ) -> dict[str, Any]:
     """`limit` (1..100, default 20) entries, newest first. Amounts are signed balance
-    changes: a hold is negative, its capture returns what was not spent."""
+    changes: a hold is negative, its capture returns what was not spent. `key` is the
+    calling key's own limit and what it spent in the limit's current period."""
     limit = int_param(
         request.query_params, "limit", default=DEFAULT_ENTRIES, minimum=1, maximum=MAX_ENTRIES
     )
-    async with services.sessions() as session:
-        balance = await ledger.get_balance(session, auth.tenant_id)
-        entries = await ledger.recent_entries(session, auth.tenant_id, limit)
+    balance = await ledger.get_balance(session, auth.tenant_id)
+    entries = await ledger.recent_entries(session, auth.tenant_id, limit)
+    key = await session.get(ApiKey, auth.api_key_id)
     return {
         "balance": balance,
+        "key": await _key_credits(session, key) if key else None,
         "entries": [
             {
                 "id": entry.id,
@@ -62,10 +66,18 @@ async def credits(
 @router.get(
     "/api/v1/credits/balance", response_model=Balance, responses=error_responses(401, 429, 503)
 )
-async def balance(
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
-) -> dict[str, Any]:
+async def balance(auth: AuthDep, session: SessionDep) -> dict[str, Any]:
     """The tenant's spendable balance (open holds already taken out)."""
-    async with services.sessions() as session:
-        return {"balance": await ledger.get_balance(session, auth.tenant_id)}
+    return {"balance": await ledger.get_balance(session, auth.tenant_id)}
+
+
+async def _key_credits(session: AsyncSession, key: ApiKey) -> dict[str, Any]:
+    spend = await key_spend(session, key, utcnow())
+    return {
+        "prefix": key.prefix,
+        "creditLimit": spend.credit_limit,
+        "limitPeriod": spend.limit_period,
+        "periodStart": iso_utc(spend.period_start),
+        "spent": spend.spent,
+        "remaining": spend.remaining,
+    }

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import time
-from typing import cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from app.api.deps import ImageStoreDep, UrlSignerDep
 from app.imaging.formats import sniff_image_type
-from app.storage.base import ImageStore, ObjectNotFound, StorageUnavailable
-from app.storage.signing import NEVER_EXPIRES, UrlSigner, cache_control
+from app.storage.base import ObjectNotFound, StorageUnavailable
+from app.storage.signing import NEVER_EXPIRES, cache_control
 
 router = APIRouter()
 
@@ -29,12 +29,14 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 
 @router.get("/files/{key:path}", include_in_schema=False)
 async def get_file(
-    request: Request, key: str, expires: str | None = None, signature: str | None = None
+    key: str,
+    signer: UrlSignerDep,
+    store: ImageStoreDep,
+    expires: str | None = None,
+    signature: str | None = None,
 ) -> Response:
     # Query parameters are optional and parsed by hand so that a missing or malformed
     # one is a 403 like any other bad signature, not a 422 validation error.
-    signer = cast(UrlSigner, request.app.state.url_signer)
-    store = cast(ImageStore, request.app.state.image_store)
     if (
         expires is None
         or signature is None

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api.deps import get_services
+from app.api.deps import (
+    EngineDep,
+    ImageStoreDep,
+    MetricsDep,
+    RateLimiterDep,
+    RequestBudgetDep,
+)
 from app.api.schemas.native import Health, Readiness
 from app.ratelimit import describe
 from app.ratelimit.redis import ResilientRateLimiter
-from app.services import Services
 
 router = APIRouter(tags=["health"])
 
@@ -21,14 +27,14 @@ _CHECK_TIMEOUT = 3.0
 
 
 @router.get("/healthz", response_model=Health)
-async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict[str, Any]:
+async def healthz(rate_limiter: RateLimiterDep, request_budget: RequestBudgetDep) -> dict[str, Any]:
     """Alive: the process answers. Says which rate limiter is deciding, and how many
     bytes of the request-bytes budget in-flight requests hold."""
     return {
         "status": "ok",
-        "rateLimiter": describe(services.rate_limiter),
-        "requestBytesInUse": services.request_budget.in_use,
-        "requestsWaitingForBytes": services.request_budget.waiting,
+        "rateLimiter": describe(rate_limiter),
+        "requestBytesInUse": request_budget.in_use,
+        "requestsWaitingForBytes": request_budget.waiting,
     }
 
 
@@ -37,14 +43,16 @@ async def healthz(services: Annotated[Services, Depends(get_services)]) -> dict[
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency does not answer"}},
 )
-async def readyz(services: Annotated[Services, Depends(get_services)]) -> JSONResponse:
+async def readyz(
+    engine: EngineDep, image_store: ImageStoreDep, rate_limiter: RateLimiterDep
+) -> JSONResponse:
     """Ready: the database, the image store and (when configured) Redis answer."""
     checks: dict[str, Any] = {
-        "database": _check(_database(services)),
-        "storage": _check(services.image_store.check()),
+        "database": _check(_database(engine)),
+        "storage": _check(image_store.check()),
     }
-    if isinstance(services.rate_limiter, ResilientRateLimiter):
-        checks["redis"] = _check(services.rate_limiter.ping())
+    if isinstance(rate_limiter, ResilientRateLimiter):
+        checks["redis"] = _check(rate_limiter.ping())
     results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
     ready = all(result == "ok" for result in results.values())
     return JSONResponse(
@@ -58,12 +66,12 @@ async def readyz(services: Annotated[Services, Depends(get_services)]) -> JSONRe
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     response_class=Response,
 )
-async def metrics(services: Annotated[Services, Depends(get_services)]) -> Response:
-    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-async def _database(services: Services) -> None:
-    async with services.engine.connect() as connection:
+async def _database(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response, Security
+from fastapi import APIRouter, Request, Response, Security
 
-from app.api.deps import authenticated, external_base_url, get_services
+from app.api.deps import (
+    AuthDep,
+    BaseUrlDep,
+    CatalogDep,
+    ImageStoreDep,
+    SessionDep,
+    decided_headers,
+)
 from app.api.query import (
     MAX_OFFSET,
     choice_param,
@@ -23,8 +30,7 @@ from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Gallery, ImageItem, ImagePage
 from app.history import images as history
 from app.history.images import ImageRecord, PageRequest
-from app.services import Services
-from app.tenants.service import AuthContext
+from app.storage.base import ImageStore
 
 router = APIRouter(tags=["history"], dependencies=[Security(API_KEY)])
 
@@ -53,8 +59,11 @@ _OFFSET = "Skip this many images (newest first)"
 )
 async def list_images(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    auth: AuthDep,
+    session: SessionDep,
+    catalog: CatalogDep,
+    image_store: ImageStoreDep,
+    base_url: BaseUrlDep,
 ) -> dict[str, Any]:
     """Own images, newest first. `limit` 1..100 (24); `cursor` (a previous `nextCursor`)
     or `offset`; `model` filters by the model that made the image."""
@@ -63,12 +72,11 @@ async def list_images(
         limit=_limit(request, history.DEFAULT_LIMIT),
         cursor=text_param(params, "cursor"),
         offset=int_param(params, "offset", default=None, minimum=0, maximum=MAX_OFFSET),
-        model=choice_param(params, "model", services.catalog.ids),
+        model=choice_param(params, "model", catalog.ids),
     )
-    async with services.sessions() as session:
-        page = await history.list_images(session, auth.tenant_id, page_request)
+    page = await history.list_images(session, auth.tenant_id, page_request)
     body: dict[str, Any] = {
-        "items": await _items(request, services, page.items),
+        "items": await _items(image_store, base_url, page.items),
         "hasMore": page.has_more,
         "nextCursor": page.next_cursor,
         "limit": page_request.limit,
@@ -82,26 +90,27 @@ async def list_images(
 @router.get("/api/v1/images/{image_id}", response_model=ImageItem, responses=_ONE_ERRORS)
 async def get_image(
     image_id: str,
-    request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    auth: AuthDep,
+    session: SessionDep,
+    image_store: ImageStoreDep,
+    base_url: BaseUrlDep,
 ) -> dict[str, Any]:
-    async with services.sessions() as session:
-        record = await history.get_image(session, auth.tenant_id, image_id)
-    (item,) = await _items(request, services, (record,))
+    record = await history.get_image(session, auth.tenant_id, image_id)
+    (item,) = await _items(image_store, base_url, (record,))
     return item
 
 
 @router.delete("/api/v1/images/{image_id}", status_code=204, responses=_ONE_ERRORS)
 async def delete_image(
     image_id: str,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    response: Response,
+    auth: AuthDep,
+    session: SessionDep,
+    image_store: ImageStoreDep,
 ) -> Response:
     """Removes the stored object; the generation and its billing record stay."""
-    async with services.sessions() as session, session.begin():
-        await history.delete_image(session, services.image_store, auth.tenant_id, image_id)
-    return Response(status_code=204)
+    await history.delete_image(session, image_store, auth.tenant_id, image_id)
+    return decided_headers(Response(status_code=204), response)
 
 
 @router.get(
@@ -116,8 +125,10 @@ async def delete_image(
 )
 async def gallery(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    auth: AuthDep,
+    session: SessionDep,
+    image_store: ImageStoreDep,
+    base_url: BaseUrlDep,
 ) -> dict[str, Any]:
     """The hosted service's gallery: `{items, count, offset, limit, hasMore}`, where
     `count` is the number of items in this page."""
@@ -128,11 +139,12 @@ async def gallery(
     items: list[dict[str, Any]] = []
     has_more = False
     if kind != "video":
-        async with services.sessions() as session:
-            page = await history.list_images(
-                session, auth.tenant_id, PageRequest(limit=limit, offset=offset)
-            )
-        items = [{"type": "image", **item} for item in await _items(request, services, page.items)]
+        page = await history.list_images(
+            session, auth.tenant_id, PageRequest(limit=limit, offset=offset)
+        )
+        items = [
+            {"type": "image", **item} for item in await _items(image_store, base_url, page.items)
+        ]
         has_more = page.has_more
     return {
         "items": items,
@@ -150,11 +162,9 @@ def _limit(request: Request, default: int) -> int:
 
 
 async def _items(
-    request: Request, services: Services, records: tuple[ImageRecord, ...]
+    store: ImageStore, base_url: str, records: tuple[ImageRecord, ...]
 ) -> list[dict[str, Any]]:
     """Each record with a freshly signed URL."""
-    base_url = external_base_url(request)
-    store = services.image_store
     urls = await asyncio.gather(*(store.url(record.storage_key, base_url) for record in records))
     return [image_item(record, url) for record, url in zip(records, urls, strict=True)]
 

@@ -4,21 +4,25 @@ job; GET /api/v1/jobs/{id} reports status and progress, then the contract's body
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Security
+from fastapi import APIRouter, Request, Response, Security
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import idempotency
-from app.api.deps import authenticated, external_base_url, get_services
+from app.api.deps import AuthDep, BaseUrlDep, ImageStoreDep, SessionDep, decided_headers
 from app.api.rendering import ImageView, contract_body, with_urls
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Job
 from app.credits.ledger import get_balance
 from app.db.statuses import JobStatus
 from app.generation.request import GenerateRequest
+from app.generation.service import GenerationService
 from app.jobs import service as jobs
-from app.services import Services
+from app.jobs.runner import JobRunner
+from app.settings import Settings
+from app.storage.base import ImageStore
 from app.tenants.service import AuthContext
 
 router = APIRouter(dependencies=[Security(API_KEY)])
@@ -33,47 +37,54 @@ def wants_async(request: Request) -> bool:
 
 
 async def submit(
-    request: Request,
-    services: Services,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    image_store: ImageStore,
+    generation: GenerationService,
+    job_runner: JobRunner,
+    settings: Settings,
     auth: AuthContext,
     payload: dict[str, Any],
     parsed: GenerateRequest,
-    idempotency_key: str | None = None,
+    idempotency_key: str | None,
+    base_url: str,
 ) -> JSONResponse:
     """202 with a new job; with an Idempotency-Key, the key's job (one per key and body)."""
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
     source = None
     if parsed.source_images:
-        source = await services.generation.decode_source(parsed.source_images[0])
+        source = await generation.decode_source(parsed.source_images[0])
     submission = await jobs.submit_job(
-        sessions=services.sessions,
-        image_store=services.image_store,
+        sessions=sessions,
+        image_store=image_store,
         tenant_id=auth.tenant_id,
         api_key_id=auth.api_key_id,
         payload=payload,
         request=parsed,
+        # Priced like the sync hold: the dearest model of the chain that may serve it.
+        chain=generation.usable_chain(parsed),
         source=source,
         idempotency_key=key,
-        lock_for=idempotency_lock(services),
+        lock_for=idempotency_lock(settings),
     )
     if submission.replay is not None:
-        return await replay_response(services, submission.replay, external_base_url(request))
-    services.job_runner.wake()
+        return await replay_response(image_store, submission.replay, base_url)
+    job_runner.wake()
     return _accepted(jobs.accepted_body(submission.job_id))
 
 
-def idempotency_lock(services: Services) -> timedelta:
+def idempotency_lock(settings: Settings) -> timedelta:
     """How long a claimed key stays in progress before another request may take it over."""
-    return timedelta(seconds=services.settings.upstream_deadline_seconds + 60)
+    return timedelta(seconds=settings.upstream_deadline_seconds + 60)
 
 
 async def replay_response(
-    services: Services, replay: dict[str, Any], base_url: str
+    image_store: ImageStore, replay: dict[str, Any], base_url: str
 ) -> JSONResponse:
     """An Idempotency-Key's stored response, sent again: a job's 202 or a generation's 200."""
     if JOB_RECORD in replay:
         return _accepted(replay[JOB_RECORD], replayed=True)
-    body = await with_urls(replay["body"], replay["keys"], services.image_store, base_url)
+    body = await with_urls(replay["body"], replay["keys"], image_store, base_url)
     return JSONResponse(body, headers=REPLAYED)
 
 
@@ -87,13 +98,14 @@ def _accepted(body: dict[str, Any], *, replayed: bool = False) -> JSONResponse:
 )
 async def get_job(
     job_id: str,
-    request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    response: Response,
+    auth: AuthDep,
+    session: SessionDep,
+    image_store: ImageStoreDep,
+    base_url: BaseUrlDep,
 ) -> JSONResponse:
-    async with services.sessions() as session:
-        view = await jobs.get_job(session, auth.tenant_id, job_id)
-        balance = await get_balance(session, auth.tenant_id)
+    view = await jobs.get_job(session, auth.tenant_id, job_id)
+    balance = await get_balance(session, auth.tenant_id)
     job = view.job
     envelope: dict[str, Any] = {
         "jobId": job.id,
@@ -110,12 +122,12 @@ async def get_job(
             charged=view.generation.credits_charged,
             remaining=balance,
         )
-        body = await with_urls(body, keys, services.image_store, external_base_url(request))
-        return JSONResponse(envelope | body)
+        body = await with_urls(body, keys, image_store, base_url)
+        return decided_headers(JSONResponse(envelope | body), response)
     if job.status == JobStatus.FAILED:
         envelope["error"] = {
             "status": job.error_status,
             "code": job.error_code,
             "error": job.error_message,
         }
-    return JSONResponse(envelope)
+    return decided_headers(JSONResponse(envelope), response)

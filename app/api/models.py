@@ -2,23 +2,25 @@
 
 Public: the catalogue is not secret, so no key is needed and these reads never count
 against a rate limit (a client's startup check must not eat a 1/min tenant's request).
-A key that is sent must still be valid: the elizaOS plugin checks its key this way."""
+A key that is sent must still be valid (the elizaOS plugin checks its key this way), and a
+key limited to some models sees only those."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Any
 
-from fastapi import APIRouter, Depends, Security
+from fastapi import APIRouter, Security
 
-from app.api.deps import caller_if_presented, get_services
+from app.api.deps import CallerIfPresentedDep, CatalogDep, GenerationDep
 from app.api.rendering import openai_model_objects
 from app.api.schemas.common import API_KEY, OPTIONAL_API_KEY, error_responses
 from app.api.schemas.native import Models, Presets
 from app.generation.presets import DEFAULT_PRESET, all_presets
 from app.generation.request import DEFAULT_MODEL
+from app.generation.service import GenerationService
 from app.imaging.aspect import CONTRACT_RATIOS
-from app.providers.catalog import CatalogModel
-from app.services import Services
+from app.providers.catalog import Catalog, CatalogModel
 from app.tenants.service import AuthContext
 
 router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
@@ -31,19 +33,32 @@ router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
     openapi_extra=OPTIONAL_API_KEY,
 )
 async def list_models(
-    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
-    services: Annotated[Services, Depends(get_services)],
+    caller: CallerIfPresentedDep, catalog: CatalogDep, generation: GenerationDep
 ) -> dict[str, Any]:
     """Every catalog model. Each serves every contract aspect ratio: natively, or by
     generating the nearest native ratio and centre-cropping. `configured` is false when
     this gateway has no credentials for its provider (requests for it answer 503).
     `object` and `data` list the same models as OpenAI model objects."""
+    return catalog_listing(catalog, generation, allows_for(caller))
+
+
+def allows_for(caller: AuthContext | None) -> Callable[[str], bool]:
+    """Which models a listing shows: all without a key, the key's own with one."""
+    return caller.allows if caller is not None else lambda _model: True
+
+
+def catalog_listing(
+    catalog: Catalog,
+    generation: GenerationService,
+    allows: Callable[[str], bool] = lambda _model: True,
+) -> dict[str, Any]:
+    """The body of GET /api/v1/models (the operator console lists every model, app.console)."""
+    models = [model for model in catalog if allows(model.id)]
     return {
         "object": "list",
-        "data": openai_model_objects(services.catalog),
+        "data": openai_model_objects(models),
         "models": [
-            model_summary(model, configured=services.generation.is_configured(model))
-            for model in services.catalog
+            model_summary(model, configured=generation.is_configured(model)) for model in models
         ],
         "defaultModel": DEFAULT_MODEL,
         "aspectRatios": list(CONTRACT_RATIOS),
@@ -56,9 +71,7 @@ async def list_models(
     responses=error_responses(401, 429, 503),
     openapi_extra=OPTIONAL_API_KEY,
 )
-async def list_presets(
-    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
-) -> dict[str, Any]:
+async def list_presets(_caller: CallerIfPresentedDep) -> dict[str, Any]:
     """The style presets, each with a one-line description."""
     return {
         "presets": [

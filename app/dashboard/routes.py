@@ -11,15 +11,13 @@ from __future__ import annotations
 import re
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.deps import get_services
+from app.api.deps import SettingsDep
 from app.errors import NotFound
-from app.services import Services
 from app.settings import Settings
 
 router = APIRouter(include_in_schema=False)
@@ -39,25 +37,25 @@ def _static() -> Traversable:
 @router.get("/dashboard")
 @router.get("/dashboard/")
 @router.get("/dashboard/images")
-def page(services: Annotated[Services, Depends(get_services)]) -> Response:
+def page(settings: SettingsDep) -> Response:
     html = _static().joinpath("index.html").read_bytes()
-    return Response(html, media_type="text/html; charset=utf-8", headers=_headers(services))
+    return Response(html, media_type="text/html; charset=utf-8", headers=_headers(settings))
 
 
 @router.get("/dashboard/static/{name:path}")
-def asset(name: str, services: Annotated[Services, Depends(get_services)]) -> Response:
+def asset(name: str, settings: SettingsDep) -> Response:
     match = _ASSET.fullmatch(name)
     target = _static().joinpath(*name.split("/")) if match else None
     if match is None or target is None or not target.is_file():
         raise NotFound("No such dashboard file")
     return Response(
-        target.read_bytes(), media_type=_MEDIA_TYPES[match["ext"]], headers=_headers(services)
+        target.read_bytes(), media_type=_MEDIA_TYPES[match["ext"]], headers=_headers(settings)
     )
 
 
-def _headers(services: Services) -> dict[str, str]:
+def _headers(settings: Settings) -> dict[str, str]:
     return {
-        "Content-Security-Policy": content_security_policy(services.settings),
+        "Content-Security-Policy": content_security_policy(settings),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "X-Frame-Options": "DENY",

@@ -106,9 +106,7 @@ class GenerationService:
         model = request.model
         sources = await self._source_images(request)
         mask = await self._mask(request)
-        chain = self._producer.usable_chain(
-            self._catalog.chain(model), len(sources), mask=mask is not None
-        )
+        chain = self.usable_chain(request)
         if not chain or chain[0] != model:
             raise ProviderNotConfigured(
                 f"model {model.id} is served by '{model.adapter}', which is not configured on "
@@ -176,6 +174,15 @@ class GenerationService:
             failures=tuple(failures),
             credits_charged=charged,
             credits_remaining=remaining,
+        )
+
+    def usable_chain(self, request: GenerateRequest) -> tuple[CatalogModel, ...]:
+        """The models that may serve `request`: its model, then the usable fallbacks (what
+        `generate` holds for; the async pre-check prices the same chain)."""
+        return self._producer.usable_chain(
+            self._catalog.chain(request.model),
+            len(request.source_images),
+            mask=request.mask is not None,
         )
 
     def is_configured(self, model: CatalogModel) -> bool:
@@ -299,6 +306,7 @@ class GenerationService:
                 amount,
                 generation_id=generation_id,
                 ttl=timedelta(seconds=self._settings.hold_ttl_seconds),
+                api_key_id=caller.api_key_id or None,
             )
 
     async def _record(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import idempotency
+from app.credits.key_spend import check_headroom
 from app.credits.ledger import get_balance
 from app.db.models import Generation, Image, Job, new_id, utcnow
 from app.db.statuses import GenerationStatus, JobStatus
@@ -26,6 +28,7 @@ from app.errors import InsufficientCredits, NotFound
 from app.generation.pricing import required_credits
 from app.generation.request import GenerateRequest
 from app.providers.base import SourceImage
+from app.providers.catalog import CatalogModel
 from app.storage.base import ImageStore
 from app.storage.keys import job_source_key
 
@@ -74,21 +77,26 @@ async def submit_job(
     api_key_id: str,
     payload: dict[str, Any],
     request: GenerateRequest,
+    chain: Sequence[CatalogModel],
     source: SourceImage | None,
     idempotency_key: str | None,
     lock_for: timedelta,
 ) -> Submission:
     """Queue a job for `request`; with an (already validated) idempotency key, the key's
-    job: one per key and body. The claim, the 402 pre-check and the job row are one
-    transaction; a stored source no job will read is deleted again."""
+    job: one per key and body. `chain` is the models that may serve it (the generation
+    service's usable chain), priced as the sync hold prices it, so a job that passes the
+    pre-check is not refused for credits when it runs. The claim, the 402 pre-check and
+    the job row are one transaction; a stored source no job will read is deleted again."""
     job_id = new_id()
-    required = required_credits(request)
+    required = required_credits(request, chain)
 
     async def create(session: AsyncSession) -> dict[str, Any]:
         # Checked now so an obvious 402 is not deferred; the job reserves when it runs.
         available = await get_balance(session, tenant_id)
         if available < required:
             raise InsufficientCredits(required=required, available=available)
+        if api_key_id:
+            await check_headroom(session, api_key_id, required)
         await create_job(
             session,
             job_id=job_id,

@@ -1,5 +1,6 @@
-"""One pure-ASGI middleware: request id, access log, HTTP metrics, and the headers a
-request decided on (rate-limit state, the emulation marker, no-store on API answers)."""
+"""One pure-ASGI middleware: request id, access log, HTTP metrics, and the headers every
+answer carries (the emulation marker, no-store on API answers). Rate-limit headers are
+not added here: the auth dependency puts them on the route's answer (app/api/deps.py)."""
 
 from __future__ import annotations
 
@@ -47,10 +48,6 @@ class GatewayMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                decided: dict[str, str] = scope.get("state", {}).get("rate_limit_headers", {})
-                for name, value in decided.items():
-                    if name.lower().encode() not in present:
-                        headers.append((name.lower().encode(), value.encode()))
                 if b"cache-control" not in present and no_store:
                     headers.append((b"cache-control", b"no-store"))
                 headers.append((b"x-request-id", request_id.encode()))

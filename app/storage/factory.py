@@ -13,7 +13,7 @@ def create_image_store(settings: Settings, *, signer: UrlSigner | None = None) -
     """S3 when a bucket is configured, else the local directory; both sign /files URLs
     with the same signer (S3 only for links it cannot presign).
 
-    Pass the same `signer` that the `/files` route verifies with (app.state.url_signer);
+    Pass the same `signer` that the `/files` route verifies with (AppState.url_signer);
     without one, a signer is built from the configured or persisted secret.
     """
     if signer is None:

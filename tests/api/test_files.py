@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.api.deps import get_image_store, get_url_signer
 from app.api.files import router
 from app.storage.local import LocalImageStore
 from app.storage.signing import UrlSigner
@@ -27,8 +28,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> LocalImageStore:
 def base_url(store: LocalImageStore) -> Iterator[str]:
     app = FastAPI()
     app.include_router(router)
-    app.state.url_signer = SIGNER
-    app.state.image_store = store
+    app.dependency_overrides[get_url_signer] = lambda: SIGNER
+    app.dependency_overrides[get_image_store] = lambda: store
     with serve_in_thread(app) as url:
         yield url
 

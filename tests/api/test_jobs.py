@@ -5,19 +5,24 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from importlib import resources
 from typing import Any
 
 import httpx
+import pytest
+import pytest_asyncio
 from PIL import Image
 from sqlalchemy import func, select
 
 from app.credits import ledger
 from app.db.models import Generation, Job, new_id, utcnow
+from app.providers.catalog import Catalog
 from app.storage.base import ObjectNotFound
 from app.storage.factory import create_image_store
 from app.storage.keys import job_source_key
-from tests.support.gateway import Stack, TenantHandle
+from tests.support.gateway import Stack, TenantHandle, gateway_settings, stack_in_thread
 
 PATH = "/api/v1/generate-image"
 ASYNC = {"Prefer": "respond-async"}
@@ -102,6 +107,47 @@ async def test_insufficient_credits_is_402_at_submit(stack: Stack) -> None:
             select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id)
         )
     assert count == 0
+
+
+# A catalog where a model's fallback is dearer than the model: the hold covers the fallback.
+CHEAP, DEAR = "google/gemini-3.1-flash-image-preview", "google/gemini-3-pro-image"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def dear_fallback(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("dear-fallback")
+    packaged = json.loads(resources.files("app.providers").joinpath("catalog.json").read_text())
+    for model in packaged["models"]:
+        if model["id"] == CHEAP:
+            model["fallbacks"] = [DEAR]
+    catalog = data_dir / "catalog.json"
+    catalog.write_text(json.dumps(packaged))
+    async for stack in stack_in_thread(
+        gateway_settings(data_dir=data_dir, catalog=catalog), "dear-fallback"
+    ):
+        yield stack
+
+
+async def test_async_submit_prices_the_fallback_chain_like_the_sync_route(
+    dear_fallback: Stack,
+) -> None:
+    catalog = Catalog.load(dear_fallback.settings.catalog)
+    cheap, dear = catalog.get(CHEAP), catalog.get(DEAR)
+    assert cheap is not None and dear is not None and cheap.price < dear.price
+    # Enough for the model asked for, not for the dearest model that may serve it.
+    tenant = await dear_fallback.new_tenant(credits=dear.price - 1)
+    async with dear_fallback.client() as client:
+        sync = await client.post(PATH, json={"prompt": "x", "model": CHEAP}, headers=tenant.auth)
+    submitted = await _submit(dear_fallback, tenant, model=CHEAP)
+    assert sync.status_code == 402, sync.text
+    assert submitted.status_code == 402, submitted.text
+    assert submitted.json()["required"] == sync.json()["required"] == dear.price
+    async with dear_fallback.sessions() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Job).where(Job.tenant_id == tenant.id)
+        )
+    assert count == 0
+    assert await dear_fallback.balance(tenant) == dear.price - 1
 
 
 async def test_other_tenants_job_is_404(stack: Stack) -> None:

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from app.api.deps import installed_state
 from app.db.engine import create_engine, create_sessionmaker
 from app.main import create_app
-from app.services import Services
 from tests.support.gateway import Stack, TenantHandle, gateway_settings
 from tests.support.servers import serve_in_thread
 
@@ -50,11 +50,11 @@ async def _gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Stac
     )
     app = create_app(settings)
     with serve_in_thread(app, proxy_headers=False) as base_url:
-        services: Services = app.state.services
+        gateway_engine = installed_state(app).engine
         lookups = KeyLookups()
         # The gateway's own engine (it runs on the server thread's loop); the test
         # writes its tenants through an engine of its own.
-        event.listen(services.engine.sync_engine, "before_cursor_execute", lookups)
+        event.listen(gateway_engine.sync_engine, "before_cursor_execute", lookups)
         engine = create_engine(settings.resolved_database_url, pool_size=1)
         try:
             yield (

@@ -8,16 +8,30 @@ the SDK raises its typed exceptions.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response, Security
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import UploadFile
 
 from app import idempotency
 from app.api import jobs as jobs_api
 from app.api.body import declared_length, read_json_body
 from app.api.body_budget import reserve_body
-from app.api.deps import authenticated, caller_if_presented, external_base_url, get_services
+from app.api.deps import (
+    AuthDep,
+    BaseUrlDep,
+    CallerIfPresentedDep,
+    CatalogDep,
+    GenerationDep,
+    ImageStoreDep,
+    RequestBudgetDep,
+    SessionsDep,
+    SettingsDep,
+    decided_headers,
+)
+from app.api.models import allows_for
 from app.api.openai import params, rendering
 from app.api.openai.stream import STREAM_RESPONSE_DOC, StreamFormat, stream_response
 from app.api.rendering import openai_model_objects
@@ -31,7 +45,10 @@ from app.api.schemas.openai import (
 )
 from app.errors import InvalidRequest, NotFound, PayloadTooLarge
 from app.generation.request import GenerateRequest, resolve_model
-from app.services import Services
+from app.generation.service import GenerationService
+from app.providers.catalog import CatalogModel
+from app.settings import Settings
+from app.storage.base import ImageStore
 from app.tenants.service import AuthContext
 
 # Files one edit may upload: OpenAI's 16 references and a mask.
@@ -45,7 +62,7 @@ router = APIRouter(
     responses=openai_error_responses(401, 429, 503),
 )
 _GENERATION_ERRORS = {
-    **openai_error_responses(400, 402, 409, 413, 415, 500),
+    **openai_error_responses(400, 402, 403, 409, 413, 415, 500),
     **STREAM_RESPONSE_DOC,
 }
 
@@ -56,13 +73,39 @@ def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: st
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
+@dataclass(frozen=True, slots=True)
+class _Use:
+    """What a generation on these routes uses, declared once for both routes."""
+
+    settings: Settings
+    generation: GenerationService
+    image_store: ImageStore
+    sessions: async_sessionmaker[AsyncSession]
+    base_url: str
+
+
+def _use(
+    settings: SettingsDep,
+    generation: GenerationDep,
+    image_store: ImageStoreDep,
+    sessions: SessionsDep,
+    base_url: BaseUrlDep,
+) -> _Use:
+    return _Use(settings, generation, image_store, sessions, base_url)
+
+
+_UseDeps = Annotated[_Use, Depends(_use)]
+
+
 @router.get("/models", response_model=OpenAIModelList, openapi_extra=OPTIONAL_API_KEY)
-async def list_models(
-    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
-    services: Annotated[Services, Depends(get_services)],
-) -> dict[str, Any]:
-    """Public: no key needed, no rate limit; a key that is sent must be valid."""
-    return {"object": "list", "data": openai_model_objects(services.catalog)}
+async def list_models(caller: CallerIfPresentedDep, catalog: CatalogDep) -> dict[str, Any]:
+    """Public: no key needed, no rate limit; a key that is sent must be valid, and a key
+    limited to some models sees only those."""
+    allows = allows_for(caller)
+    return {
+        "object": "list",
+        "data": openai_model_objects(model for model in catalog if allows(model.id)),
+    }
 
 
 @router.get(
@@ -72,15 +115,16 @@ async def list_models(
     openapi_extra=OPTIONAL_API_KEY,
 )
 async def retrieve_model(
-    model_id: str,
-    _caller: Annotated[AuthContext | None, Depends(caller_if_presented)],
-    services: Annotated[Services, Depends(get_services)],
+    model_id: str, caller: CallerIfPresentedDep, catalog: CatalogDep
 ) -> dict[str, Any]:
     """A catalog id (`openai/gpt-image-1`, raw or with %2F) or a bare upstream name."""
+    model: CatalogModel | None
     try:
-        model = resolve_model(model_id, services.catalog)
+        model = resolve_model(model_id, catalog)
     except InvalidRequest:
-        raise NotFound(f"The model '{model_id[:100]}' does not exist", field="model") from None
+        model = None
+    if model is None or not allows_for(caller)(model.id):
+        raise NotFound(f"The model '{model_id[:100]}' does not exist", field="model")
     return openai_model_objects([model])[0]
 
 
@@ -92,18 +136,24 @@ async def retrieve_model(
 )
 async def generations(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    response: Response,
+    auth: AuthDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    use: _UseDeps,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
-    payload = await read_json_body(request, services.settings.max_body_bytes)
+    payload = await read_json_body(request, settings.max_body_bytes)
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
     stream = params.stream_params(payload)
-    parsed, view = params.parse(payload, services.catalog, allowed=params.GENERATION_PARAMS)
+    parsed, view = params.parse(payload, catalog, allowed=params.GENERATION_PARAMS)
+    auth.require_model(parsed.model.id)  # the key's allow-list, 403
     if stream is not None:
-        return await _stream(request, auth, services, parsed, view, stream, idempotency_key)
-    return await _generate(request, auth, services, parsed, view, payload, idempotency_key)
+        answer = await _stream(request, auth, use, parsed, view, stream, idempotency_key)
+    else:
+        answer = await _generate(request, auth, use, parsed, view, payload, idempotency_key)
+    return decided_headers(answer, response)
 
 
 @router.post(
@@ -114,11 +164,15 @@ async def generations(
 )
 async def edits(
     request: Request,
-    auth: Annotated[AuthContext, Depends(authenticated)],
-    services: Annotated[Services, Depends(get_services)],
+    response: Response,
+    auth: AuthDep,
+    settings: SettingsDep,
+    catalog: CatalogDep,
+    request_budget: RequestBudgetDep,
+    use: _UseDeps,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
-    limit = services.settings.max_body_bytes
+    limit = settings.max_body_bytes
     declared = declared_length(request)
     # Refuse before parsing: multipart parsing would spool the whole body first.
     if declared is None or declared > limit:
@@ -126,9 +180,9 @@ async def edits(
     # The uploads are copied (form, bytes, decoded image) like a native source.
     async with reserve_body(
         request,
-        services.request_budget,
+        request_budget,
         max_body_bytes=limit,
-        wait_seconds=services.settings.request_bytes_wait_seconds,
+        wait_seconds=settings.request_bytes_wait_seconds,
     ):
         async with request.form(max_files=_MAX_FILES, max_fields=32) as form:
             fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
@@ -147,61 +201,59 @@ async def edits(
             raise InvalidRequest("image is required: send it as a multipart file", field="image")
         stream = params.stream_params(fields)
         parsed, view = params.parse(
-            fields,
-            services.catalog,
-            allowed=params.EDIT_PARAMS,
-            images=tuple(images),
-            mask=mask,
+            fields, catalog, allowed=params.EDIT_PARAMS, images=tuple(images), mask=mask
         )
+        auth.require_model(parsed.model.id)  # the key's allow-list, 403
         if stream is not None:
-            return await _stream(request, auth, services, parsed, view, stream, idempotency_key)
+            answer = await _stream(request, auth, use, parsed, view, stream, idempotency_key)
+            return decided_headers(answer, response)
         # The key's body: the fields and a digest of each upload, in order.
         digests = [hashlib.sha256(data).hexdigest() for data in images]
         if mask is not None:
             digests.append("mask:" + hashlib.sha256(mask).hexdigest())
         identity = fields | {"__files__": digests}
-        return await _generate(request, auth, services, parsed, view, identity, idempotency_key)
+        answer = await _generate(request, auth, use, parsed, view, identity, idempotency_key)
+        return decided_headers(answer, response)
 
 
 async def _generate(
     request: Request,
     auth: AuthContext,
-    services: Services,
+    use: _Use,
     parsed: GenerateRequest,
     view: params.View,
     identity: dict[str, Any],
     idempotency_key: str | None,
 ) -> Response:
-    base_url = external_base_url(request)
     references = len(parsed.source_images)
     if idempotency_key is None:
-        result = await services.generation.generate(auth.caller, parsed)
+        result = await use.generation.generate(auth.caller, parsed)
         saved = rendering.record(result, view, references)
         images = [item.image.data for item in result.images]
-        return await rendering.render(saved, services.image_store, base_url, images=images)
+        return await rendering.render(saved, use.image_store, use.base_url, images=images)
 
     async def run() -> dict[str, Any]:
-        result = await services.generation.generate(auth.caller, parsed)
+        result = await use.generation.generate(auth.caller, parsed)
         return rendering.record(result, view, references)
 
     once = await idempotency.run_once(
-        services.sessions,
+        use.sessions,
         auth.tenant_id,
         idempotency.validate_key(idempotency_key),
         # The route is part of the body: a generation's key is not an edit's.
         idempotency.request_hash({"route": request.url.path, "body": identity}),
-        lock_for=jobs_api.idempotency_lock(services),
+        lock_for=jobs_api.idempotency_lock(use.settings),
         run=run,
     )
     return await rendering.render(
-        once.response, services.image_store, base_url, replayed=once.replayed
+        once.response, use.image_store, use.base_url, replayed=once.replayed
     )
 
 
 async def _stream(
     request: Request,
     auth: AuthContext,
-    services: Services,
+    use: _Use,
     parsed: GenerateRequest,
     view: params.View,
     stream: params.StreamParams,
@@ -218,7 +270,7 @@ async def _stream(
     references = len(parsed.source_images)
     return await stream_response(
         request,
-        services.generation,
+        use.generation,
         auth.caller,
         parsed,
         stream,

@@ -12,6 +12,7 @@ _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
     402: "insufficient_credits",
+    403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
     409: "invalid_request_error",
