@@ -26,6 +26,11 @@ async def list_models(
     """Every catalog model. Each serves every contract aspect ratio: natively, or by
     generating the nearest native ratio and centre-cropping. `configured` is false when
     this gateway has no credentials for its provider (requests for it answer 503)."""
+    return catalog_listing(catalog, generation)
+
+
+def catalog_listing(catalog: CatalogDep, generation: GenerationDep) -> dict[str, Any]:
+    """The body of GET /api/v1/models (the operator console lists it too, app.console)."""
     return {
         "models": [
             model_summary(model, configured=generation.is_configured(model)) for model in catalog
