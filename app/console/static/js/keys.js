@@ -38,6 +38,11 @@ function limitText(key) {
   return `${key.spent} of ${plural(key.creditLimit, "credit")} ${period} spent · ${key.remaining} left`;
 }
 
+// Expiry in UTC, as the form takes it.
+function utc(iso) {
+  return `${new Date(iso).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
 function status(key) {
   if (key.revokedAt && new Date(key.revokedAt) <= new Date()) return ["revoked", "Revoked"];
   if (key.revokedAt) return ["ending", `Ends ${formatDate(key.revokedAt)}`];
@@ -58,7 +63,7 @@ function keyItem(key) {
   const [kind, label] = status(key);
   const open = kind === "active" || kind === "ending";
   const models = key.models === undefined ? null : key.models === null ? "All models" : key.models.join(", ") || "None";
-  const expires = key.expiresAt === undefined ? null : key.expiresAt ? formatDate(key.expiresAt) : "Never";
+  const expires = key.expiresAt === undefined ? null : key.expiresAt ? utc(key.expiresAt) : "Never";
   const name = key.label ?? "No label";
   const actions = open
     ? h(
@@ -181,9 +186,9 @@ async function saveKey(event) {
       failed(error, box);
       return;
     }
-    $("key-dialog").close();
     if (editing) announce(`Key ${result.prefix} saved.`);
     else showCreated(result, "created");
+    $("key-dialog").close();
     await changed();
   });
 }

@@ -71,7 +71,8 @@ async function refreshTenants() {
       activity.set(row.tenant, seen);
     }
     $("tenant-rows").replaceChildren(...list.tenants.map((tenant) => tenantRow(tenant, activity.get(tenant.name))));
-    $("tenants-count").textContent = list.total === 1 ? "1 tenant" : `${list.total} tenants`;
+    const count = list.total === 1 ? "1 tenant" : `${list.total} tenants`;
+    $("tenants-count").textContent = list.tenants.length < list.total ? `first ${list.tenants.length} of ${count}` : count;
     show($("tenants-empty"), list.tenants.length === 0);
     show($("tenants"), list.tenants.length > 0);
   } catch (error) {
