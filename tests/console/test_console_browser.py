@@ -322,6 +322,16 @@ async def test_grant_revoke_csv_and_plain_errors(browser: Browser, embedded_stac
     assert tuple(exported[0]) == CSV_COLUMNS
     assert [(row[1], row[3], row[6], row[7]) for row in exported[1:]] == [(name, MINI, "1", "3")]
     await console.screenshot("console-00-desktop")
+
+    # A reload keeps the tab signed in, on the same tenant; Sign out forgets the token.
+    await page.reload()
+    await page.wait_for_function(
+        "n => document.querySelector('#tenant-title').textContent === n", arg=name
+    )
+    await console.expect_balance(17)
+    await page.get_by_role("button", name="Sign out").click()
+    await page.locator("#signin").wait_for(state="visible")
+    assert await page.evaluate("sessionStorage.length") == 0
     assert console.errors == []
 
 
