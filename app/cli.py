@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, NoReturn
 
 from alembic.util.exc import CommandError
@@ -19,16 +20,20 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.admin import service as admin
 from app.credits import ledger
 from app.credits.audit import audit_ledger
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
+from app.db.statuses import LimitPeriod
 from app.errors import GatewayError
 from app.housekeeping.orphans import find_orphans, remove_orphans
 from app.observability.logging import configure_logging
+from app.providers.catalog import Catalog
 from app.settings import Settings
 from app.storage.factory import create_image_store
 from app.tenants import service as tenants
+from app.tenants.policy import MAX_CREDIT_LIMIT, UNSET, KeyChanges
 
 Command = Callable[[AsyncSession, argparse.Namespace], Awaitable[tuple[dict[str, Any], int]]]
 
@@ -145,7 +150,30 @@ def _parser() -> argparse.ArgumentParser:
     key_create = key_cmds.add_parser("create", help="create a key (shown once)")
     key_create.add_argument("--tenant", required=True)
     key_create.add_argument("--label")
+    _policy_flags(key_create, clearable=False)
     _admin(key_create, _keys_create)
+    key_update = key_cmds.add_parser("update", help="change a key's label or policies")
+    key_update.add_argument("prefix")
+    key_update.add_argument("--label")
+    _policy_flags(key_update, clearable=True)
+    _admin(key_update, _keys_update)
+    key_show = key_cmds.add_parser("show", help="a key's policies and spend this period")
+    key_show.add_argument("prefix")
+    _admin(key_show, _keys_show)
+    key_list = key_cmds.add_parser("list", help="a tenant's keys, newest first")
+    key_list.add_argument("--tenant", required=True)
+    _admin(key_list, _keys_list)
+    key_rotate = key_cmds.add_parser(
+        "rotate", help="a new key with the same policies and spend; the old one is revoked"
+    )
+    key_rotate.add_argument("prefix")
+    key_rotate.add_argument(
+        "--grace-seconds",
+        type=_bounded_int("--grace-seconds", 0, tenants.MAX_GRACE_SECONDS),
+        default=0,
+        help="keep the old key working this long (default 0: revoke it now)",
+    )
+    _admin(key_rotate, _keys_rotate)
     key_revoke = key_cmds.add_parser("revoke", help="revoke a key by its prefix")
     key_revoke.add_argument("prefix")
     _admin(key_revoke, _keys_revoke)
@@ -170,6 +198,73 @@ def _parser() -> argparse.ArgumentParser:
     orphans.add_argument("--json", action="store_true", help="print one JSON object")
     orphans.set_defaults(run=_storage_orphans)
     return parser
+
+
+def _policy_flags(parser: argparse.ArgumentParser, *, clearable: bool) -> None:
+    """--credit-limit, --limit-period, --models, --expires-at; on update, `none` (and
+    `all` for --models) clears one."""
+    limit = _bounded_int("--credit-limit", 0, MAX_CREDIT_LIMIT)
+    parser.add_argument(
+        "--credit-limit",
+        type=_or_none(limit) if clearable else limit,
+        default=UNSET,
+        help="credits per period" + ("; none: no limit" if clearable else ""),
+    )
+    parser.add_argument("--limit-period", choices=tuple(LimitPeriod), default=UNSET)
+    parser.add_argument(
+        "--models",
+        type=_model_ids,
+        default=UNSET,
+        help="comma-separated model ids the key may use"
+        + ("; all: every model" if clearable else ""),
+    )
+    parser.add_argument(
+        "--expires-at",
+        type=_or_none(_instant) if clearable else _instant,
+        default=UNSET,
+        help="ISO 8601 with a time zone" + ("; none: never" if clearable else ""),
+    )
+
+
+def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_or_none(text: str) -> Any:
+        return None if text.strip().lower() == "none" else parse(text)
+
+    return parse_or_none
+
+
+def _model_ids(text: str) -> list[str] | None:
+    if text.strip().lower() == "all":
+        return None
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError("--models must be model ids separated by commas")
+    return ids
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"--expires-at must be ISO 8601 with a time zone (e.g. 2026-12-31T00:00:00Z), "
+            f"got {text[:40]!r}"
+        )
+    return value
+
+
+def _changes(args: argparse.Namespace) -> KeyChanges:
+    names = ("label", "credit_limit", "limit_period", "models", "expires_at")
+    given = {name: getattr(args, name) for name in names if getattr(args, name, UNSET) is not UNSET}
+    if given.get("label", UNSET) is None:  # --label not given on update
+        given.pop("label")
+    return KeyChanges(**given)
+
+
+def _known_models() -> frozenset[str]:
+    return frozenset(model.id for model in Catalog.load(Settings().catalog))
 
 
 def _admin(parser: argparse.ArgumentParser, command: Command) -> None:
@@ -235,14 +330,52 @@ async def _keys_create(
     session: AsyncSession, args: argparse.Namespace
 ) -> tuple[dict[str, Any], int]:
     tenant = await tenants.get_tenant(session, args.tenant)
-    created = await tenants.create_key(session, tenant, args.label)
-    return {
-        "key": created.plaintext,
-        "prefix": created.key.prefix,
-        "tenant": tenant.name,
-        "label": created.key.label,
-        "note": "the key is shown once; store it now",
-    }, 0
+    changes = _changes(args)
+    created = await tenants.create_key(
+        session,
+        tenant,
+        args.label,
+        policy=changes,
+        known_models=_known_models() if changes else frozenset(),
+    )
+    return await _created_key(session, created), 0
+
+
+async def _created_key(session: AsyncSession, created: tenants.CreatedKey) -> dict[str, Any]:
+    (detail,) = await admin.key_details(session, [created.key])
+    return {"key": created.plaintext, **detail, "note": "the key is shown once; store it now"}
+
+
+async def _keys_update(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    changes = _changes(args)
+    if not changes:
+        raise CliError(
+            "nothing to change: give --label, --credit-limit, --limit-period, "
+            "--models or --expires-at"
+        )
+    key = await tenants.update_key(session, args.prefix, changes, _known_models())
+    (detail,) = await admin.key_details(session, [key])
+    return detail, 0
+
+
+async def _keys_show(session: AsyncSession, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    (detail,) = await admin.key_details(session, [await tenants.get_key(session, args.prefix)])
+    return detail, 0
+
+
+async def _keys_list(session: AsyncSession, args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    tenant = await tenants.get_tenant(session, args.tenant)
+    keys = await admin.list_keys(session, tenant.id)
+    return {"tenant": tenant.name, "keys": await admin.key_details(session, keys)}, 0
+
+
+async def _keys_rotate(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    created = await tenants.rotate_key(session, args.prefix, args.grace_seconds)
+    return await _created_key(session, created), 0
 
 
 async def _keys_revoke(

@@ -45,6 +45,48 @@ class InsufficientCredits(GatewayError):
         )
 
 
+class KeyCreditLimit(GatewayError):
+    """The API key's own credit limit (not the tenant's balance) does not cover a request."""
+
+    status_code = 402
+    code = "key_credit_limit"
+
+    def __init__(self, required: int, available: int, *, limit: int, period: str) -> None:
+        per = "in total" if period == "total" else f"per {period} (UTC)"
+        super().__init__(
+            f"This API key's credit limit is reached: the request needs {required} credits "
+            f"and {available} of the key's limit of {limit} {per} are left. This is the "
+            "key's own limit, not the tenant's balance; nothing was charged",
+            required=required,
+            available=available,
+            # The same numbers under the names the tenant's 402 also carries.
+            requiredCredits=required,
+            availableCredits=available,
+            creditLimit=limit,
+            limitPeriod=period,
+        )
+
+
+class Forbidden(GatewayError):
+    status_code = 403
+    code = "forbidden"
+
+
+class ModelNotAllowed(Forbidden):
+    code = "model_not_allowed"
+
+    def __init__(self, model: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"This API key may not use model {model!r}; it may use: {', '.join(allowed)}",
+            field="model",
+            allowed=allowed,
+        )
+
+
+class KeyExpired(Unauthorized):
+    code = "key_expired"
+
+
 class NotFound(GatewayError):
     status_code = 404
     code = "not_found"

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, case, cast, func, select
+from sqlalchemy import ColumnElement, Select, String, case, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import ApiKey, CreditAccount, Generation, Image, Tenant
+from app.credits.key_spend import key_spend
+from app.db.models import ApiKey, CreditAccount, Generation, Image, LedgerEntry, Tenant, utcnow
 from app.db.statuses import GenerationStatus
+from app.tenants.policy import model_list
 
 # Generations that delivered nothing (and were charged nothing).
 FAILED_STATUSES = (
@@ -39,6 +41,7 @@ class TenantSummary:
 class UsageQuery:
     tenant_id: str | None = None
     model: str | None = None
+    api_key_id: str | None = None
     since: date | None = None  # inclusive, UTC days
     until: date | None = None  # inclusive
 
@@ -80,6 +83,87 @@ async def list_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
     return list(rows)
 
 
+async def key_details(session: AsyncSession, keys: list[ApiKey]) -> list[dict[str, Any]]:
+    """Keys as operators see them (the admin API's KeyDetail, and `imagegate keys`):
+    policies and the spend key's spend in the current period; never a secret."""
+    tenant_ids = {key.tenant_id for key in keys}
+    names: dict[str, str] = {
+        tenant_id: name
+        for tenant_id, name in await session.execute(
+            select(Tenant.id, Tenant.name).where(Tenant.id.in_(tenant_ids))
+        )
+    }
+    sources = {key.rotated_from_id for key in keys if key.rotated_from_id}
+    prefixes: dict[str, str] = {
+        key_id: prefix
+        for key_id, prefix in await session.execute(
+            select(ApiKey.id, ApiKey.prefix).where(ApiKey.id.in_(sources))
+        )
+    }
+    now = utcnow()
+    details = []
+    for key in keys:
+        spend = await key_spend(session, key, now)
+        details.append(
+            {
+                "prefix": key.prefix,
+                "tenant": names.get(key.tenant_id, "?"),
+                "label": key.label,
+                "creditLimit": key.credit_limit,
+                "limitPeriod": key.limit_period,
+                "spent": spend.spent,
+                "remaining": spend.remaining,
+                "periodStart": _iso(spend.period_start),
+                "models": model_list(key),
+                "expiresAt": _iso(key.expires_at),
+                "active": is_active(key, now),
+                "createdAt": _iso(key.created_at),
+                "lastUsedAt": _iso(key.last_used_at),
+                "revokedAt": _iso(key.revoked_at),
+                "rotatedFrom": prefixes.get(key.rotated_from_id) if key.rotated_from_id else None,
+            }
+        )
+    return details
+
+
+def is_active(key: ApiKey, now: datetime) -> bool:
+    """Not revoked (a rotation's grace period still running counts) and not expired."""
+    return (key.revoked_at is None or key.revoked_at > now) and (
+        key.expires_at is None or key.expires_at > now
+    )
+
+
+async def ledger_entries(session: AsyncSession, tenant_id: str, limit: int) -> list[dict[str, Any]]:
+    """A tenant's newest entries, each with the prefix of the key its generation used."""
+    rows = await session.execute(
+        select(LedgerEntry, ApiKey.prefix)
+        .outerjoin(Generation, Generation.id == LedgerEntry.generation_id)
+        .outerjoin(ApiKey, ApiKey.id == Generation.api_key_id)
+        .where(LedgerEntry.tenant_id == tenant_id)
+        .order_by(LedgerEntry.id.desc())
+        .limit(limit)
+    )
+    return [
+        {
+            "id": entry.id,
+            "kind": entry.kind,
+            "amount": entry.amount,
+            "note": entry.note,
+            "generationId": entry.generation_id,
+            "apiKeyPrefix": prefix,
+            "createdAt": _iso(entry.created_at),
+        }
+        for entry, prefix in rows
+    ]
+
+
+def _iso(value: datetime | None) -> str | None:
+    """UTC ISO 8601 with a Z, as every API timestamp (app.api.images.iso_utc)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 async def usage(session: AsyncSession, query: UsageQuery) -> list[UsageRow]:
     """Generations per UTC day, tenant and requested model: how many, how many delivered
     nothing, images delivered (deleted ones too: they were paid for) and credits charged."""
@@ -111,6 +195,8 @@ async def usage(session: AsyncSession, query: UsageQuery) -> list[UsageRow]:
         statement = statement.where(Generation.tenant_id == query.tenant_id)
     if query.model is not None:
         statement = statement.where(Generation.model == query.model)
+    if query.api_key_id is not None:
+        statement = statement.where(Generation.api_key_id == query.api_key_id)
     if query.since is not None:
         statement = statement.where(Generation.created_at >= _midnight(query.since))
     if query.until is not None:
@@ -133,9 +219,13 @@ async def usage(session: AsyncSession, query: UsageQuery) -> list[UsageRow]:
 
 
 def _summaries() -> Select[Tenant, int, int]:
+    now = utcnow()
     active_keys = (
         select(ApiKey.tenant_id, func.count().label("active"))
-        .where(ApiKey.revoked_at.is_(None))
+        .where(
+            or_(ApiKey.revoked_at.is_(None), ApiKey.revoked_at > now),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+        )
         .group_by(ApiKey.tenant_id)
         .subquery()
     )

@@ -11,16 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response, Security
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admin import service as admin
 from app.admin.service import TenantSummary, UsageQuery, UsageRow
 from app.api.body import read_json_body
-from app.api.deps import AuthCacheDep, SessionDep, SettingsDep
+from app.api.deps import AuthCacheDep, CatalogDep, SessionDep, SettingsDep
 from app.api.images import iso_utc
 from app.api.query import (
     MAX_OFFSET,
@@ -33,15 +34,25 @@ from app.api.query import (
     text_query,
 )
 from app.api.schemas import admin as schemas
-from app.api.schemas.admin import CreateKey, CreateTenant, RateLimits
+from app.api.schemas.admin import (
+    CreateKey,
+    CreateTenant,
+    KeyPolicyBody,
+    RateLimits,
+    RotateKey,
+    UpdateKey,
+)
 from app.api.schemas.admin import GrantCredits as GrantCredits  # re-exported: one bound, CLI too
 from app.api.schemas.common import ADMIN_TOKEN, error_responses
 from app.bearer import bearer_matches, bearer_token
 from app.credits import ledger
-from app.db.models import ApiKey
+from app.credits.audit import audit_ledger
+from app.db.models import ApiKey, utcnow
 from app.errors import InvalidRequest, Unauthorized
+from app.providers.catalog import Catalog
 from app.settings import Settings
 from app.tenants import service as tenants
+from app.tenants.policy import KeyChanges
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +60,7 @@ PREFIX = "/admin/v1"
 # Admin bodies are a few small fields.
 BODY_LIMIT = 16 * 1024
 DEFAULT_PAGE = 100
+LEDGER_PAGE = 50
 MAX_PAGE = 1000
 USAGE_FORMATS = ("json", "csv")
 CSV_COLUMNS = (
@@ -167,18 +179,22 @@ async def get_tenant(name: str, session: SessionDep, settings: SettingsDep) -> d
     responses=error_responses(404, 413, 415),
     openapi_extra=_json_body(CreateKey, required=False),
 )
-async def create_key(name: str, request: Request, session: SessionDep) -> dict[str, Any]:
-    """A new key. Its plaintext is in this response only; the gateway keeps a hash."""
+async def create_key(
+    name: str, request: Request, session: SessionDep, catalog: CatalogDep
+) -> dict[str, Any]:
+    """A new key with optional policies. Its plaintext is in this response only; the
+    gateway keeps a hash."""
     body = await _body(request, CreateKey, optional=True)
     tenant = await tenants.get_tenant(session, name)
-    created = await tenants.create_key(session, tenant, body.label)
+    created = await tenants.create_key(
+        session,
+        tenant,
+        body.label,
+        policy=key_changes(body),
+        known_models=_model_ids(catalog),
+    )
     log.info("admin: key created", extra={"tenant": tenant.name, "prefix": created.key.prefix})
-    return {
-        **_key(created.key),
-        "key": created.plaintext,
-        "tenant": tenant.name,
-        "note": "the key is shown once; store it now",
-    }
+    return await _created(session, created)
 
 
 @router.get("/tenants/{name}/keys", response_model=schemas.KeyList, responses=error_responses(404))
@@ -186,18 +202,100 @@ async def list_keys(name: str, session: SessionDep) -> dict[str, Any]:
     """The tenant's keys, newest first, revoked ones included; never a secret."""
     tenant = await tenants.get_tenant(session, name)
     keys = await admin.list_keys(session, tenant.id)
-    return {"tenant": tenant.name, "keys": [_key(key) for key in keys]}
+    return {"tenant": tenant.name, "keys": await admin.key_details(session, keys)}
+
+
+@router.get("/keys/{prefix}", response_model=schemas.Key, responses=error_responses(404))
+async def get_key(prefix: str, session: SessionDep) -> dict[str, Any]:
+    return await _detail(session, await tenants.get_key(session, prefix))
+
+
+@router.patch(
+    "/keys/{prefix}",
+    response_model=schemas.Key,
+    responses=error_responses(404, 413, 415),
+    openapi_extra=_json_body(UpdateKey),
+)
+async def update_key(
+    prefix: str,
+    request: Request,
+    session: SessionDep,
+    catalog: CatalogDep,
+    auth_cache: AuthCacheDep,
+) -> dict[str, Any]:
+    """Change the fields sent: `label`, `creditLimit` (null: none), `limitPeriod`,
+    `models` (null: every model), `expiresAt` (null: never). A limit applies to the
+    keys a rotation links too."""
+    body = await _body(request, UpdateKey)
+    key = await tenants.update_key(session, prefix, key_changes(body), _model_ids(catalog))
+    detail = await _detail(session, key)
+    await session.commit()  # before the cache is emptied, as in revoke_key
+    auth_cache.clear()  # cached keys carry their models and expiry
+    log.info("admin: key updated", extra={"prefix": key.prefix})
+    return detail
 
 
 @router.post("/keys/{prefix}/revoke", response_model=schemas.Key, responses=error_responses(404))
 async def revoke_key(prefix: str, session: SessionDep, auth_cache: AuthCacheDep) -> dict[str, Any]:
-    """Revoke a key by its prefix; revoking a revoked key changes nothing."""
+    """Revoke a key by its prefix now; revoking a revoked key changes nothing."""
     key = await tenants.revoke_key(session, prefix)
+    detail = await _detail(session, key)
     # Committed before the cache is emptied, so no request can cache the key again.
     await session.commit()
     auth_cache.clear()  # refused from now on, not after the cache's few seconds
     log.info("admin: key revoked", extra={"prefix": key.prefix})
-    return _key(key)
+    return detail
+
+
+@router.post(
+    "/keys/{prefix}/rotate",
+    status_code=201,
+    response_model=schemas.CreatedKey,
+    responses=error_responses(404, 413, 415),
+    openapi_extra=_json_body(RotateKey, required=False),
+)
+async def rotate_key(
+    prefix: str, request: Request, session: SessionDep, auth_cache: AuthCacheDep
+) -> dict[str, Any]:
+    """A new key with this one's label, policies and spend; this one is revoked now, or
+    after `graceSeconds`. The answer is the new key, its plaintext shown once."""
+    body = await _body(request, RotateKey, optional=True)
+    created = await tenants.rotate_key(session, prefix, body.grace_seconds)
+    detail = await _created(session, created)
+    await session.commit()
+    auth_cache.clear()  # the old key's cached entry must learn its revocation time
+    log.info("admin: key rotated", extra={"prefix": prefix, "new_prefix": created.key.prefix})
+    return detail
+
+
+@router.get(
+    "/tenants/{name}/ledger",
+    response_model=schemas.TenantLedger,
+    responses=error_responses(404),
+    openapi_extra=query_parameters(
+        int_query("limit", minimum=1, maximum=MAX_PAGE, default=LEDGER_PAGE)
+    ),
+)
+async def tenant_ledger(name: str, request: Request, session: SessionDep) -> dict[str, Any]:
+    """The tenant's newest ledger entries (`limit` 1..1000, default 50), each with the key
+    its generation used."""
+    limit = int_param(
+        request.query_params, "limit", default=LEDGER_PAGE, minimum=1, maximum=MAX_PAGE
+    )
+    tenant = await tenants.get_tenant(session, name)
+    return {"tenant": tenant.name, "entries": await admin.ledger_entries(session, tenant.id, limit)}
+
+
+@router.get("/audit", response_model=schemas.AuditStatus)
+async def audit(session: SessionDep) -> dict[str, Any]:
+    """`imagegate credits audit`: every tenant's balance against its entries, every hold
+    settled once, every key's spend against its holds and its limit."""
+    report = await audit_ledger(session)
+    return {
+        "ok": report.ok,
+        "checkedAt": iso_utc(utcnow()),
+        "problems": [f"{p.tenant}: {p.problem}" for p in report.problems],
+    }
 
 
 @router.post(
@@ -253,13 +351,15 @@ async def set_rate_limits(
         choice_query("format", USAGE_FORMATS, default="json"),
         text_query("tenant", "A tenant name"),
         text_query("model", "A catalog model id"),
+        text_query("apiKey", "A key's prefix: only its generations"),
         _date_query("from"),
         _date_query("to"),
     ),
 )
 async def usage(request: Request, session: SessionDep) -> dict[str, Any] | Response:
     """Generations per UTC day, tenant and model: `generations`, `failed`, `images`
-    (delivered) and `creditsCharged`. Filters: `tenant` (name), `model`, `from` and `to`
+    (delivered) and `creditsCharged`. Filters: `tenant` (name), `model`, `apiKey` (a
+    key's prefix), `from` and `to`
     (inclusive, YYYY-MM-DD). `format=csv` answers text/csv with one row per group."""
     params = request.query_params
     fmt = choice_param(params, "format", USAGE_FORMATS, default="json")
@@ -268,10 +368,16 @@ async def usage(request: Request, session: SessionDep) -> dict[str, Any] | Respo
         raise InvalidRequest("from must not be after to", field="from")
     tenant_name = text_param(params, "tenant")
     tenant_id = (await tenants.get_tenant(session, tenant_name)).id if tenant_name else None
+    key_prefix = text_param(params, "apiKey")
+    key_id = (await tenants.get_key(session, key_prefix)).id if key_prefix else None
     rows = await admin.usage(
         session,
         UsageQuery(
-            tenant_id=tenant_id, model=text_param(params, "model"), since=since, until=until
+            tenant_id=tenant_id,
+            model=text_param(params, "model"),
+            api_key_id=key_id,
+            since=since,
+            until=until,
         ),
     )
     if fmt == "csv":
@@ -340,14 +446,43 @@ def _tenant(summary: TenantSummary, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _key(key: ApiKey) -> dict[str, Any]:
+def key_changes(body: KeyPolicyBody) -> KeyChanges:
+    """The fields the body sent, as policy changes (an absent one stays; null clears)."""
+    sent = body.model_fields_set
+    values: dict[str, Any] = {name: getattr(body, name) for name in sent}
+    if "expires_at" in values:
+        values["expires_at"] = _instant(values["expires_at"])
+    return KeyChanges(**values)
+
+
+def _instant(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise InvalidRequest(
+            "expiresAt must be ISO 8601 with a time zone, e.g. 2026-12-31T00:00:00Z",
+            field="expiresAt",
+        )
+    return value
+
+
+def _model_ids(catalog: Catalog) -> frozenset[str]:
+    return frozenset(model.id for model in catalog)
+
+
+async def _detail(session: AsyncSession, key: ApiKey) -> dict[str, Any]:
+    return (await admin.key_details(session, [key]))[0]
+
+
+async def _created(session: AsyncSession, created: tenants.CreatedKey) -> dict[str, Any]:
     return {
-        "prefix": key.prefix,
-        "label": key.label,
-        "createdAt": iso_utc(key.created_at),
-        "lastUsedAt": iso_utc(key.last_used_at) if key.last_used_at else None,
-        "revokedAt": iso_utc(key.revoked_at) if key.revoked_at else None,
-        "active": key.revoked_at is None,
+        **await _detail(session, created.key),
+        "key": created.plaintext,
+        "note": "the key is shown once; store it now",
     }
 
 

@@ -55,7 +55,7 @@ _PREFER = {
     responses={
         200: {"description": "The images (an Idempotency-Key's replay is marked so)"},
         202: {"model": JobAccepted, "description": "With `Prefer: respond-async`: the job"},
-        **error_responses(400, 401, 402, 409, 413, 415, 429, 500, 503),
+        **error_responses(400, 401, 402, 403, 409, 413, 415, 429, 500, 503),
     },
 )
 async def generate_image(
@@ -80,6 +80,7 @@ async def generate_image(
     ):
         payload = await read_json_body(request, settings.max_body_bytes, unsized_limit=EXEMPT_BYTES)
         generate_request = parse_generate_request(payload, catalog)
+        auth.require_model(generate_request.model.id)  # the key's allow-list, 403
         if jobs_api.wants_async(request):
             submitted = await jobs_api.submit(
                 sessions=sessions,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Security
@@ -19,21 +20,28 @@ router = APIRouter(tags=["catalog"], dependencies=[Security(API_KEY)])
 
 @router.get("/api/v1/models", response_model=Models, responses=error_responses(401, 429, 503))
 async def list_models(
-    _auth: AuthDep,
+    auth: AuthDep,
     catalog: CatalogDep,
     generation: GenerationDep,
 ) -> dict[str, Any]:
     """Every catalog model. Each serves every contract aspect ratio: natively, or by
     generating the nearest native ratio and centre-cropping. `configured` is false when
-    this gateway has no credentials for its provider (requests for it answer 503)."""
-    return catalog_listing(catalog, generation)
+    this gateway has no credentials for its provider (requests for it answer 503).
+    A key limited to some models sees only those."""
+    return catalog_listing(catalog, generation, auth.allows)
 
 
-def catalog_listing(catalog: CatalogDep, generation: GenerationDep) -> dict[str, Any]:
-    """The body of GET /api/v1/models (the operator console lists it too, app.console)."""
+def catalog_listing(
+    catalog: CatalogDep,
+    generation: GenerationDep,
+    allows: Callable[[str], bool] = lambda _model: True,
+) -> dict[str, Any]:
+    """The body of GET /api/v1/models (the operator console lists every model, app.console)."""
     return {
         "models": [
-            model_summary(model, configured=generation.is_configured(model)) for model in catalog
+            model_summary(model, configured=generation.is_configured(model))
+            for model in catalog
+            if allows(model.id)
         ],
         "defaultModel": DEFAULT_MODEL,
         "aspectRatios": list(CONTRACT_RATIOS),

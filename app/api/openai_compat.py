@@ -50,6 +50,7 @@ _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
     402: "insufficient_credits",
+    403: "permission_error",
     404: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
@@ -111,7 +112,7 @@ router = APIRouter(
     dependencies=[Security(API_KEY)],
     responses=openai_error_responses(401, 429, 503),
 )
-_GENERATION_ERRORS = openai_error_responses(400, 402, 413, 415, 500)
+_GENERATION_ERRORS = openai_error_responses(400, 402, 403, 413, 415, 500)
 
 
 def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: str) -> Any:
@@ -121,12 +122,14 @@ def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: st
 
 
 @router.get("/models", response_model=OpenAIModelList)
-async def list_models(_auth: AuthDep, catalog: CatalogDep) -> dict[str, Any]:
+async def list_models(auth: AuthDep, catalog: CatalogDep) -> dict[str, Any]:
+    """The catalog models this key may use."""
     return {
         "object": "list",
         "data": [
             {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
             for model in catalog
+            if auth.allows(model.id)
         ],
     }
 
@@ -233,6 +236,7 @@ async def _generate(
         "sourceImage": source_data_url,
     }
     generate_request = parse_generate_request(contract, catalog)
+    auth.require_model(generate_request.model.id)  # the key's allow-list, 403
     result = await generation.generate(auth, generate_request)
     data = await _render(image_store, request, result, response_format, output_format)
     first = result.images[0].image

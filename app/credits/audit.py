@@ -4,6 +4,10 @@
 2. Every hold has exactly one `hold` entry of -amount and is open (nothing else),
    captured (one `capture` entry returning amount - captured, captured > 0) or
    released (one `release` entry returning amount, captured == 0): settled exactly once.
+3. Each key's spend row per period equals what the holds taken from it in that period
+   still take: the captured credits of settled ones and the whole amount of open ones
+   (released holds give everything back), and the current period's spend is never above
+   the key's limit.
 
 `tenant_ids` limits the audit to those accounts, so a test checks only the tenants it made
 (another test may break one of its own on purpose); the CLI audits every account.
@@ -12,15 +16,25 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select, true
+from sqlalchemy import ColumnElement, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
+from app.credits.key_spend import period_start
 from app.credits.ledger import entry_sums
-from app.db.models import CreditAccount, CreditHold, LedgerEntry, Tenant
+from app.db.models import (
+    ApiKey,
+    ApiKeySpend,
+    CreditAccount,
+    CreditHold,
+    LedgerEntry,
+    Tenant,
+    utcnow,
+)
 from app.db.statuses import HoldStatus, LedgerKind
 
 
@@ -36,6 +50,7 @@ class AuditReport:
     accounts: int
     holds: int
     problems: tuple[AuditProblem, ...]
+    spend_rows: int = 0
 
     @property
     def ok(self) -> bool:
@@ -104,7 +119,67 @@ async def audit_ledger(
     for hold_id in per_hold:
         report("?", f"entries reference missing hold {hold_id}")
 
-    return AuditReport(accounts=len(balances), holds=len(holds), problems=tuple(problems))
+    spend_rows = await _audit_keys(session, within, report)
+    return AuditReport(
+        accounts=len(balances), holds=len(holds), problems=tuple(problems), spend_rows=spend_rows
+    )
+
+
+async def _audit_keys(
+    session: AsyncSession,
+    within: Callable[[QueryableAttribute[str]], ColumnElement[bool]],
+    report: Callable[[str, str], None],
+) -> int:
+    keys = (await session.scalars(select(ApiKey).where(within(ApiKey.tenant_id)))).all()
+    by_id = {key.id: key for key in keys}
+    recorded: dict[tuple[str, datetime], int] = {
+        (row.spend_key_id, row.period_start): int(row.spent)
+        for row in await session.scalars(
+            select(ApiKeySpend)
+            .join(ApiKey, ApiKey.id == ApiKeySpend.spend_key_id)
+            .where(within(ApiKey.tenant_id))
+        )
+    }
+    still_taken = case(
+        (CreditHold.status == HoldStatus.OPEN, CreditHold.amount),
+        (CreditHold.status == HoldStatus.CAPTURED, CreditHold.captured),
+        else_=0,
+    )
+    rows = await session.execute(
+        select(CreditHold.spend_key_id, CreditHold.spend_period, func.sum(still_taken))
+        .where(CreditHold.spend_key_id.is_not(None), within(CreditHold.tenant_id))
+        .group_by(CreditHold.spend_key_id, CreditHold.spend_period)
+    )
+    expected = {(key_id, period): int(total or 0) for key_id, period, total in rows}
+
+    def owner(spend_key_id: str) -> tuple[str, str]:
+        key = by_id.get(spend_key_id)
+        return (key.tenant_id, key.prefix) if key else ("?", spend_key_id)
+
+    for (spend_key_id, period), spent in sorted(recorded.items()):
+        taken = expected.pop((spend_key_id, period), 0)
+        if spent != taken:
+            tenant_id, prefix = owner(spend_key_id)
+            report(
+                tenant_id,
+                f"key {prefix} period {period.date().isoformat()}: spent {spent} != {taken} "
+                "taken by its holds",
+            )
+    for spend_key_id, period in expected:
+        tenant_id, prefix = owner(spend_key_id)
+        report(
+            tenant_id, f"key {prefix} period {period.date().isoformat()}: holds but no spend row"
+        )
+    now = utcnow()
+    for key in keys:
+        if key.credit_limit is None:
+            continue
+        spent = recorded.get((key.spend_key_id, period_start(key.limit_period, now)), 0)
+        if spent > key.credit_limit:
+            report(
+                key.tenant_id, f"key {key.prefix}: spent {spent} above its limit {key.credit_limit}"
+            )
+    return len(recorded)
 
 
 def _hold_problem(hold: CreditHold, entries: dict[str, tuple[int, int]]) -> str | None:

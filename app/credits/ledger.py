@@ -17,6 +17,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.credits import key_spend
 from app.db.models import CreditAccount, CreditHold, LedgerEntry, new_id, utcnow
 from app.db.statuses import HoldStatus, LedgerKind
 from app.errors import InsufficientCredits, InvalidRequest
@@ -54,7 +55,13 @@ _SETTLE = (
         captured=bindparam("b_captured"),
         settled_at=bindparam("b_now", type_=_HOLDS.c.settled_at.type),
     )
-    .returning(_HOLDS.c.tenant_id, _HOLDS.c.amount, _HOLDS.c.generation_id)
+    .returning(
+        _HOLDS.c.tenant_id,
+        _HOLDS.c.amount,
+        _HOLDS.c.generation_id,
+        _HOLDS.c.spend_key_id,
+        _HOLDS.c.spend_period,
+    )
 )
 _INSERT_HOLD = insert(_HOLDS)
 _INSERT_ENTRY = insert(_ENTRIES)
@@ -108,8 +115,11 @@ async def reserve(
     *,
     generation_id: str,
     ttl: timedelta,
+    api_key_id: str | None = None,
 ) -> Hold:
-    """Move `amount` out of the balance into an open hold, or raise InsufficientCredits."""
+    """Move `amount` out of the balance into an open hold, or raise InsufficientCredits;
+    with `api_key_id`, also into the key's spend for this period, or raise KeyCreditLimit
+    (the caller's transaction then rolls back the balance change too)."""
     now = utcnow()
     result = await session.execute(
         _RESERVE, {"b_tenant": tenant_id, "b_amount": amount, "b_now": now}
@@ -117,6 +127,7 @@ async def reserve(
     balance_after = result.scalar_one_or_none()
     if balance_after is None:
         raise InsufficientCredits(required=amount, available=await get_balance(session, tenant_id))
+    spend = await key_spend.take(session, api_key_id, amount, now) if api_key_id else None
     hold_id = new_id()
     await session.execute(
         _INSERT_HOLD,
@@ -129,6 +140,8 @@ async def reserve(
             "status": HoldStatus.OPEN,
             "created_at": now,
             "expires_at": now + ttl,
+            "spend_key_id": spend.spend_key_id if spend else None,
+            "spend_period": spend.period_start if spend else None,
         },
     )
     await session.execute(
@@ -160,10 +173,14 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
     row = result.one_or_none()
     if row is None:
         return False
-    tenant_id, amount, generation_id = row
+    tenant_id, amount, generation_id, spend_key_id, spend_period = row
     returned = int(amount) - captured
     if returned:
         await _change_balance(session, tenant_id, returned)
+        if spend_key_id is not None:  # to the period it was taken from
+            await key_spend.give_back(
+                session, key_spend.SpendRow(spend_key_id, spend_period), returned
+            )
     kind = LedgerKind.CAPTURE if captured > 0 else LedgerKind.RELEASE
     note = f"captured {captured} of {amount}" if captured else f"released {amount}"
     await session.execute(

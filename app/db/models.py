@@ -26,6 +26,7 @@ from app.db.statuses import (
     IdempotencyStatus,
     JobStatus,
     LedgerKind,
+    LimitPeriod,
     in_check,
 )
 
@@ -85,9 +86,43 @@ class ApiKey(Base):
     label: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # A future revoked_at is a rotation's grace period: the key works until then.
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Policies. NULL credit_limit: only the tenant's balance limits the key; NULL models:
+    # every model (else a JSON array of catalog ids); NULL expires_at: never expires.
+    credit_limit: Mapped[int | None] = mapped_column(BigInteger)
+    limit_period: Mapped[str] = mapped_column(String(8), default=LimitPeriod.TOTAL)
+    models: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The key whose spend rows this key adds to: itself, or the key it was rotated from
+    # (so a rotation keeps the spend). Limits are kept equal across one spend key's keys.
+    spend_key_id: Mapped[str] = mapped_column(String(36))
+    rotated_from_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
 
-    __table_args__ = (Index("ix_api_keys_tenant_id", "tenant_id"),)
+    __table_args__ = (
+        CheckConstraint(
+            "credit_limit IS NULL OR credit_limit >= 0", name="ck_api_keys_credit_limit"
+        ),
+        CheckConstraint(in_check("limit_period", LimitPeriod), name="ck_api_keys_limit_period"),
+        Index("ix_api_keys_tenant_id", "tenant_id"),
+        Index("ix_api_keys_spend_key_id", "spend_key_id"),
+    )
+
+
+class ApiKeySpend(Base):
+    """What a spend key's keys hold or have captured in one UTC period (`period_start`:
+    1970-01-01 for `total`, the day's or the month's first instant otherwise). Changed
+    only by the ledger, in the transaction that changes the tenant's balance."""
+
+    __tablename__ = "api_key_spend"
+
+    spend_key_id: Mapped[str] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    spent: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (CheckConstraint("spent >= 0", name="ck_api_key_spend_spent"),)
 
 
 class CreditAccount(Base):
@@ -114,6 +149,10 @@ class CreditHold(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The api_key_spend row the hold was also taken from (NULL: no key), given back to on
+    # settlement even when a later period has begun.
+    spend_key_id: Mapped[str | None] = mapped_column(String(36))
+    spend_period: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="ck_credit_holds_amount"),

@@ -45,6 +45,14 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+class LimitPeriod(StrEnum):
+    """The calendar period (UTC) over which a key's credit limit applies."""
+
+    TOTAL = "total"
+    DAY = "day"
+    MONTH = "month"
+
+
 def in_check(column: str, values: type[StrEnum]) -> str:
     """`column IN ('a', 'b')`, in the enum's order: the text the migrations were written with."""
     quoted = ", ".join(f"'{member.value}'" for member in values)

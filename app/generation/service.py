@@ -239,6 +239,7 @@ class GenerationService:
                 amount,
                 generation_id=generation_id,
                 ttl=timedelta(seconds=self._settings.hold_ttl_seconds),
+                api_key_id=auth.api_key_id or None,
             )
 
     async def _record(

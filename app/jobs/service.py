@@ -20,6 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import idempotency
+from app.credits.key_spend import check_headroom
 from app.credits.ledger import get_balance
 from app.db.models import Generation, Image, Job, new_id, utcnow
 from app.db.statuses import GenerationStatus, JobStatus
@@ -94,6 +95,8 @@ async def submit_job(
         available = await get_balance(session, tenant_id)
         if available < required:
             raise InsufficientCredits(required=required, available=available)
+        if api_key_id:
+            await check_headroom(session, api_key_id, required)
         await create_job(
             session,
             job_id=job_id,

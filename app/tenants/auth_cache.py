@@ -5,7 +5,9 @@ for a few seconds (`IMAGEGATE_AUTH_CACHE_SECONDS`, default 5, 0 turns it off) re
 from the hot path. The bound is the point: a key revoked, or a tenant's limits changed,
 by another process (the CLI, another replica) takes effect within that many seconds;
 changes made through this process's admin API clear the cache at once. Entries are keyed
-by the key's SHA-256, never by the key itself, and only successes are remembered.
+by the key's SHA-256, never by the key itself, and only successes are remembered. A key
+that expires (or whose rotation grace period ends) is forgotten at that instant, so it
+stops working at its expiry, not when its entry would have aged out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from app.db.models import utcnow
 from app.tenants.service import AuthContext
 
 DEFAULT_MAX_ENTRIES = 10_000
@@ -49,7 +52,11 @@ class AuthCache:
     def put(self, key_hash: str, auth: AuthContext) -> None:
         if not self.enabled:
             return
-        self._entries[key_hash] = (self._clock() + self._ttl, auth)
+        now = self._clock()
+        expires = now + self._ttl
+        if auth.valid_until is not None:
+            expires = min(expires, now + (auth.valid_until - utcnow()).total_seconds())
+        self._entries[key_hash] = (expires, auth)
         self._entries.move_to_end(key_hash)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)  # the oldest insertion goes first

@@ -7,14 +7,15 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credits.ledger import ensure_account
-from app.db.models import ApiKey, Tenant, utcnow
-from app.errors import InvalidRequest, NotFound, Unauthorized
+from app.db.models import ApiKey, Tenant, new_id, utcnow
+from app.errors import InvalidRequest, KeyExpired, ModelNotAllowed, NotFound, Unauthorized
+from app.tenants.policy import KeyChanges, apply_changes, key_models
 
 KEY_SCHEME = "ig_"
 # The prefix (scheme + 8 random chars) identifies a key for lookup and display; the
@@ -35,6 +36,18 @@ class AuthContext:
     key_prefix: str
     tenant_rate_limit: int | None = None  # per minute; None: the gateway default
     key_rate_limit: int | None = None
+    models: frozenset[str] | None = None  # the models the key may use; None: every model
+    # When the key stops working (expiry, or a rotation's revocation); the auth cache
+    # forgets it then, not when its entry would age out.
+    valid_until: datetime | None = None
+
+    def allows(self, model_id: str) -> bool:
+        return self.models is None or model_id in self.models
+
+    def require_model(self, model_id: str) -> None:
+        """ModelNotAllowed (403) unless the key may use `model_id`."""
+        if not self.allows(model_id):
+            raise ModelNotAllowed(model_id, sorted(self.models or ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +82,30 @@ async def get_tenant(session: AsyncSession, name: str) -> Tenant:
     return tenant
 
 
-async def create_key(session: AsyncSession, tenant: Tenant, label: str | None = None) -> CreatedKey:
+async def create_key(
+    session: AsyncSession,
+    tenant: Tenant,
+    label: str | None = None,
+    *,
+    policy: KeyChanges | None = None,
+    known_models: frozenset[str] = frozenset(),
+) -> CreatedKey:
+    """A new key; `policy` (validated against `known_models`) sets its limit and rules."""
+    new = await _new_key(session, tenant.id, label)
+    if policy:
+        await apply_changes(session, new.row, policy, known_models, creating=True)
+    session.add(new.row)
+    await session.flush()
+    return CreatedKey(plaintext=new.plaintext, key=new.row)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewKey:
+    plaintext: str
+    row: ApiKey
+
+
+async def _new_key(session: AsyncSession, tenant_id: str, label: str | None) -> _NewKey:
     for _ in range(5):
         plaintext = KEY_SCHEME + secrets.token_urlsafe(32)
         prefix = plaintext[:PREFIX_LENGTH]
@@ -77,20 +113,76 @@ async def create_key(session: AsyncSession, tenant: Tenant, label: str | None = 
             break
     else:  # pragma: no cover - 64^8 prefixes make this practically unreachable
         raise RuntimeError("could not find a free key prefix")
-    key = ApiKey(tenant_id=tenant.id, prefix=prefix, key_hash=hash_key(plaintext), label=label)
-    session.add(key)
-    await session.flush()
-    return CreatedKey(plaintext=plaintext, key=key)
+    key_id = new_id()
+    row = ApiKey(
+        id=key_id,
+        tenant_id=tenant_id,
+        prefix=prefix,
+        key_hash=hash_key(plaintext),
+        label=label,
+        spend_key_id=key_id,
+        limit_period="total",
+    )
+    return _NewKey(plaintext, row)
 
 
-async def revoke_key(session: AsyncSession, prefix: str) -> ApiKey:
+async def get_key(session: AsyncSession, prefix: str) -> ApiKey:
     key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
     if key is None:
         raise NotFound(f"no API key with prefix {prefix!r}")
-    if key.revoked_at is None:
-        key.revoked_at = utcnow()
+    return key
+
+
+async def revoke_key(session: AsyncSession, prefix: str) -> ApiKey:
+    """Revoke now (also a key whose rotation grace period is still running)."""
+    key = await get_key(session, prefix)
+    now = utcnow()
+    if key.revoked_at is None or key.revoked_at > now:
+        key.revoked_at = now
         await session.flush()
     return key
+
+
+async def update_key(
+    session: AsyncSession, prefix: str, changes: KeyChanges, known_models: frozenset[str]
+) -> ApiKey:
+    """Change a key's label or policies; a limit or period change applies to every key
+    sharing its spend (a rotation's old and new key)."""
+    key = await get_key(session, prefix)
+    await apply_changes(session, key, changes, known_models, creating=False)
+    await session.flush()
+    return key
+
+
+# A rotation's grace period: long enough to roll a key out, short enough to end.
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+
+
+async def rotate_key(session: AsyncSession, prefix: str, grace_seconds: int = 0) -> CreatedKey:
+    """A new key with the old one's label, policies and spend (the same spend rows); the
+    old key is revoked now, or when `grace_seconds` have passed."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise InvalidRequest(
+            f"graceSeconds must be an integer from 0 to {MAX_GRACE_SECONDS}", field="graceSeconds"
+        )
+    old = await get_key(session, prefix)
+    now = utcnow()
+    if old.revoked_at is not None and old.revoked_at <= now:
+        raise InvalidRequest(f"key {prefix} is revoked; create a new key instead")
+    if old.expires_at is not None and old.expires_at <= now:
+        raise InvalidRequest(
+            f"key {prefix} has expired; change its expiry first or create a new key"
+        )
+    new = await _new_key(session, old.tenant_id, old.label)
+    for field in ("credit_limit", "limit_period", "models", "expires_at", "spend_key_id"):
+        setattr(new.row, field, getattr(old, field))
+    new.row.rotated_from_id = old.id
+    session.add(new.row)
+    revoke_at = now + timedelta(seconds=grace_seconds)
+    if old.revoked_at is None or old.revoked_at > revoke_at:
+        old.revoked_at = revoke_at
+    await session.flush()
+    return CreatedKey(plaintext=new.plaintext, key=new.row)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -120,9 +212,11 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Auth
     if row is None or not hmac.compare_digest(row[0].key_hash, hash_key(token)):
         raise Unauthorized("Invalid API key")
     key, tenant_limit, key_limit = row
-    if key.revoked_at is not None:
-        raise Unauthorized("This API key has been revoked")
     now = utcnow()
+    if key.revoked_at is not None and key.revoked_at <= now:
+        raise Unauthorized("This API key has been revoked")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise KeyExpired(f"This API key expired at {key.expires_at.isoformat()}")
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
     return AuthContext(
@@ -131,6 +225,10 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Auth
         key_prefix=key.prefix,
         tenant_rate_limit=tenant_limit,
         key_rate_limit=key_limit,
+        models=key_models(key),
+        valid_until=min(
+            (at for at in (key.expires_at, key.revoked_at) if at is not None), default=None
+        ),
     )
 
 

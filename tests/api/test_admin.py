@@ -129,7 +129,24 @@ async def test_key_created_by_the_admin_api_generates_and_revokes(stack: Stack) 
     (listed,) = listing.json()["keys"]
     assert listed["prefix"] == prefix and listed["lastUsedAt"] is not None
     assert key not in listing.text and key[len(prefix) :] not in listing.text
-    assert set(listed) == {"prefix", "label", "createdAt", "lastUsedAt", "revokedAt", "active"}
+    assert set(listed) == {
+        "prefix",
+        "tenant",
+        "label",
+        "creditLimit",
+        "limitPeriod",
+        "spent",
+        "remaining",
+        "periodStart",
+        "models",
+        "expiresAt",
+        "active",
+        "createdAt",
+        "lastUsedAt",
+        "revokedAt",
+        "rotatedFrom",
+    }
+    assert (listed["spent"], listed["creditLimit"], listed["remaining"]) == (PRICE, None, None)
 
     revoked = await _admin(stack, "POST", f"/keys/{prefix}/revoke")
     assert revoked.status_code == 200

@@ -13,7 +13,14 @@ from sqlalchemy import CheckConstraint
 
 from app.db.migrate import upgrade
 from app.db.models import Base
-from app.db.statuses import GenerationStatus, HoldStatus, IdempotencyStatus, JobStatus, LedgerKind
+from app.db.statuses import (
+    GenerationStatus,
+    HoldStatus,
+    IdempotencyStatus,
+    JobStatus,
+    LedgerKind,
+    LimitPeriod,
+)
 
 EXPECTED: dict[tuple[str, str], type[StrEnum]] = {
     ("credit_holds", "status"): HoldStatus,
@@ -21,6 +28,7 @@ EXPECTED: dict[tuple[str, str], type[StrEnum]] = {
     ("generations", "status"): GenerationStatus,
     ("idempotency_keys", "status"): IdempotencyStatus,
     ("jobs", "status"): JobStatus,
+    ("api_keys", "limit_period"): LimitPeriod,
 }
 # `column IN ('a', 'b', ...)`, as a CHECK's text.
 _IN_LIST = re.compile(r"(?P<column>\w+) IN \((?P<values>'[^)]*')\)")

@@ -9,7 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits import ledger
 from app.credits.audit import audit_ledger
-from app.tenants.service import create_tenant
+from app.db.models import Tenant
+from app.tenants.policy import KeyChanges
+from app.tenants.service import create_key, create_tenant
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -23,7 +25,24 @@ async def new_tenant(sessions: Sessions, credits: int = 0) -> str:
         return tenant.id
 
 
-async def reserve(sessions: Sessions, tenant_id: str, amount: int, ttl: float = 600) -> str:
+async def new_key(
+    sessions: Sessions, tenant_id: str, credit_limit: int | None, period: str = "total"
+) -> str:
+    """A new key's id for the tenant, limited to `credit_limit` per `period`."""
+    async with sessions() as session, session.begin():
+        tenant = await session.get(Tenant, tenant_id)
+        assert tenant is not None
+        policy = KeyChanges(credit_limit=credit_limit, limit_period=period)
+        return (await create_key(session, tenant, "test", policy=policy)).key.id
+
+
+async def reserve(
+    sessions: Sessions,
+    tenant_id: str,
+    amount: int,
+    ttl: float = 600,
+    api_key_id: str | None = None,
+) -> str:
     """A committed hold's id (a negative `ttl` makes it already expired)."""
     async with sessions() as session, session.begin():
         hold = await ledger.reserve(
@@ -32,6 +51,7 @@ async def reserve(sessions: Sessions, tenant_id: str, amount: int, ttl: float = 
             amount,
             generation_id=str(uuid.uuid4()),
             ttl=timedelta(seconds=ttl),
+            api_key_id=api_key_id,
         )
         return hold.id
 

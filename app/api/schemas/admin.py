@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas.common import ApiModel
 from app.credits.ledger import MAX_GRANT
-from app.tenants.service import MAX_RATE_LIMIT
+from app.db.statuses import LimitPeriod
+from app.tenants.policy import MAX_CREDIT_LIMIT, MAX_LABEL, MAX_MODELS
+from app.tenants.service import MAX_GRACE_SECONDS, MAX_RATE_LIMIT
 
 
 class _Body(BaseModel):
@@ -22,8 +26,36 @@ class CreateTenant(_Body):
     )
 
 
-class CreateKey(_Body):
-    label: str | None = Field(default=None, min_length=1, max_length=100)
+_EXPIRES = "ISO 8601 with a time zone, e.g. 2026-12-31T00:00:00Z; null: never"
+
+
+class KeyPolicyBody(_Body):
+    """A key's policies; on PATCH only the fields sent change (null: no limit, every
+    model, never expires)."""
+
+    label: str | None = Field(default=None, min_length=1, max_length=MAX_LABEL)
+    credit_limit: int | None = Field(
+        default=None, alias="creditLimit", ge=0, le=MAX_CREDIT_LIMIT, description="credits"
+    )
+    limit_period: Literal["total", "day", "month"] | None = Field(default=None, alias="limitPeriod")
+    models: list[str] | None = Field(
+        default=None, min_length=1, max_length=MAX_MODELS, description="null: every model"
+    )
+    expires_at: str | None = Field(
+        default=None, alias="expiresAt", max_length=40, description=_EXPIRES
+    )
+
+
+class CreateKey(KeyPolicyBody):
+    pass
+
+
+class UpdateKey(KeyPolicyBody):
+    pass
+
+
+class RotateKey(_Body):
+    grace_seconds: int = Field(default=0, alias="graceSeconds", ge=0, le=MAX_GRACE_SECONDS)
 
 
 class GrantCredits(_Body):
@@ -68,27 +100,58 @@ class TenantList(ApiModel):
 
 
 class Key(ApiModel):
-    """A key as operators see it: never its secret."""
+    """A key as operators see it, never its secret: policies, and `spent` in the current
+    period (`remaining` null: no limit; `models` null: every model). A future
+    `revokedAt` is a rotation's grace period."""
 
     prefix: str
+    tenant: str
     label: str | None
+    credit_limit: int | None
+    limit_period: LimitPeriod
+    spent: int
+    remaining: int | None
+    period_start: str | None
+    models: list[str] | None
+    expires_at: str | None
+    active: bool
     created_at: str
     last_used_at: str | None
     revoked_at: str | None
-    active: bool
+    rotated_from: str | None
 
 
 class CreatedKey(Key):
     """A new key; `key` is its plaintext, in this response only."""
 
     key: str
-    tenant: str
     note: str
 
 
 class KeyList(ApiModel):
     tenant: str
     keys: list[Key]
+
+
+class AdminLedgerEntry(ApiModel):
+    id: int
+    kind: str
+    amount: int
+    note: str | None
+    generation_id: str | None
+    api_key_prefix: str | None
+    created_at: str
+
+
+class TenantLedger(ApiModel):
+    tenant: str
+    entries: list[AdminLedgerEntry]
+
+
+class AuditStatus(ApiModel):
+    ok: bool
+    checked_at: str
+    problems: list[str]
 
 
 class Grant(ApiModel):

@@ -11,8 +11,9 @@ from pydantic.alias_generators import to_camel
 # Statuses a client may see, with what each means on these routes.
 _DESCRIPTIONS = {
     400: "Invalid input; the message names the field (and the allowed values)",
-    401: "Missing, unknown or revoked credentials",
-    402: "Insufficient credits; nothing was charged",
+    401: "Missing, unknown, revoked or expired credentials",
+    402: "Insufficient credits (the tenant's, or the key's own limit); nothing was charged",
+    403: "The API key may not do this (e.g. a model outside its allow-list)",
     404: "Not found",
     409: "Idempotency-Key conflict: in progress, or reused with a different body",
     413: "Request body too large",

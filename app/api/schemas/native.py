@@ -136,9 +136,22 @@ class LedgerEntry(ApiModel):
     created_at: str
 
 
+class KeyCredits(ApiModel):
+    """The calling key's own limit and spend (`creditLimit` and `remaining` null: only the
+    tenant's balance limits it)."""
+
+    prefix: str
+    credit_limit: int | None
+    limit_period: str
+    period_start: str
+    spent: int
+    remaining: int | None
+
+
 class Credits(ApiModel):
     balance: int
     entries: list[LedgerEntry]
+    key: KeyCredits | None = None
 
 
 class ModelSummary(ApiModel):
