@@ -114,8 +114,10 @@ function openDialog(dialog, from) {
   dialog.showModal();
 }
 
+// Focus back where it was; a re-rendered key list has new buttons, so then its heading.
 function closed() {
   if (opener?.isConnected) opener.focus();
+  else if (opener) $("keys-title").focus();
   opener = null;
 }
 
@@ -196,7 +198,7 @@ async function saveKey(event) {
 // The plaintext of a new key, once, with a copy button.
 function showCreated(created, verb) {
   $("created-prefix").textContent = created.prefix;
-  $("created-note").textContent = `Key ${verb}. Copy it now: ${created.note ?? "it is shown once"}. The gateway keeps only a hash.`;
+  $("created-note").textContent = `Key ${verb}. This is the only time it is shown: copy it now (the gateway keeps only a hash).`;
   $("created-key").value = created.key;
   show($("created"));
   announce(`Key ${created.prefix} ${verb}. Copy it now; it is shown once.`);
@@ -217,9 +219,13 @@ async function copyKey() {
   announce("Key copied to the clipboard.");
 }
 
-function forgetCreated() {
+function hideCreated() {
   $("created-key").value = "";
   show($("created"), false);
+}
+
+function forgetCreated() {
+  hideCreated();
   $("key-new").focus();
 }
 
@@ -263,6 +269,7 @@ function askRevoke(key, from) {
     action: async () => {
       await admin(`${A}/keys/${enc(key.prefix)}/revoke`, { method: "POST" });
       announce(`Key ${key.prefix} revoked.`);
+      if ($("created-prefix").textContent === key.prefix) hideCreated();
     },
   });
 }
