@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.credits.key_spend import key_spend
 from app.db.models import ApiKey, CreditAccount, Generation, Image, LedgerEntry, Tenant, utcnow
 from app.db.statuses import GenerationStatus
-from app.tenants.policy import model_list
 
 # Generations that delivered nothing (and were charged nothing).
 FAILED_STATUSES = (
@@ -114,7 +113,7 @@ async def key_details(session: AsyncSession, keys: list[ApiKey]) -> list[dict[st
                 "spent": spend.spent,
                 "remaining": spend.remaining,
                 "periodStart": _iso(spend.period_start),
-                "models": model_list(key),
+                "models": key.model_list(),
                 "expiresAt": _iso(key.expires_at),
                 "active": is_active(key, now),
                 "createdAt": _iso(key.created_at),

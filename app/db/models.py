@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -98,6 +99,10 @@ class ApiKey(Base):
     # (so a rotation keeps the spend). Limits are kept equal across one spend key's keys.
     spend_key_id: Mapped[str] = mapped_column(String(36))
     rotated_from_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"))
+
+    def model_list(self) -> list[str] | None:
+        """The allow-list in the order it was given (None: every model)."""
+        return None if self.models is None else list(json.loads(self.models))
 
     __table_args__ = (
         CheckConstraint(

@@ -49,12 +49,8 @@ class KeyChanges:
 
 
 def key_models(key: ApiKey) -> frozenset[str] | None:
-    return None if key.models is None else frozenset(json.loads(key.models))
-
-
-def model_list(key: ApiKey) -> list[str] | None:
-    """The allow-list in the order it was given (None: every model)."""
-    return None if key.models is None else list(json.loads(key.models))
+    models = key.model_list()
+    return None if models is None else frozenset(models)
 
 
 async def apply_changes(

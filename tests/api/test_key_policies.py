@@ -215,3 +215,36 @@ async def test_unknown_prefixes_are_404(embedded_stack: Stack) -> None:
     ):
         response = await _admin(embedded_stack, method, path)
         assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+async def test_a_failed_generation_gives_the_hold_back_to_the_key(stack: Stack) -> None:
+    name, key, prefix = await _tenant_with_key(stack, 100, creditLimit=PRICE)
+    attempts = stack.settings.upstream_max_attempts
+    await stack.set_faults({"kind": "error", "status": 503, "count": attempts})
+    try:
+        failed = await _generate(stack, key)
+    finally:
+        await stack.set_faults()
+    assert failed.status_code == 500, failed.text
+    detail = (await _admin(stack, "GET", f"/keys/{prefix}")).json()
+    assert (detail["spent"], detail["remaining"]) == (0, PRICE)
+    assert (await _generate(stack, key)).status_code == 200  # the limit was free again
+    assert (await stack.audit(name)).ok
+
+
+async def test_an_async_job_spends_from_its_key(stack: Stack) -> None:
+    name, key, prefix = await _tenant_with_key(stack, 100, creditLimit=PRICE)
+    async with stack.client() as client:
+        accepted = await client.post(
+            GENERATE, json={"prompt": "later"}, headers={**_auth(key), "Prefer": "respond-async"}
+        )
+        assert accepted.status_code == 202, accepted.text
+        for _ in range(200):
+            job = (await client.get(accepted.json()["statusUrl"], headers=_auth(key))).json()
+            if job["status"] in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(0.1)
+    assert job["status"] == "succeeded", job
+    detail = (await _admin(stack, "GET", f"/keys/{prefix}")).json()
+    assert (detail["spent"], detail["remaining"]) == (PRICE, 0)
+    assert (await stack.audit(name)).ok

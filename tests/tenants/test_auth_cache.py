@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from app.db.models import utcnow
 from app.tenants.auth_cache import AuthCache
 from app.tenants.service import AuthContext
 
@@ -49,4 +52,16 @@ def test_clear_forgets_everything() -> None:
     cache = AuthCache(60, clock=Clock())
     cache.put("h1", _auth(1))
     cache.clear()
+    assert cache.get("h1") is None
+
+
+def test_an_entry_is_forgotten_when_its_key_stops_working() -> None:
+    """A key that expires (or ends its rotation grace) in 2 s is not served for the TTL."""
+    clock = Clock()
+    cache = AuthCache(60.0, clock=clock)
+    ending = AuthContext("t", "k", "ig_00000001", valid_until=utcnow() + timedelta(seconds=2))
+    cache.put("h1", ending)
+    clock.now += 1.5
+    assert cache.get("h1") == ending
+    clock.now += 0.6
     assert cache.get("h1") is None
