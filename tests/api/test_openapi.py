@@ -136,7 +136,7 @@ def test_hand_parsed_query_parameters_are_declared_with_their_bounds(
     assert gallery["limit"]["default"] == GALLERY_DEFAULT_LIMIT
     assert _parameters(spec, "get", "/api/v1/credits")["limit"]["maximum"] == 100
     usage = _parameters(spec, "get", "/admin/v1/usage")
-    assert set(usage) == {"format", "tenant", "model", "from", "to"}
+    assert set(usage) == {"format", "tenant", "model", "apiKey", "from", "to"}
     assert usage["from"]["format"] == "date"
     assert set(_parameters(spec, "get", "/admin/v1/tenants")) == {"limit", "offset"}
 
