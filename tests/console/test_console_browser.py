@@ -248,10 +248,22 @@ async def test_a_limited_key_spends_to_its_limit_then_is_rotated_and_revoked(
     assert (await _generate(stack, new_key)).status_code == 401
     await console.expect_balance(85)
 
+    # Usage per key: the old key made all five images, the rotated one none.
+    usage_key = page.get_by_label("Key", exact=True)
+    await usage_key.select_option(new_prefix)
+    await console.expect_text(rows.first, "No generations in this period.")
+    await usage_key.select_option(prefix)
+    await console.expect_text(rows.first.locator("th"), MINI)
+    cells = [(await cell.text_content() or "") for cell in await rows.first.locator("td").all()]
+    assert cells == ["5", "0", "5", "15"]
+    assert f"key {prefix}" in (await page.locator("#usage-scope").text_content() or "")
+
     # The audit status in the top bar (another test may break its own tenant's ledger, so
     # the gateway-wide result is only read; this tenant's own audit must be clean).
     status = page.locator("#audit-status")
-    await page.wait_for_function("!document.querySelector('#audit-status').innerText.endsWith('…')")
+    await page.wait_for_function(
+        "() => !document.querySelector('#audit-status').innerText.endsWith('…')"
+    )
     assert re.fullmatch(r"Audit (OK|: \d+ problems?)", await status.text_content() or "")
     await status.click()
     await page.locator("#audit-detail").wait_for(state="visible")
@@ -280,7 +292,7 @@ async def test_grant_revoke_csv_and_plain_errors(browser: Browser, embedded_stac
     await page.route("**/admin/v1/**", lambda route: route.abort("connectionrefused"))
     await console.sign_in()
     await page.wait_for_function(
-        "document.querySelector('#signin-error').textContent.includes('Could not reach')"
+        "() => document.querySelector('#signin-error').textContent.includes('Could not reach')"
     )
     await page.unroute("**/admin/v1/**")
     await console.signed_in()
@@ -356,7 +368,7 @@ async def test_phone_width_has_no_sideways_scroll_and_works_by_keyboard(
     await page.get_by_role("button", name=tenant.name, exact=True).focus()
     await page.keyboard.press("Enter")
     await page.locator("#keys li").first.wait_for()
-    await page.wait_for_function("document.activeElement.id === 'tenant-title'")
+    await page.wait_for_function("() => document.activeElement.id === 'tenant-title'")
     assert await console.overflow() <= 0, "the tenant's keys scroll sideways at 375px"
     await page.locator("#model-rows tr").first.wait_for()
     await console.screenshot("console-04-phone")

@@ -4,7 +4,7 @@
 import { AdminError, admin, session } from "./api.js";
 import { loadCatalog, renderKeys, setupKeys } from "./keys.js";
 import { A, announce, busy, clear, enc, failed, state, wholeNumber, whenUnauthorized } from "./ui.js";
-import { loadUsage, setupUsage } from "./usage.js";
+import { loadUsage, setUsageKeys, setupUsage } from "./usage.js";
 import { $, formatDate, h, setText, show, signed } from "/dashboard/static/js/dom.js";
 
 // --- sign in ---------------------------------------------------------------
@@ -121,6 +121,7 @@ async function createTenant(event) {
 }
 
 async function selectTenant(name, focus = true) {
+  if (state.tenant !== name) setUsageKeys([]);
   state.tenant = name;
   history.replaceState(null, "", `#tenant=${enc(name)}`);
   show($("tenant"));
@@ -141,6 +142,7 @@ async function refreshTenant() {
     ]);
     $("tenant-balance").textContent = String(tenant.balance);
     renderKeys(keys.keys);
+    setUsageKeys(keys.keys);
   } catch (error) {
     if (error instanceof AdminError && error.status === 404) {
       state.tenant = null;
@@ -180,6 +182,7 @@ function ledgerEntry(entry) {
 
 function deselect() {
   state.tenant = null;
+  setUsageKeys([]);
   history.replaceState(null, "", location.pathname);
   show($("tenant"), false);
   refreshTenants();

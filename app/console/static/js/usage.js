@@ -29,12 +29,26 @@ function range() {
 function query(extra = "") {
   const { from, to } = range();
   const tenant = state.tenant ? `&tenant=${enc(state.tenant)}` : "";
-  return `${A}/usage?from=${from}&to=${to}${tenant}${extra}`;
+  const key = state.tenant && $("usage-key").value ? `&apiKey=${enc($("usage-key").value)}` : "";
+  return `${A}/usage?from=${from}&to=${to}${tenant}${key}${extra}`;
+}
+
+// The selected tenant's keys as a usage filter (none selected: the field is hidden).
+export function setUsageKeys(keys) {
+  const select = $("usage-key");
+  const chosen = select.value;
+  select.replaceChildren(
+    h("option", { value: "" }, "All keys"),
+    ...keys.map((key) => h("option", { value: key.prefix }, key.label ? `${key.prefix} · ${key.label}` : key.prefix)),
+  );
+  select.value = keys.some((key) => key.prefix === chosen) ? chosen : "";
+  $("usage-key-field").hidden = keys.length === 0;
 }
 
 export async function loadUsage() {
   clear($("usage-error"));
-  $("usage-scope").textContent = state.tenant ? `Tenant ${state.tenant}` : "All tenants";
+  const key = state.tenant ? $("usage-key").value : "";
+  $("usage-scope").textContent = state.tenant ? `Tenant ${state.tenant}${key ? ` · key ${key}` : ""}` : "All tenants";
   const usage = await admin(query());
   last = { rows: usage.rows, days: range().days };
   draw();
@@ -148,7 +162,7 @@ async function exportCsv() {
     }
     const { from, to } = range();
     const url = URL.createObjectURL(blob);
-    const link = h("a", { href: url, download: `imagegate-usage-${state.tenant ?? "all"}-${from}-${to}.csv`, hidden: true });
+    const link = h("a", { href: url, download: `imagegate-usage-${[state.tenant ?? "all", state.tenant && $("usage-key").value].filter(Boolean).join("-")}-${from}-${to}.csv`, hidden: true });
     document.body.append(link);
     link.click();
     link.remove();
@@ -159,6 +173,7 @@ async function exportCsv() {
 export function setupUsage() {
   $("usage-days").addEventListener("change", () => loadUsage().catch((e) => failed(e, $("usage-error"))));
   $("usage-measure").addEventListener("change", draw);
+  $("usage-key").addEventListener("change", () => loadUsage().catch((e) => failed(e, $("usage-error"))));
   $("usage-refresh").addEventListener("click", () => busy($("usage-refresh"), () => loadUsage().catch((e) => failed(e, $("usage-error")))));
   $("usage-csv").addEventListener("click", exportCsv);
   let resized = 0;
