@@ -187,7 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     balance = credit_cmds.add_parser("balance", help="show a tenant's balance")
     balance.add_argument("--tenant", required=True)
     _admin(balance, _credits_balance)
-    audit = credit_cmds.add_parser("audit", help="check the ledger invariant for every account")
+    audit = credit_cmds.add_parser(
+        "audit", help="check the ledger invariant for every account and every key's spend"
+    )
     _admin(audit, _credits_audit)
 
     storage_cmds = commands.add_parser("storage", help="stored images").add_subparsers()
@@ -409,6 +411,7 @@ async def _credits_audit(
         "ok": report.ok,
         "accounts": report.accounts,
         "holds": report.holds,
+        "key_spend_rows": report.spend_rows,
         "problems": [
             {"tenant": p.tenant, "tenant_id": p.tenant_id, "problem": p.problem}
             for p in report.problems

@@ -101,7 +101,8 @@ def test_create_show_update_list_and_rotate(run: Any) -> None:
         asyncio.run(_reserve_with(new_prefix, 6))
     listed = run("keys", "list", "--tenant", "acme")
     assert [key["prefix"] for key in listed["keys"]] == [new_prefix, prefix]
-    assert run("credits", "audit")["ok"] is True
+    audit = run("credits", "audit")
+    assert audit["ok"] is True and audit["key_spend_rows"] == 1, audit
 
     now = run("keys", "rotate", new_prefix)
     assert run("keys", "show", new_prefix)["active"] is False

@@ -82,7 +82,7 @@ async def generate_image(
         generate_request = parse_generate_request(payload, catalog)
         auth.require_model(generate_request.model.id)  # the key's allow-list, 403
         if jobs_api.wants_async(request):
-            submitted = await jobs_api.submit(
+            rendered = await jobs_api.submit(
                 sessions=sessions,
                 image_store=image_store,
                 generation=generation,
@@ -94,11 +94,6 @@ async def generate_image(
                 idempotency_key=idempotency_key,
                 base_url=base_url,
             )
-            return decided_headers(submitted, response)
-        if idempotency_key is None:
-            result = await generation.generate(auth, generate_request)
-            body, keys = result_body(result)
-            rendered = JSONResponse(await with_urls(body, keys, image_store, base_url))
             return decided_headers(rendered, response)
 
         async def run() -> dict[str, Any]:
@@ -106,20 +101,23 @@ async def generate_image(
             body, keys = result_body(result)
             return {"body": body, "keys": keys}
 
-        once = await idempotency.run_once(
-            sessions,
-            auth.tenant_id,
-            idempotency.validate_key(idempotency_key),
-            idempotency.request_hash(payload),
-            lock_for=jobs_api.idempotency_lock(settings),
-            run=run,
-        )
-        if once.replayed:  # a generation's 200, or the job an async request made
-            replayed = await jobs_api.replay_response(image_store, once.response, base_url)
-            return decided_headers(replayed, response)
-        body, keys = once.response["body"], once.response["keys"]
-        rendered = JSONResponse(await with_urls(body, keys, image_store, base_url))
-        return decided_headers(rendered, response)
+        if idempotency_key is None:
+            produced = await run()
+        else:
+            once = await idempotency.run_once(
+                sessions,
+                auth.tenant_id,
+                idempotency.validate_key(idempotency_key),
+                idempotency.request_hash(payload),
+                lock_for=jobs_api.idempotency_lock(settings),
+                run=run,
+            )
+            if once.replayed:  # a generation's 200, or the job an async request made
+                rendered = await jobs_api.replay_response(image_store, once.response, base_url)
+                return decided_headers(rendered, response)
+            produced = once.response
+        body = await with_urls(produced["body"], produced["keys"], image_store, base_url)
+        return decided_headers(JSONResponse(body), response)
 
 
 # Referenced by the OpenAPI requestBody above; registered by app.api.openapi.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 
 from sqlalchemy import update
@@ -74,6 +74,11 @@ async def apply_changes(
             raise InvalidRequest(
                 "expiresAt must carry a time zone, e.g. 2026-12-31T00:00:00Z", field="expiresAt"
             )
+        if expires is not None:
+            try:  # a far-off year with an offset leaves the range of datetime in UTC
+                expires = expires.astimezone(UTC)
+            except (OverflowError, ValueError):
+                raise InvalidRequest("expiresAt is out of range", field="expiresAt") from None
         if creating and expires is not None and expires <= now:
             raise InvalidRequest("expiresAt must be in the future", field="expiresAt")
         key.expires_at = expires

@@ -194,6 +194,7 @@ async def test_rotation_keeps_policies_and_spend_and_ends_the_old_key(stack: Sta
         ({"models": ["no/such-model"]}, "models"),
         ({"expiresAt": "tomorrow"}, "expiresAt"),
         ({"expiresAt": "2099-01-01T00:00:00"}, "expiresAt"),
+        ({"expiresAt": "0001-01-01T00:00:00+14:00"}, "expiresAt"),  # before datetime.min in UTC
         ({"colour": "red"}, "colour"),
     ],
 )
