@@ -325,6 +325,24 @@ async def test_grant_revoke_csv_and_plain_errors(browser: Browser, embedded_stac
     await page.get_by_role("button", name="I have stored it").click()
     assert await page.locator("#created").is_hidden()
     assert await page.locator("#created-key").input_value() == ""
+
+    # Rotate with a grace period, by keyboard: the old key keeps working until it ends.
+    await console.key_card(prefix).get_by_role("button", name="Rotate").click()
+    await page.get_by_label("Keep the old key working for (seconds)").fill("soon")
+    await page.get_by_role("button", name="Rotate key", exact=True).click()
+    confirm_error = page.locator("#confirm-error")
+    await confirm_error.wait_for(state="visible")
+    assert "whole number of seconds" in (await confirm_error.text_content() or "")
+    await page.get_by_label("Keep the old key working for (seconds)").fill("3600")
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    rotated_prefix, _ = await console.created_key()
+    await console.key_card(prefix).locator(".pill.ending").wait_for()
+    assert await console.fact(rotated_prefix, "Rotated from") == prefix
+    async with stack.client() as client:
+        still = await client.get("/api/v1/credits", headers={"Authorization": f"Bearer {key}"})
+    assert still.status_code == 200
+
     await console.key_card(prefix).get_by_role("button", name="Revoke").click()
     await page.get_by_role("button", name="Revoke key", exact=True).click()
     await console.key_card(prefix).locator(".pill.revoked").wait_for()
