@@ -15,6 +15,7 @@ from app.api import docs as api_docs
 from app.api.errors import install_error_handlers
 from app.api.openai import routes as openai_routes
 from app.api.openapi import install_openapi
+from app.console import routes as console
 from app.dashboard import routes as dashboard
 from app.emulators.bfl import create_bfl_emulator
 from app.emulators.gemini import create_gemini_emulator
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     if settings.admin_token is not None:  # absent, not merely refused, without a token
         app.include_router(admin_api.router)
+        app.include_router(console.router)  # the operator console at /admin
+        app.include_router(console.models_router)
     app.include_router(openai_routes.router)
     app.include_router(jobs.router)
     for name, emulator in emulators.items():

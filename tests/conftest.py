@@ -1,5 +1,6 @@
 """Shared fixtures."""
 
+from tests.support.browser import *  # noqa: F403
 from tests.support.database import *  # noqa: F403
 from tests.support.gateway import *  # noqa: F403
 from tests.support.process import *  # noqa: F403

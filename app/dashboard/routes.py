@@ -22,8 +22,8 @@ from app.settings import Settings
 
 router = APIRouter(include_in_schema=False)
 
-_ASSET = re.compile(r"^(?:[a-z0-9-]+/)?[a-z0-9-]+\.(?P<ext>js|css|svg)$")
-_MEDIA_TYPES = {
+ASSET = re.compile(r"^(?:[a-z0-9-]+/)?[a-z0-9-]+\.(?P<ext>js|css|svg)$")
+MEDIA_TYPES = {
     "js": "text/javascript; charset=utf-8",
     "css": "text/css; charset=utf-8",
     "svg": "image/svg+xml",
@@ -44,18 +44,23 @@ def page(settings: SettingsDep) -> Response:
 
 @router.get("/dashboard/static/{name:path}")
 def asset(name: str, settings: SettingsDep) -> Response:
-    match = _ASSET.fullmatch(name)
+    match = ASSET.fullmatch(name)
     target = _static().joinpath(*name.split("/")) if match else None
     if match is None or target is None or not target.is_file():
         raise NotFound("No such dashboard file")
     return Response(
-        target.read_bytes(), media_type=_MEDIA_TYPES[match["ext"]], headers=_headers(settings)
+        target.read_bytes(), media_type=MEDIA_TYPES[match["ext"]], headers=_headers(settings)
     )
 
 
 def _headers(settings: Settings) -> dict[str, str]:
+    return security_headers(content_security_policy(settings))
+
+
+def security_headers(csp: str) -> dict[str, str]:
+    """The headers of every page and asset (the operator console's too, app.console)."""
     return {
-        "Content-Security-Policy": content_security_policy(settings),
+        "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "X-Frame-Options": "DENY",

@@ -1,75 +1,29 @@
 """Dashboard → Images in a real browser: Debian's chromium driven by Playwright, against a
 live gateway with emulated providers (the embedded stack).
 
-Screenshots go to artifacts/screenshots/ (git-ignored). Without /usr/bin/chromium the tests
-skip on a developer's machine; in CI (CI=true) they fail instead, so a missing browser is
-never mistaken for a pass.
+The browser and its fixtures: tests/support/browser.py.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from PIL import Image as PILImage
 
+from tests.support.browser import SCREENSHOTS
 from tests.support.gateway import Stack, TenantHandle
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
 PRO = "google/gemini-3-pro-image"  # 13 credits an image
 
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI must run the browser tests (.ci/run installs chromium)")
-    pytest.skip(reason)
-
-
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is not installed")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return CHROMIUM
-
-
-@pytest_asyncio.fixture
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install -e '.[dev]')")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(chromium), args=CHROMIUM_ARGS
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 class Dashboard:

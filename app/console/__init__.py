@@ -1,0 +1,1 @@
+"""The operator console at /admin: static pages over the admin API (app.console.routes)."""
