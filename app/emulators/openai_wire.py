@@ -171,7 +171,7 @@ def image_options(fields: Mapping[str, Any], *, prefix: str = "") -> ImageOption
         output_format=output_format,
         compression=compression,
         quality=AUTO_QUALITY if quality == "auto" else quality,
-        # Emulated images are always opaque; "transparent" is only echoed.
+        # "auto" resolves to opaque here; "transparent" clears the frame (render_b64).
         background="transparent" if background == "transparent" else "opaque",
     )
 
@@ -271,12 +271,25 @@ def render_b64(
     seed = f"{prompt} [{model} {options.size} #{index}]"
     width, height = options.dimensions
     data = synthesize_png(seed, width, height, sources, mask=mask, variant=variant)
-    if options.output_format != "png":
+    transparent = options.background == "transparent"
+    if options.output_format != "png" or transparent:
         with Image.open(io.BytesIO(data)) as image:
+            picture = _clear_frame(image) if transparent else image
             out = io.BytesIO()
-            image.save(out, OUTPUT_FORMATS[options.output_format], quality=options.compression)
+            picture.save(out, OUTPUT_FORMATS[options.output_format], quality=options.compression)
             data = out.getvalue()
     return base64.b64encode(data).decode("ascii")
+
+
+def _clear_frame(image: Image.Image) -> Image.Image:
+    """A subject on a transparent background, as gpt-image draws one: the outer eighth
+    of each side fully transparent, the centre opaque."""
+    picture = image.convert("RGBA")
+    alpha = Image.new("L", picture.size, 0)
+    width, height = picture.size
+    alpha.paste(255, (width // 8, height // 8, width - width // 8, height - height // 8))
+    picture.putalpha(alpha)
+    return picture
 
 
 # --- multipart/form-data -------------------------------------------------------------

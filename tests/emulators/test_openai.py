@@ -6,7 +6,7 @@ import base64
 import io
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import openai
@@ -145,6 +145,26 @@ async def test_output_compression_shrinks_lossy_output(client: AsyncOpenAI) -> N
         assert response.data
         sizes.append(len(base64.b64decode(response.data[0].b64_json or "")))
     assert sizes[1] < sizes[0]
+
+
+@pytest.mark.parametrize("output_format", ["png", "webp"])
+async def test_transparent_background_draws_alpha(
+    client: AsyncOpenAI, output_format: Literal["png", "webp"]
+) -> None:
+    result = await client.images.generate(
+        model=MODEL,
+        prompt="a logo",
+        size="1024x1024",
+        background="transparent",
+        output_format=output_format,
+    )
+    assert result.data and result.background == "transparent"
+    alpha = decode(result.data[0].b64_json).convert("RGBA").getchannel("A")
+    assert alpha.getpixel((0, 0)) == 0  # the frame is clear
+    assert alpha.getpixel((512, 512)) == 255  # the subject is not
+    opaque = await client.images.generate(model=MODEL, prompt="a logo", size="1024x1024")
+    assert opaque.data and opaque.background == "opaque"
+    assert decode(opaque.data[0].b64_json).mode == "RGB"
 
 
 @pytest.mark.parametrize(
