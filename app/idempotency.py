@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.models import IdempotencyRecord, utcnow
 from app.db.statuses import IdempotencyStatus
 from app.errors import GatewayError, InvalidRequest
+from app.settings import Settings
 
 KEY_TTL = timedelta(hours=24)
 _KEY_SHAPE = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -52,6 +53,11 @@ class Once:
 
     response: dict[str, Any]
     replayed: bool
+
+
+def lock_duration(settings: Settings) -> timedelta:
+    """How long a claimed key stays in progress before another request may take it over."""
+    return timedelta(seconds=settings.upstream_deadline_seconds + 60)
 
 
 def validate_key(value: str) -> str:

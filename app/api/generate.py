@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response, Security
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import idempotency
-from app.api import jobs as jobs_api
 from app.api.body import read_json_body
 from app.api.body_budget import EXEMPT_BYTES, reserve_body
 from app.api.deps import (
@@ -25,12 +25,17 @@ from app.api.deps import (
     SettingsDep,
     decided_headers,
 )
-from app.api.rendering import result_body, with_urls
+from app.api.rendering import accepted, replay_response, result_body, with_urls
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Generation, JobAccepted
 from app.generation.request import GenerateImageBody, GenerateRequest, parse_generate_request
 from app.generation.service import GenerationService
+from app.jobs import service as jobs
+from app.jobs.runner import JobRunner
 from app.providers.catalog import Catalog
+from app.settings import Settings
+from app.storage.base import ImageStore
+from app.tenants.service import AuthContext
 
 router = APIRouter(dependencies=[Security(API_KEY)])
 
@@ -85,8 +90,8 @@ async def generate_image(
         payload = await read_json_body(request, settings.max_body_bytes, unsized_limit=EXEMPT_BYTES)
         generate_request = await parse_request(payload, catalog, generation)
         auth.require_model(generate_request.model.id)  # the key's allow-list, 403
-        if jobs_api.wants_async(request):
-            rendered = await jobs_api.submit(
+        if _wants_async(request):
+            rendered = await _submit(
                 sessions=sessions,
                 image_store=image_store,
                 generation=generation,
@@ -113,15 +118,57 @@ async def generate_image(
                 auth.tenant_id,
                 idempotency.validate_key(idempotency_key),
                 idempotency.request_hash(payload),
-                lock_for=jobs_api.idempotency_lock(settings),
+                lock_for=idempotency.lock_duration(settings),
                 run=run,
             )
             if once.replayed:  # a generation's 200, or the job an async request made
-                rendered = await jobs_api.replay_response(image_store, once.response, base_url)
+                rendered = await replay_response(image_store, once.response, base_url)
                 return decided_headers(rendered, response)
             produced = once.response
         body = await with_urls(produced["body"], produced["keys"], image_store, base_url)
         return decided_headers(JSONResponse(body), response)
+
+
+def _wants_async(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(part.strip().lower() == "respond-async" for part in prefer.split(","))
+
+
+async def _submit(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    image_store: ImageStore,
+    generation: GenerationService,
+    job_runner: JobRunner,
+    settings: Settings,
+    auth: AuthContext,
+    payload: dict[str, Any],
+    parsed: GenerateRequest,
+    idempotency_key: str | None,
+    base_url: str,
+) -> JSONResponse:
+    """202 with a new job; with an Idempotency-Key, the key's job (one per key and body)."""
+    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
+    source = None
+    if parsed.source_images:
+        source = await generation.decode_source(parsed.source_images[0])
+    submission = await jobs.submit_job(
+        sessions=sessions,
+        image_store=image_store,
+        tenant_id=auth.tenant_id,
+        api_key_id=auth.api_key_id,
+        payload=payload,
+        request=parsed,
+        # Priced like the sync hold: the dearest model of the chain that may serve it.
+        chain=generation.usable_chain(parsed),
+        source=source,
+        idempotency_key=key,
+        lock_for=idempotency.lock_duration(settings),
+    )
+    if submission.replay is not None:
+        return await replay_response(image_store, submission.replay, base_url)
+    job_runner.wake()
+    return accepted(jobs.accepted_body(submission.job_id))
 
 
 async def parse_request(

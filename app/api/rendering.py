@@ -11,8 +11,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 from app.db.models import Image
 from app.generation.service import GenerationResult, ImageFailure
+from app.jobs.service import JOB_RECORD
 from app.providers.catalog import CatalogModel
 from app.storage.base import ImageStore
 
@@ -118,3 +121,22 @@ def openai_model_objects(models: Iterable[CatalogModel]) -> list[dict[str, Any]]
         {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
         for model in models
     ]
+
+
+REPLAYED = {"Idempotent-Replayed": "true"}
+
+
+async def replay_response(
+    image_store: ImageStore, replay: dict[str, Any], base_url: str
+) -> JSONResponse:
+    """An Idempotency-Key's stored response, sent again: a job's 202 or a generation's 200."""
+    if JOB_RECORD in replay:
+        return accepted(replay[JOB_RECORD], replayed=True)
+    body = await with_urls(replay["body"], replay["keys"], image_store, base_url)
+    return JSONResponse(body, headers=REPLAYED)
+
+
+def accepted(body: dict[str, Any], *, replayed: bool = False) -> JSONResponse:
+    """A job's 202, pointing at its status URL."""
+    headers = {"Location": body["statusUrl"], "Preference-Applied": "respond-async"}
+    return JSONResponse(body, status_code=202, headers=headers | (REPLAYED if replayed else {}))

@@ -17,11 +17,10 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from app.api.openai.params import View
+from app.api.rendering import REPLAYED
 from app.generation.producer import StoredImage
 from app.generation.service import GenerationResult
 from app.storage.base import ImageStore
-
-REPLAYED = {"Idempotent-Replayed": "true"}
 
 
 def record(result: GenerationResult, view: View, references: int) -> dict[str, Any]:

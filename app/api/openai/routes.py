@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import UploadFile
 
 from app import idempotency
-from app.api import jobs as jobs_api
 from app.api.body import declared_length, read_json_body
 from app.api.body_budget import reserve_body
 from app.api.deps import (
@@ -242,7 +241,7 @@ async def _generate(
         idempotency.validate_key(idempotency_key),
         # The route is part of the body: a generation's key is not an edit's.
         idempotency.request_hash({"route": request.url.path, "body": identity}),
-        lock_for=jobs_api.idempotency_lock(use.settings),
+        lock_for=idempotency.lock_duration(use.settings),
         run=run,
     )
     return await rendering.render(
