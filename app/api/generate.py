@@ -160,7 +160,7 @@ async def _submit(
         payload=payload,
         request=parsed,
         # Priced like the sync hold: the dearest model of the chain that may serve it.
-        chain=generation.usable_chain(parsed),
+        chain=generation.usable_chain(parsed, auth.caller),
         source=source,
         idempotency_key=key,
         lock_for=idempotency.lock_duration(settings),

@@ -27,6 +27,7 @@ from app.errors import (
     GatewayError,
     GenerationFailed,
     InvalidRequest,
+    ModelNotAllowed,
     ProviderNotConfigured,
 )
 from app.generation.decode_budget import DecodeBusy
@@ -106,7 +107,9 @@ class GenerationService:
         model = request.model
         sources = await self._source_images(request)
         mask = await self._mask(request)
-        chain = self.usable_chain(request)
+        if not caller.allows(model.id):  # e.g. a queued job whose key was narrowed since
+            raise ModelNotAllowed(model.id, sorted(caller.models or ()))
+        chain = self.usable_chain(request, caller)
         if not chain or chain[0] != model:
             raise ProviderNotConfigured(
                 f"model {model.id} is served by '{model.adapter}', which is not configured on "
@@ -176,14 +179,18 @@ class GenerationService:
             credits_remaining=remaining,
         )
 
-    def usable_chain(self, request: GenerateRequest) -> tuple[CatalogModel, ...]:
-        """The models that may serve `request`: its model, then the usable fallbacks (what
-        `generate` holds for; the async pre-check prices the same chain)."""
-        return self._producer.usable_chain(
+    def usable_chain(
+        self, request: GenerateRequest, caller: Caller | None = None
+    ) -> tuple[CatalogModel, ...]:
+        """The models that may serve `request`: its model, then the usable fallbacks the
+        caller's key may use (what `generate` holds for; the async pre-check prices the
+        same chain)."""
+        chain = self._producer.usable_chain(
             self._catalog.chain(request.model),
             len(request.source_images),
             mask=request.mask is not None,
         )
+        return tuple(model for model in chain if caller is None or caller.allows(model.id))
 
     def is_configured(self, model: CatalogModel) -> bool:
         """Whether this gateway has an adapter for the model (else it answers 503)."""

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.models import Generation, Job, new_id
+from app.db.models import ApiKey, Generation, Job, new_id
 from app.errors import GatewayError
 from app.generation.request import GenerateRequest, parse_generate_request
 from app.generation.service import GenerationService
@@ -112,7 +112,7 @@ class JobRunner:
         try:
             request = await self._request(job)
             await self._generation.generate(
-                Caller(job.tenant_id, job.api_key_id),
+                await self._caller(job),
                 request,
                 generation_id=generation_id,
                 on_image=lambda: self._count_image(job.id),
@@ -121,6 +121,17 @@ class JobRunner:
             await self._finish(job, (exc.status_code, exc.code, exc.message))
             return
         await self._finish(job, None)
+
+    async def _caller(self, job: Job) -> Caller:
+        """The job's tenant and key, with the key's allow-list as it is now (a key narrowed
+        after the submission no longer reaches the models it lost)."""
+        models = None
+        if job.api_key_id is not None:
+            async with self._sessions() as session:
+                key = await session.get(ApiKey, job.api_key_id)
+            listed = key.model_list() if key is not None else None
+            models = frozenset(listed) if listed is not None else None
+        return Caller(job.tenant_id, job.api_key_id, models)
 
     async def _request(self, job: Job) -> GenerateRequest:
         """The stored contract fields, with the stored source's bytes (checked again by

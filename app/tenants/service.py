@@ -35,6 +35,11 @@ class Caller:
 
     tenant_id: str
     api_key_id: str | None  # None: not made with a key (e.g. a job whose key is gone)
+    # The key's allow-list (None: every model); fallbacks outside it never serve.
+    models: frozenset[str] | None = None
+
+    def allows(self, model_id: str) -> bool:
+        return self.models is None or model_id in self.models
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +64,7 @@ class AuthContext:
 
     @property
     def caller(self) -> Caller:
-        return Caller(self.tenant_id, self.api_key_id or None)
+        return Caller(self.tenant_id, self.api_key_id or None, self.models)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,22 @@ async def test_a_key_limited_to_some_models_sees_and_uses_only_those(stack: Stac
     assert tenant["balance"] == 100 - PRICE  # the refused ones charged nothing
 
 
+async def test_a_fallback_outside_the_keys_models_never_serves(stack: Stack) -> None:
+    """gemini-3.1-flash falls back to 2.5-flash (test_generate): not for a key without it."""
+    preview = "google/gemini-3.1-flash-image-preview"
+    name, key, _ = await _tenant_with_key(stack, 100, models=[preview])
+    attempts = stack.settings.upstream_max_attempts
+    await stack.set_faults({"kind": "error", "status": 503, "count": attempts})
+    try:
+        response = await _generate(stack, key, model=preview)
+    finally:
+        await stack.set_faults()
+    assert response.status_code == 500, response.text  # failed, not served by 2.5-flash
+    assert response.json()["code"] == "generation_failed"
+    tenant = (await _admin(stack, "GET", f"/tenants/{name}")).json()
+    assert tenant["balance"] == 100  # refunded; and the hold was the 3.1 price alone
+
+
 async def test_an_expired_key_stops_at_its_expiry_even_while_cached(stack: Stack) -> None:
     """The auth cache (5 s by default) must not keep a key alive past its expiry."""
     assert stack.settings.auth_cache_seconds >= 4
