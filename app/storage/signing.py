@@ -22,8 +22,9 @@ _MIN_SECRET_BYTES = 16
 # `expires` of a URL that never expires (IMAGEGATE_URL_TTL_SECONDS=0); it stays tied to
 # its key by the signature and dies with the object.
 NEVER_EXPIRES = 0
-# What a private cache may do with such an image: its bytes never change under its key.
-_FOREVER = "private, max-age=31536000, immutable"
+# What a private cache may keep of such an image: a day, not forever, so a deleted image
+# also leaves browsers' caches (the URL itself dies at once: a 404 once the object is gone).
+_FOREVER = "private, max-age=86400"
 
 
 class UrlSigner:

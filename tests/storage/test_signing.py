@@ -113,7 +113,7 @@ def test_file_url_with_ttl_zero_never_expires(signer: UrlSigner) -> None:
 
 def test_cache_control_is_always_private() -> None:
     assert cache_control(300) == "private, max-age=300"
-    assert cache_control(None) == "private, max-age=31536000, immutable"
+    assert cache_control(None) == "private, max-age=86400"
 
 
 @pytest.mark.parametrize(("ttl", "valid"), [(0, True), (1, False), (59, False), (60, True)])

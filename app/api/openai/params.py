@@ -87,6 +87,12 @@ def stream_params(fields: dict[str, Any]) -> StreamParams | None:
     stream is asked. Streaming takes n=1 and b64_json, as OpenAI's does."""
     partials = _integer(fields, "partial_images", 0, MAX_PARTIAL_IMAGES, 0)
     if not _flag(fields.get("stream"), "stream"):
+        if fields.get("partial_images") not in (None, ""):
+            # Previews exist only in a stream: refused rather than silently dropped.
+            raise InvalidRequest(
+                "partial_images needs stream=true: previews are sent only in a stream",
+                field="partial_images",
+            )
         return None
     if fields.get("n") not in (None, 1, "1"):
         raise InvalidRequest("Streaming is only supported with n=1.", field="n")

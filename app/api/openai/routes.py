@@ -7,6 +7,7 @@ the SDK raises its typed exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -52,6 +53,9 @@ from app.tenants.service import AuthContext
 
 # Files one edit may upload: OpenAI's 16 references and a mask.
 _MAX_FILES = 17
+# A generation's JSON: a 32,000-character prompt, even all escaped as \uXXXX pairs, is
+# under 800 KB.
+GENERATION_BODY_BYTES = 1024 * 1024
 
 
 router = APIRouter(
@@ -70,6 +74,13 @@ def _body(model: type[ImageGenerationRequest | ImageEditRequest], media_type: st
     """`openapi_extra` declaring a body the route parses by hand (size cap first)."""
     schema = model.model_json_schema()
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+def _digests(images: list[bytes], mask: bytes | None) -> list[str]:
+    digests = [hashlib.sha256(data).hexdigest() for data in images]
+    if mask is not None:
+        digests.append("mask:" + hashlib.sha256(mask).hexdigest())
+    return digests
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +153,9 @@ async def generations(
     use: _UseDeps,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Response:
-    payload = await read_json_body(request, settings.max_body_bytes)
+    # Prompts and options only (images go to /edits): a small cap, as the JSON is parsed
+    # on the loop outside the request-bytes budget.
+    payload = await read_json_body(request, min(settings.max_body_bytes, GENERATION_BODY_BYTES))
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
     stream = params.stream_params(payload)
@@ -206,11 +219,9 @@ async def edits(
         if stream is not None:
             answer = await _stream(request, auth, use, parsed, view, stream, idempotency_key)
             return decided_headers(answer, response)
-        # The key's body: the fields and a digest of each upload, in order.
-        digests = [hashlib.sha256(data).hexdigest() for data in images]
-        if mask is not None:
-            digests.append("mask:" + hashlib.sha256(mask).hexdigest())
-        identity = fields | {"__files__": digests}
+        identity = fields
+        if idempotency_key is not None:  # the key's body: the fields and each upload's digest
+            identity = fields | {"__files__": await asyncio.to_thread(_digests, images, mask)}
         answer = await _generate(request, auth, use, parsed, view, identity, idempotency_key)
         return decided_headers(answer, response)
 

@@ -74,6 +74,10 @@ class StreamFormat:
     usage: Callable[[StoredImage], dict[str, Any]]
     quality: str = "auto"
     background: str = "auto"
+    # How long a completed event may wait to be written: a client that stays connected but
+    # stops reading must not pin the hold and the image until the sweeper (hold TTL, 900 s
+    # by default). Not written in time: not delivered, so not charged.
+    delivery_timeout: float = 300.0
 
 
 async def stream_response(
@@ -161,7 +165,10 @@ class _Stream:
         event = _Event(data, asyncio.get_running_loop().create_future())
         assert event.sent is not None
         self.queue.put_nowait(event)
-        return await event.sent
+        try:
+            return await asyncio.wait_for(asyncio.shield(event.sent), self.fmt.delivery_timeout)
+        except TimeoutError:
+            return False  # if the write ends later, the image was free
 
     def _render(self, suffix: str, image: EncodedImage, extra: dict[str, Any]) -> bytes:
         """One SSE event; base64 and JSON run here, in a worker thread."""

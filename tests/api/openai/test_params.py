@@ -86,7 +86,6 @@ def test_form_strings_are_read_as_integers_and_flags() -> None:
     ("fields", "expected"),
     [
         ({}, None),
-        ({"stream": "false", "partial_images": "2"}, None),
         ({"stream": True}, StreamParams(0)),
         ({"stream": "true", "partial_images": "3", "n": "1"}, StreamParams(3)),
     ],
@@ -107,6 +106,8 @@ def test_stream_params_read_json_values_and_form_strings(
         ({"stream": True, "n": 2}, "n"),
         ({"stream": "true", "n": "2"}, "n"),
         ({"stream": True, "response_format": "url"}, "response_format"),
+        ({"stream": "false", "partial_images": "2"}, "partial_images"),
+        ({"partial_images": 0}, "partial_images"),
     ],
 )
 def test_stream_params_refuse_what_a_stream_cannot_honour(

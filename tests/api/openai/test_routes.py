@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 
 import httpx
 import openai
 import pytest
 from PIL import Image
 
+from app.api.openai.routes import GENERATION_BODY_BYTES
 from app.emulators.openai_wire import INPUT_IMAGE_TOKENS
 from tests.support.gateway import Stack
 
@@ -349,6 +351,23 @@ async def test_too_large_bodies_are_413_in_openai_shape(stack: Stack) -> None:
     for response in (generation, edit):
         assert response.status_code == 413
         assert response.json()["error"]["type"] == "invalid_request_error"
+    assert await stack.balance(tenant) == 100
+
+
+async def test_a_generation_body_over_a_mebibyte_is_413(stack: Stack) -> None:
+    """Generations carry a prompt and options, never images: the cap is 1 MiB, not the
+    16 MiB an edit's uploads may take."""
+    tenant = await stack.new_tenant(credits=100)
+    assert stack.settings.max_body_bytes > GENERATION_BODY_BYTES
+    padded = json.dumps({"prompt": "a kite", "user": "u" * GENERATION_BODY_BYTES})
+    async with stack.client() as client:
+        response = await client.post(
+            "/v1/images/generations",
+            content=padded,
+            headers=tenant.auth | {"Content-Type": "application/json"},
+        )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
     assert await stack.balance(tenant) == 100
 
 

@@ -12,6 +12,10 @@ import pytest
 from openai.types import ImageGenCompletedEvent, ImageGenPartialImageEvent
 from PIL import Image
 
+from app.api.openai.stream import StreamFormat, _Stream
+from app.generation.producer import StoredImage
+from app.imaging.webp import EncodedImage
+from app.providers.catalog import Catalog
 from tests.support.gateway import Stack, TenantHandle
 
 GPT_IMAGE = ("openai/gpt-image-1", 10)
@@ -224,3 +228,27 @@ async def test_errors_before_the_first_event_are_http_errors(stack: Stack) -> No
     assert kinds == ["image_generation.partial_image", "image_generation.completed"]
     await settled(stack, poor, 3)
     await settled(stack, tenant, 100 - GPT_IMAGE[1])
+
+
+async def test_a_completed_event_nobody_reads_counts_as_not_delivered() -> None:
+    """A client that stays connected but stops reading: the completed event waits to be
+    written; past the delivery timeout the image counts as not delivered (refunded by the
+    service), instead of holding the generation open until the sweeper."""
+
+    async def never_disconnects() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    fmt = StreamFormat(
+        kind="image_generation",
+        output_format="png",
+        usage=lambda _item: {},
+        delivery_timeout=0.2,
+    )
+    stream = _Stream(fmt, never_disconnects)
+    image = EncodedImage(b"png", 1, 1, "image/png")
+    item = StoredImage(0, "k", image, None, next(iter(Catalog.load())))
+    # Nothing pumps the queue: the write never happens.
+    delivered = await asyncio.wait_for(stream.deliver(item), timeout=10)
+    assert delivered is False
+    assert stream.queue.qsize() == 1  # the event was queued, never written
