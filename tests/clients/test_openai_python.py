@@ -26,6 +26,7 @@ from tests.clients.conftest import (
     price,
 )
 from tests.support.gateway import TenantHandle
+from tests.support.images import GREEN, RED, band_colours, solid_png
 from tests.support.upstreams import NetworkGateway
 
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "webp": b"RIFF"}
@@ -209,19 +210,18 @@ def _edit(client: openai.OpenAI, images: list[bytes], mask: bytes | None = None)
 def test_edit_uses_every_image_and_the_mask(
     client: openai.OpenAI, gateway: NetworkGateway, tenant: TenantHandle
 ) -> None:
-    first, second, mask = png("first"), png("second"), mask_png()
+    # Each call draws a new picture (as OpenAI's do), but every reference shows in its own
+    # vertical band, and the mask's opaque (kept) right half shows the first image.
+    first, second, mask = solid_png(RED), solid_png(GREEN), mask_png()
 
-    one = _edit(client, [first])
-    again = _edit(client, [first])
-    two = _edit(client, [first, second])
-    masked = _edit(client, [first, second], mask)
+    one = decode_image(_edit(client, [first]))
+    two = decode_image(_edit(client, [first, second]))
+    masked = decode_image(_edit(client, [first, second], mask))
 
-    # The control: the same edit twice is the same image, so a difference below is caused
-    # by the input that differs.
-    assert one == again
-    assert two != one, "the second image made no difference: only the first was used"
-    assert masked != two, "the mask made no difference: it was ignored"
-    assert gateway.balance(tenant) == CREDITS - 4 * price(GPT_IMAGE)
+    assert band_colours(one, 1) == [RED]
+    assert band_colours(two, 2) == [RED, GREEN], "only the first image was used"
+    assert band_colours(masked, 2) == [RED, RED], "the mask was ignored"
+    assert gateway.balance(tenant) == CREDITS - 3 * price(GPT_IMAGE)
 
 
 def test_edit_mask_on_a_model_without_masks_is_a_400(client: openai.OpenAI) -> None:

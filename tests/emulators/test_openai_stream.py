@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import time
@@ -18,6 +19,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from app.emulators.faults import FaultPlan
 from app.emulators.openai import create_openai_emulator
+from app.emulators.openai_wire import SERVED
 
 MODEL = "gpt-image-1"
 
@@ -72,8 +74,11 @@ async def test_generation_streams_partials_then_the_final_image(
     completed = events[-1]
     plain = await client.images.generate(model=MODEL, prompt="a lighthouse")
     assert plain.data and plain.usage is not None
-    # The streamed final image is the one a plain call draws; partials cost 100 tokens each.
-    assert completed.b64_json == plain.data[0].b64_json
+    # The streamed final is drawn like a plain call's (each call draws a new picture, as
+    # OpenAI's do: the emulator records what it served); partials cost 100 tokens each.
+    final = base64.b64decode(completed.b64_json)
+    assert hashlib.sha256(final).hexdigest() in SERVED
+    assert decode(plain.data[0].b64_json or "").size == decode(completed.b64_json).size
     assert completed.usage.output_tokens == plain.usage.output_tokens + 100 * partials
     assert completed.usage.total_tokens == plain.usage.total_tokens + 100 * partials
     assert (completed.size, completed.quality, completed.output_format) == (

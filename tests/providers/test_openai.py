@@ -32,6 +32,7 @@ from app.providers.base import (
 )
 from app.providers.openai import OpenAIImagesAdapter, OpenAIResponsesAdapter, translate_error
 from app.providers.retry import RetryPolicy, call_with_retries
+from tests.support.images import half_mask
 from tests.support.servers import free_port, serve_in_thread
 
 API_KEY = "sk-test-secret-key-1234"
@@ -277,7 +278,7 @@ def test_error_messages_drop_keys_and_base64() -> None:
 async def test_every_reference_mask_and_option_reaches_openai(subject: Subject) -> None:
     """Several sources (`image[]` / several input_image parts), a mask and the options."""
     sources = (png("red"), png("green"), png("blue"))
-    mask = png("white")
+    mask = SourceImage("image/png", half_mask())  # keeps the first image on the left half
     options = ImageOptions(quality="low", background="transparent", moderation="low")
     edit_options = ImageOptions(quality="high", input_fidelity="high")
     three = await subject.adapter.generate(

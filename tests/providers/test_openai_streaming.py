@@ -3,6 +3,7 @@ a real port, behind the gateway's GuardedTransport (body cap, deadlines, slots).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ from PIL import Image
 
 from app.emulators.faults import FaultPlan
 from app.emulators.openai import create_openai_emulator
-from app.emulators.openai_wire import INPUT_IMAGE_TOKENS
+from app.emulators.openai_wire import INPUT_IMAGE_TOKENS, SERVED
 from app.providers.base import (
     ImageOptions,
     ImageRequest,
@@ -29,6 +30,7 @@ from app.providers.gemini import GeminiAdapter
 from app.providers.openai import OpenAIImagesAdapter, OpenAIResponsesAdapter
 from app.providers.sockets import attempt_deadline
 from app.providers.transport import GuardedTransport, UpstreamLimits, pooled_transport
+from tests.support.images import BLUE, GREEN, RED, band_colours, half_mask
 from tests.support.servers import serve_in_thread
 
 
@@ -112,9 +114,10 @@ async def test_partials_reach_the_sink_and_the_final_image_is_returned(
     for _, data in sink.received:
         partial = Image.open(io.BytesIO(data))
         assert partial.format == "WEBP" and partial.size == (1536, 1024)
-    # The final image is what a plain call returns, and no partial is it.
-    plain = await subject.adapter.generate(request("3:2"))
-    assert image.data == plain.data and image.mime_type == "image/webp"
+    # The final image is the one the emulator drew (each call draws a new one), and no
+    # partial is it.
+    assert hashlib.sha256(image.data).hexdigest() == SERVED[-1]
+    assert image.mime_type == "image/webp"
     assert image.data not in {data for _, data in sink.received}
     assert subject.transport.in_flight == 0
 
@@ -125,7 +128,8 @@ async def test_edit_streams_with_the_source(subject: Guarded) -> None:
     image = await subject.adapter.generate_streaming(request(sources=sources), 2, sink)
 
     assert len(sink.received) == 2
-    assert image.data == (await subject.adapter.generate(request(sources=sources))).data
+    assert hashlib.sha256(image.data).hexdigest() == SERVED[-1]
+    assert band_colours(Image.open(io.BytesIO(image.data)), 1) == [RED]  # drawn from the source
 
 
 async def test_a_streamed_edit_sends_every_reference_the_mask_and_the_options(
@@ -134,14 +138,16 @@ async def test_a_streamed_edit_sends_every_reference_the_mask_and_the_options(
     """The streamed call is built as the plain one: several `image[]`, the mask, options."""
     sources = (png("red"), png("green"), png("blue"))
     options = ImageOptions(quality="high", background="opaque", input_fidelity="high")
-    three = request(sources=sources, mask=png("white"), options=options)
-    two = request(sources=sources[:2], mask=png("white"), options=options)
+    mask = SourceImage("image/png", half_mask())  # keeps the first image on the left half
+    three = request(sources=sources, mask=mask, options=options)
+    two = request(sources=sources[:2], mask=mask, options=options)
 
     streamed = await subject.adapter.generate_streaming(three, 1, Partials())
-    plain = await subject.adapter.generate(three)
     fewer = await subject.adapter.generate_streaming(two, 1, Partials())
 
-    assert streamed.data == plain.data and streamed.data != fewer.data
+    # Three bands, red kept by the mask on the left half: red, red, blue; with two: red, green.
+    assert band_colours(Image.open(io.BytesIO(streamed.data)), 3) == [RED, RED, BLUE]
+    assert band_colours(Image.open(io.BytesIO(fewer.data)), 2) == [RED, GREEN]
     # The completed event's usage counts each reference the upstream received.
     assert streamed.usage is not None and fewer.usage is not None
     assert streamed.usage.input_image_tokens == 3 * INPUT_IMAGE_TOKENS
