@@ -8,6 +8,7 @@ the SDK raises its typed exceptions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -33,7 +34,12 @@ from app.api.deps import (
 )
 from app.api.models import allows_for
 from app.api.openai import params, rendering
-from app.api.openai.stream import STREAM_RESPONSE_DOC, StreamFormat, stream_response
+from app.api.openai.stream import (
+    STREAM_RESPONSE_DOC,
+    EventStreamResponse,
+    StreamFormat,
+    stream_response,
+)
 from app.api.rendering import openai_model_objects
 from app.api.schemas.common import API_KEY, OPTIONAL_API_KEY, openai_error_responses
 from app.api.schemas.openai import (
@@ -189,13 +195,17 @@ async def edits(
     # Refuse before parsing: multipart parsing would spool the whole body first.
     if declared is None or declared > limit:
         raise PayloadTooLarge(f"Request body must declare a length of at most {limit} bytes")
-    # The uploads are copied (form, bytes, decoded image) like a native source.
-    async with reserve_body(
-        request,
-        request_budget,
-        max_body_bytes=limit,
-        wait_seconds=settings.request_bytes_wait_seconds,
-    ):
+    # The uploads are copied (form, bytes, decoded image) like a native source; a stream
+    # keeps them, and so its share of the budget, until its last event.
+    async with contextlib.AsyncExitStack() as held:
+        await held.enter_async_context(
+            reserve_body(
+                request,
+                request_budget,
+                max_body_bytes=limit,
+                wait_seconds=settings.request_bytes_wait_seconds,
+            )
+        )
         async with request.form(max_files=_MAX_FILES, max_fields=32) as form:
             fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
             images = [
@@ -218,6 +228,8 @@ async def edits(
         auth.require_model(parsed.model.id)  # the key's allow-list, 403
         if stream is not None:
             answer = await _stream(request, auth, use, parsed, view, stream, idempotency_key)
+            if isinstance(answer, EventStreamResponse):
+                answer.release_after(held.pop_all())
             return decided_headers(answer, response)
         identity = fields
         if idempotency_key is not None:  # the key's body: the fields and each upload's digest

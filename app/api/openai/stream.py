@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -104,7 +105,7 @@ async def stream_response(
     if first is None:  # the client left before anything could be sent
         await stream.close()
         return Response(status_code=CLIENT_GONE)
-    return _EventStreamResponse(stream)
+    return EventStreamResponse(stream)
 
 
 class ClientGone(Exception):
@@ -253,7 +254,7 @@ class _Stream:
             self.task.exception()
 
 
-class _EventStreamResponse(Response):
+class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(self, stream: _Stream) -> None:
@@ -262,13 +263,22 @@ class _EventStreamResponse(Response):
         self.background = None
         self.init_headers({"X-Accel-Buffering": "no"})
         self._stream = stream
+        self._held = contextlib.AsyncExitStack()
+
+    def release_after(self, held: contextlib.AsyncExitStack) -> None:
+        """Keep `held` (e.g. the request-bytes budget of the uploads the generation still
+        uses) until the stream has ended."""
+        self._held = held
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await self._stream.pump(send)
         finally:
-            await self._stream.close()
+            try:
+                await self._stream.close()
+            finally:
+                await self._held.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 from typing import Any, cast
 
+import httpx
 import openai
 import pytest
 from openai.types import ImageGenCompletedEvent, ImageGenPartialImageEvent
@@ -252,3 +254,51 @@ async def test_a_completed_event_nobody_reads_counts_as_not_delivered() -> None:
     delivered = await asyncio.wait_for(stream.deliver(item), timeout=10)
     assert delivered is False
     assert stream.queue.qsize() == 1  # the event was queued, never written
+
+
+OPENAI_FAULTS = "/emulators/openai/_emulator/faults"
+
+
+async def _bytes_in_use(http: httpx.AsyncClient) -> int:
+    return int((await http.get("/healthz")).json()["requestBytesInUse"])
+
+
+async def test_a_streamed_edit_holds_its_upload_budget_until_the_stream_ends(stack: Stack) -> None:
+    """The generation keeps the uploads after the first event: so does the budget."""
+    tenant = await stack.new_tenant(credits=100)
+    buffer = io.BytesIO()  # noise: a PNG over the budget's exemption (64 KiB)
+    Image.frombytes("RGB", (220, 220), os.urandom(220 * 220 * 3)).save(buffer, "PNG")
+    fields = {
+        "model": GPT_IMAGE[0],
+        "prompt": "as ink",
+        "stream": "true",
+        "partial_images": "1",
+        "output_format": "webp",
+    }
+    drip = {"kind": "slow_body", "chunk_bytes": 65536, "interval_seconds": 0.25}
+    async with stack.control_client() as control:
+        (await control.post(OPENAI_FAULTS, json={"faults": [drip]})).raise_for_status()
+    try:
+        async with stack.client() as http:
+            files = {"image": ("noise.png", buffer.getvalue(), "image/png")}
+            async with http.stream(
+                "POST", "/v1/images/edits", files=files, data=fields, headers=tenant.auth
+            ) as response:
+                assert response.status_code == 200
+                lines = response.aiter_lines()
+                async for line in lines:
+                    if line == "event: image_edit.partial_image":
+                        break
+                # The final image is still dripping from the upstream.
+                assert await _bytes_in_use(http) > 0
+                kinds = [line async for line in lines if line.startswith("event: ")]
+            assert kinds == ["event: image_edit.completed"]
+            for _ in range(100):
+                if await _bytes_in_use(http) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _bytes_in_use(http) == 0
+    finally:
+        async with stack.control_client() as control:
+            await control.delete(OPENAI_FAULTS)
+    await settled(stack, tenant, 100 - GPT_IMAGE[1])
