@@ -25,8 +25,14 @@ from app.housekeeping.sweeper import run_housekeeping
 from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
 from app.providers.catalog import Catalog
-from app.providers.registry import ADAPTERS, build_adapters, configured_upstreams
+from app.providers.registry import (
+    ADAPTERS,
+    build_adapters,
+    configured_upstreams,
+    upstream_limits,
+)
 from app.providers.retry import RetryPolicy
+from app.providers.self_hosted import build_self_hosted
 from app.ratelimit import create_rate_limiter
 from app.settings import Settings
 from app.storage.factory import create_image_store
@@ -60,6 +66,8 @@ async def running_services(
     provider_slots = {
         name: asyncio.Semaphore(settings.upstream_max_in_flight) for name in upstreams
     }
+    # Catalog entries with their own upstream (never emulated): adapters by model id.
+    self_hosted = build_self_hosted(catalog, settings, upstream_limits(settings))
     # Transcodes are CPU-bound: more threads than cores only make the event loop wait
     # longer for the GIL and a core (and hold more decoded images in memory at once).
     encoder = ThreadPoolExecutor(
@@ -67,7 +75,7 @@ async def running_services(
         thread_name_prefix="imagegate-encode",
     )
     producer = ImageProducer(
-        adapters=adapters,
+        adapters={**adapters, **self_hosted.adapters},
         image_store=image_store,
         retry_policy=RetryPolicy(
             max_attempts=settings.upstream_max_attempts,
@@ -84,7 +92,10 @@ async def running_services(
             if model.max_concurrency
         },
         encoder=encoder,
-        upstream_slots={name: provider_slots[ADAPTERS[name].provider] for name in adapters},
+        upstream_slots={
+            **{name: provider_slots[ADAPTERS[name].provider] for name in adapters},
+            **self_hosted.slots,
+        },
     )
     generation = GenerationService(
         settings=settings,
@@ -125,7 +136,11 @@ async def running_services(
         log.warning("EMULATED providers: images come from built-in emulators, not real models")
     log.info(
         "imagegate ready",
-        extra={"providers": sorted(adapters), "storage": type(image_store).__name__},
+        extra={
+            "providers": sorted(adapters),
+            "self_hosted_models": sorted(self_hosted.adapters),
+            "storage": type(image_store).__name__,
+        },
     )
     # Everything built so far lives as long as the process: out of the cyclic collector's
     # sight, so the collection each big request ends with (app/api/body_budget.py) walks
@@ -149,6 +164,7 @@ async def running_services(
             await adapter.aclose()
         for upstream in upstreams.values():
             await upstream.http_client.aclose()
+        await self_hosted.aclose()
         encoder.shutdown(wait=False, cancel_futures=True)
         await image_store.aclose()
         await rate_limiter.aclose()

@@ -66,7 +66,8 @@ class Settings(BaseSettings):
     # First pause between polls of a BFL task; it grows x1.5 up to 4 s.
     bfl_poll_interval_seconds: float = Field(default=0.5, gt=0)
 
-    # Model catalog (JSON); the packaged one by default.
+    # Model catalog (JSON); the packaged one by default. Self-hosted upstreams
+    # (openai-compatible, automatic1111, plugins) are added as entries of such a file.
     catalog: Path | None = None
 
     # Serve built-in provider emulators and point the adapters at them.
@@ -196,6 +197,12 @@ class Settings(BaseSettings):
                 "IMAGEGATE_UPSTREAM_MAX_IN_FLIGHT must be below IMAGEGATE_UPSTREAM_MAX_CONNECTIONS"
             )
         return self
+
+    def upstream_key(self, variable: str) -> str | None:
+        """The value of the environment variable a catalog entry's `api_key_env` names
+        (None when unset or blank): read here, where all configuration is read."""
+        value = os.environ.get(variable, "").strip()
+        return value or None
 
     @property
     def resolved_database_url(self) -> str:

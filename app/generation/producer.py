@@ -80,7 +80,7 @@ class ImageProducer:
     def __init__(
         self,
         *,
-        adapters: dict[str, ProviderAdapter],
+        adapters: dict[str, ProviderAdapter],  # by CatalogModel.adapter_key
         image_store: ImageStore,
         retry_policy: RetryPolicy,
         max_pixels: int,
@@ -97,8 +97,8 @@ class ImageProducer:
         self._retry = retry_policy
         self._max_pixels = max_pixels
         self._limiters = limiters
-        # Per adapter: its provider's bound on calls in flight (shared by the adapters of
-        # one provider), taken before any SDK work.
+        # Per adapter key: its upstream's bound on calls in flight (shared by the adapters
+        # of one provider or self-hosted upstream), taken before any SDK work.
         self._upstream_slots = upstream_slots or {}
         self._metrics = metrics
         self.decode_budget = decode_budget
@@ -111,7 +111,7 @@ class ImageProducer:
         return tuple(
             model
             for model in chain
-            if model.adapter in self._adapters
+            if model.adapter_key in self._adapters
             and model.max_reference_images >= references
             and (model.masks or not mask)
         )
@@ -129,7 +129,7 @@ class ImageProducer:
                 mask=job.mask,
                 options=job.options,
             )
-            adapter = self._adapters[model.adapter]
+            adapter = self._adapters[model.adapter_key]
             started = time.monotonic()
             try:
                 image = await call_with_retries(
@@ -138,7 +138,7 @@ class ImageProducer:
                     deadline=job.deadline,
                     what=f"{model.id} image {index}",
                     limiter=self._limiters.get(model.id),
-                    upstream_slots=self._upstream_slots.get(model.adapter),
+                    upstream_slots=self._upstream_slots.get(model.adapter_key),
                 )
             except FALLBACK_ON as exc:
                 last_error = exc

@@ -10,6 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.imaging.aspect import nearest_native, parse_ratio
 
+# The adapters of the three cloud APIs: one shared upstream each (a key and a base URL from
+# the settings, or an emulator with --emulate). Every other adapter name (built-in
+# `openai-compatible`, `automatic1111`, or a plugin's entry point) is self-hosted: its
+# catalog entry says where the upstream is (app.providers.self_hosted).
+FIRST_PARTY_ADAPTERS = frozenset({"gemini", "openai-images", "openai-responses", "bfl"})
+# Self-hosted kinds that always talk HTTP to a server, so an entry must name its base_url.
+NEEDS_BASE_URL = frozenset({"openai-compatible", "automatic1111"})
+OptionValue = int | float | str | bool
+
 
 class CatalogModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -33,6 +42,12 @@ class CatalogModel(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1)
     # Models to try, in order, when this one's upstream stays unavailable or rate limited.
     fallbacks: tuple[str, ...] = ()
+    # Self-hosted adapters only: where the upstream is, the name of the environment
+    # variable holding its key (None: it takes none), and the adapter's defaults (e.g.
+    # steps, sampler and cfg for AUTOMATIC1111; extra request fields for openai-compatible).
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2000)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    options: dict[str, OptionValue] = Field(default_factory=dict)
 
     @field_validator("native_aspect_ratios")
     @classmethod
@@ -50,6 +65,31 @@ class CatalogModel(BaseModel):
         if self.image_to_image != (self.max_reference_images > 0):
             raise ValueError("max_reference_images must be > 0 exactly when image_to_image")
         return self
+
+    @model_validator(mode="after")
+    def _upstream_fields(self) -> CatalogModel:
+        if not self.self_hosted:
+            given = [name for name in ("base_url", "api_key_env", "options") if getattr(self, name)]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: only self-hosted adapters take these; "
+                    f"'{self.adapter}' is configured by the gateway's settings"
+                )
+        elif self.adapter in NEEDS_BASE_URL and self.base_url is None:
+            raise ValueError(f"adapter '{self.adapter}' needs base_url (the upstream's address)")
+        return self
+
+    @property
+    def self_hosted(self) -> bool:
+        """Built per catalog entry from base_url / api_key_env (not a cloud API's adapter)."""
+        return self.adapter not in FIRST_PARTY_ADAPTERS
+
+    @property
+    def adapter_key(self) -> str:
+        """The key of this model's adapter among the configured ones: a cloud API's adapter
+        is shared by its models (keyed by adapter name), a self-hosted one is the entry's
+        own (keyed by model id; ids contain a '/', adapter names do not)."""
+        return self.id if self.self_hosted else self.adapter
 
     @property
     def provider(self) -> str:

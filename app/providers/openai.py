@@ -103,9 +103,16 @@ class _OpenAIAdapter(abc.ABC):
         )
         self._quality: Quality = quality
 
+    # How errors and messages name the upstream.
+    label = "OpenAI"
+
     async def generate(self, request: ImageRequest) -> ProviderImage:
-        size = _native_size(request)
-        return await _translate_errors(lambda: self._generate(request, size))
+        size = self._size(request)
+        return await _translate_errors(lambda: self._generate(request, size), self.label)
+
+    def _size(self, request: ImageRequest) -> str:
+        """The `size` parameter for `request` (OpenAI's three native sizes)."""
+        return _native_size(request)
 
     @abc.abstractmethod
     async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
@@ -117,7 +124,61 @@ class _OpenAIAdapter(abc.ABC):
         return None
 
 
-class OpenAIImagesAdapter(_OpenAIAdapter):
+class ImagesAPIAdapter(_OpenAIAdapter):
+    """One image through the Images API: `images.generate`, or `images.edit` with sources.
+    Subclasses choose the parameters (`_params`) and read the answer (`_image`)."""
+
+    async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
+        response = cast(ImagesResponse, await self._call(request, size))
+        return self._image(response)
+
+    def _image(self, response: ImagesResponse) -> ProviderImage:
+        images = [item.b64_json for item in response.data or [] if item.b64_json]
+        if not images:
+            # GPT Image always answers 200 with b64_json; a refusal is a 400
+            # moderation_blocked. An empty 200 is an upstream fault worth retrying, not a
+            # verdict on the prompt.
+            raise Unavailable(f"{self.label} returned no image")
+        return _provider_image(images[0], None, _usage(response.usage), self.label)
+
+    def _params(self, request: ImageRequest, size: str) -> dict[str, Any]:
+        """The parameters `images.generate` and `images.edit` share (GPT Image's)."""
+        options = request.options
+        return {
+            "model": request.upstream_model,
+            "prompt": request.prompt,
+            "n": 1,
+            "size": size,
+            "quality": _given(options.quality or self._quality),
+            "background": _given(options.background),
+            "output_format": OUTPUT_FORMAT,
+            "output_compression": OUTPUT_COMPRESSION,
+        }
+
+    async def _call(self, request: ImageRequest, size: str, **stream: Any) -> object:
+        """`images.generate`, or `images.edit` with sources: the one place both calls'
+        parameters are built, streamed or not (`stream`: stream=True, partial_images)."""
+        options = request.options
+        common: dict[str, Any] = {**self._params(request, size), **stream}
+        if not request.source_images:
+            return await self._client.images.generate(
+                moderation=_given(options.moderation), **common
+            )
+        files = [
+            (f"image{i}.{_FILE_EXTENSIONS.get(s.mime_type, 'png')}", s.data, s.mime_type)
+            for i, s in enumerate(request.source_images)
+        ]
+        mask = request.mask
+        return await self._client.images.edit(
+            # One file is sent as `image`, several as `image[]` (as the SDK does).
+            image=files[0] if len(files) == 1 else files,
+            mask=("mask.png", mask.data, mask.mime_type) if mask is not None else omit,
+            input_fidelity=_given(options.input_fidelity),
+            **common,
+        )
+
+
+class OpenAIImagesAdapter(ImagesAPIAdapter):
     """`gpt-image-*` models through `images.generate`, or `images.edit` with a source;
     `generate_streaming` asks for the same with `stream=True` and partial images."""
 
@@ -126,9 +187,9 @@ class OpenAIImagesAdapter(_OpenAIAdapter):
     async def generate_streaming(
         self, request: ImageRequest, partial_images: int, on_partial: PartialImageSink
     ) -> ProviderImage:
-        size = _native_size(request)
+        size = self._size(request)
         return await _translate_errors(
-            lambda: self._stream(request, size, partial_images, on_partial)
+            lambda: self._stream(request, size, partial_images, on_partial), self.label
         )
 
     async def _stream(
@@ -151,48 +212,6 @@ class OpenAIImagesAdapter(_OpenAIAdapter):
         if final is None or not final.b64_json:
             raise Unavailable("OpenAI's image stream ended without the final image")
         return _provider_image(final.b64_json, None, _usage(final.usage))
-
-    async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
-        response = cast(ImagesResponse, await self._call(request, size))
-        images = [item.b64_json for item in response.data or [] if item.b64_json]
-        if not images:
-            # GPT Image always answers 200 with b64_json; a refusal is a 400
-            # moderation_blocked. An empty 200 is an upstream fault worth retrying, not a
-            # verdict on the prompt.
-            raise Unavailable("OpenAI returned no image")
-        return _provider_image(images[0], None, _usage(response.usage))
-
-    async def _call(self, request: ImageRequest, size: str, **stream: Any) -> object:
-        """`images.generate`, or `images.edit` with sources: the one place both calls'
-        parameters are built, streamed or not (`stream`: stream=True, partial_images)."""
-        options = request.options
-        common: dict[str, Any] = {
-            "model": request.upstream_model,
-            "prompt": request.prompt,
-            "n": 1,
-            "size": size,
-            "quality": _given(options.quality or self._quality),
-            "background": _given(options.background),
-            "output_format": OUTPUT_FORMAT,
-            "output_compression": OUTPUT_COMPRESSION,
-            **stream,
-        }
-        if not request.source_images:
-            return await self._client.images.generate(
-                moderation=_given(options.moderation), **common
-            )
-        files = [
-            (f"image{i}.{_FILE_EXTENSIONS.get(s.mime_type, 'png')}", s.data, s.mime_type)
-            for i, s in enumerate(request.source_images)
-        ]
-        mask = request.mask
-        return await self._client.images.edit(
-            # One file is sent as `image`, several as `image[]` (as the SDK does).
-            image=files[0] if len(files) == 1 else files,
-            mask=("mask.png", mask.data, mask.mime_type) if mask is not None else omit,
-            input_fidelity=_given(options.input_fidelity),
-            **common,
-        )
 
 
 class OpenAIResponsesAdapter(_OpenAIAdapter):
@@ -270,16 +289,18 @@ def _native_size(request: ImageRequest) -> str:
     return size
 
 
-def _provider_image(b64: str, text: str | None, usage: TokenUsage | None = None) -> ProviderImage:
-    data = _decoded(b64)
+def _provider_image(
+    b64: str, text: str | None, usage: TokenUsage | None = None, label: str = "OpenAI"
+) -> ProviderImage:
+    data = _decoded(b64, label)
     return ProviderImage(data, _sniff_mime_type(data), text, usage)
 
 
-def _decoded(b64: str) -> bytes:
+def _decoded(b64: str, label: str = "OpenAI") -> bytes:
     try:
         return base64.b64decode(b64, validate=True)
     except binascii.Error:
-        raise Unavailable("OpenAI returned an image that is not valid base64") from None
+        raise Unavailable(f"{label} returned an image that is not valid base64") from None
 
 
 def _usage(usage: ImagesUsage | GenUsage | EditUsage | None) -> TokenUsage | None:
@@ -313,46 +334,49 @@ def _sniff_mime_type(data: bytes) -> str:
 # --- the one error boundary ----------------------------------------------------------
 
 
-async def _translate_errors(call: Callable[[], Awaitable[ProviderImage]]) -> ProviderImage:
+async def _translate_errors(
+    call: Callable[[], Awaitable[ProviderImage]], upstream: str = "OpenAI"
+) -> ProviderImage:
     try:
         return await call()
     except openai.APIError as exc:
-        raise translate_error(exc) from None
+        raise translate_error(exc, upstream) from None
     except httpx.HTTPError as exc:  # a body read outside the SDK's own error handling
-        raise translate_http_error(exc, "OpenAI") from None
+        raise translate_http_error(exc, upstream) from None
 
 
-def translate_error(exc: openai.APIError) -> ProviderError:
-    """The shared ProviderError for an SDK error; messages carry no keys or image data."""
+def translate_error(exc: openai.APIError, upstream: str = "OpenAI") -> ProviderError:
+    """The shared ProviderError for an SDK error; messages carry no keys or image data and
+    name the upstream as `upstream` (OpenAI, or a self-hosted server's label)."""
     # The SDK wraps transport errors (the body cap among them) in APIConnectionError.
     wrapped = exc.__cause__
     if isinstance(wrapped, httpx.HTTPError) and too_large_cause(wrapped) is not None:
-        return translate_http_error(wrapped, "OpenAI")
+        return translate_http_error(wrapped, upstream)
     # APITimeoutError subclasses APIConnectionError, so it is checked first.
     if isinstance(exc, openai.APITimeoutError):
-        return UpstreamTimeout("OpenAI did not answer in time")
+        return UpstreamTimeout(f"{upstream} did not answer in time")
     if isinstance(exc, openai.APIConnectionError):
         cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
-        return Unavailable(f"OpenAI unreachable: {cause}")
+        return Unavailable(f"{upstream} unreachable: {cause}")
     if not isinstance(exc, openai.APIStatusError):
         # A 2xx body the SDK could not read (APIResponseValidationError) or similar.
-        return Unavailable("OpenAI returned a response that could not be read")
+        return Unavailable(f"{upstream} returned a response that could not be read")
 
     status = exc.status_code
     code = exc.code or exc.type or ""
-    label = f"OpenAI {status} {code}".strip()
+    label = f"{upstream} {status} {code}".strip()
     detail = _scrub(exc.body)
     if status == 429:
         if exc.code == "insufficient_quota":
             # Our account is out of credit: not a passing limit, but another model may serve.
-            return Unavailable(f"{label}: the OpenAI account has no quota left")
+            return Unavailable(f"{label}: the {upstream} account has no quota left")
         return RateLimited(label, retry_after=_retry_after(exc.response.headers))
     if status >= 500 or status == 409:  # 409: OpenAI's lock contention, retryable
         return Unavailable(label)
     if status == 408:
         return UpstreamTimeout(label)
     if status == 400 and exc.code in _MODERATION_CODES:
-        return Moderated(f"rejected by OpenAI's safety system ({exc.code}){detail}")
+        return Moderated(f"rejected by {upstream}'s safety system ({exc.code}){detail}")
     return UpstreamBadRequest(f"{label}{detail}")
 
 

@@ -1,4 +1,5 @@
-"""Builds the adapters that are configured: a dict registry keyed by catalog adapter name.
+"""Builds the cloud APIs' adapters that are configured: a dict registry keyed by catalog
+adapter name (self-hosted entries are built per entry: app.providers.self_hosted).
 
 Several adapters can share one upstream (OpenAI's Images and Responses APIs share a key,
 a base URL and a connection pool). Every upstream's client sends through a GuardedTransport
@@ -15,6 +16,7 @@ import httpx
 
 from app.providers.base import ProviderAdapter
 from app.providers.bfl import BflAdapter
+from app.providers.catalog import FIRST_PARTY_ADAPTERS
 from app.providers.gemini import GeminiAdapter
 from app.providers.openai import OpenAIImagesAdapter, OpenAIResponsesAdapter
 from app.providers.transport import GuardedTransport, UpstreamLimits, pooled_transport
@@ -74,6 +76,10 @@ ADAPTERS: dict[str, AdapterSpec] = {
         ),
     ),
 }
+
+
+# The catalog tells first-party entries from self-hosted ones by this set of names.
+assert frozenset(ADAPTERS) == FIRST_PARTY_ADAPTERS, "registry and catalog disagree"
 
 
 def configured_upstreams(

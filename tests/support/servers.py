@@ -5,11 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+
+from app.emulators.faults import FaultPlan
 
 
 def free_port() -> int:
@@ -41,3 +44,19 @@ def serve_in_thread(app: Any, *, port: int | None = None, **config_options: Any)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@dataclass
+class ServedEmulator:
+    """An in-process emulator on a real loopback port and its fault plan."""
+
+    url: str
+    faults: FaultPlan
+
+
+@contextmanager
+def serve_emulator(create: Callable[[FaultPlan], Any]) -> Iterator[ServedEmulator]:
+    """`create(plan)` (e.g. create_openai_emulator) served until the block exits."""
+    plan = FaultPlan()
+    with serve_in_thread(create(plan)) as url:
+        yield ServedEmulator(url, plan)
