@@ -25,8 +25,7 @@ from PIL import Image
 from app.emulators.images import synthesize_png
 from app.providers.catalog import Catalog
 from tests.support.gateway import TenantHandle
-from tests.support.process import GatewayProcess, gateway_env
-from tests.support.upstreams import NetworkGateway
+from tests.support.upstreams import NetworkGateway, emulated_gateway
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -99,22 +98,8 @@ def assert_stream(events: list[Any], prefix: str, partials: int, size: str) -> N
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetworkGateway]:
     """One emulated gateway process for the whole client tier."""
-    data_dir = tmp_path_factory.mktemp("client-gateway")
-    env = gateway_env(
-        data_dir,
-        rate_limit_key_per_minute=100_000,
-        rate_limit_tenant_per_minute=100_000,
-        log_level="WARNING",
-    )
-    process = GatewayProcess(env, data_dir / "gateway.log")
-    # `serve` migrates the embedded database (under the data directory) at start.
-    database_url = f"sqlite+aiosqlite:///{data_dir / 'imagegate.db'}"
-    running = NetworkGateway(process, data_dir, {}, database_url)
-    process.start()
-    try:
+    with emulated_gateway(tmp_path_factory.mktemp("client-gateway")) as running:
         yield running
-    finally:
-        process.terminate()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "EmulatorProcess",
     "NetworkGateway",
     "SpyServer",
+    "emulated_gateway",
     "network_gateway_factory",
     "upstream_emulators",
 ]
@@ -213,6 +215,27 @@ class NetworkGateway:
             if line.startswith(f"{name}:"):
                 return int(line.split()[1])
         raise LookupError(name)
+
+
+@contextmanager
+def emulated_gateway(data_dir: Path) -> Iterator[NetworkGateway]:
+    """An `imagegate serve --emulate` process (embedded database and images under
+    `data_dir`, rate limits out of the way) until the block exits."""
+    env = gateway_env(
+        data_dir,
+        rate_limit_key_per_minute=100_000,
+        rate_limit_tenant_per_minute=100_000,
+        log_level="WARNING",
+    )
+    process = GatewayProcess(env, data_dir / "gateway.log")
+    # `serve` migrates the embedded database (under the data directory) at start.
+    database_url = f"sqlite+aiosqlite:///{data_dir / 'imagegate.db'}"
+    running = NetworkGateway(process, data_dir, {}, database_url)
+    process.start()
+    try:
+        yield running
+    finally:
+        process.terminate()
 
 
 def network_settings(emulators: dict[str, EmulatorProcess]) -> dict[str, object]:
