@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
+from app.providers.base import ImageRequest, UpstreamBadRequest
 from app.providers.catalog import FIRST_PARTY_ADAPTERS, Catalog, CatalogModel
 from app.providers.openai_compatible import OpenAICompatibleAdapter
 from app.providers.registry import ADAPTERS, upstream_limits
@@ -25,6 +26,7 @@ from tests.support.catalogs import catalog_with, self_hosted_entry
 from tests.support.gateway import Stack, gateway_settings, stack_in_thread
 
 PATH = "/api/v1/generate-image"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "adapters.md"
 PRICE = 3
 PLUGIN = textwrap.dedent(
     '''
@@ -185,3 +187,41 @@ async def test_a_plugin_cannot_replace_a_built_in_adapter(tmp_path: Path) -> Non
 
 def test_the_registry_and_the_catalog_agree_on_first_party_adapters() -> None:
     assert frozenset(ADAPTERS) == FIRST_PARTY_ADAPTERS
+
+
+def _docs_block(after: str, language: str) -> str:
+    """The first ```language block after the heading `after` in docs/adapters.md."""
+    text = DOCS.read_text("utf-8")
+    rest = text[text.index(after) :]
+    start = rest.index(f"```{language}\n") + len(language) + 4
+    return rest[start : rest.index("```", start)]
+
+
+async def test_the_worked_example_in_the_docs_works(tmp_path: Path) -> None:
+    """docs/adapters.md's plugin, installed as its pyproject declares it, builds from its
+    catalog entry and draws the 640x360 picture the page promises."""
+    heading = "### Worked example"
+    package = tmp_path / "imagegate_solid"
+    package.mkdir()
+    (package / "__init__.py").write_text(_docs_block(heading, "python"), "utf-8")
+    declared = _docs_block(heading, "toml")
+    table = declared.split('[project.entry-points."imagegate.providers"]\n', 1)[1]
+    name, _, value = table.strip().partition(" = ")
+    point = f"{name} = {value.strip(chr(34))}"  # TOML's quoted string, as entry_points.txt
+    dist = tmp_path / "imagegate_solid-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: imagegate-solid\nVersion: 0.1.0\n", "utf-8"
+    )
+    (dist / "entry_points.txt").write_text(f"[imagegate.providers]\n{point}\n", "utf-8")
+    entry = CatalogModel.model_validate_json(_docs_block(heading, "json"))
+    settings = Settings(_env_file=None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(tmp_path))
+        built = build_self_hosted(Catalog((entry,)), settings, upstream_limits(settings))
+    adapter = built.adapters["local/solid"]
+    image = await adapter.generate(ImageRequest("solid", "anything", "16:9"))
+    assert Image.open(io.BytesIO(image.data)).size == (640, 360)
+    with pytest.raises(UpstreamBadRequest):
+        await adapter.generate(ImageRequest("solid", " ", "16:9"))
+    await built.aclose()
