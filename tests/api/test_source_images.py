@@ -206,3 +206,13 @@ async def test_async_idempotent_retry_with_other_references_is_a_conflict(stack:
     done = await stack.wait_for_job(tenant, first.headers["location"])
     assert done["status"] == "succeeded"
     assert await stack.balance(tenant) == 100 - PRICE
+
+
+async def test_the_models_listing_shows_each_reference_limit(stack: Stack) -> None:
+    async with stack.client() as client:
+        listing = await client.get("/api/v1/models")
+    limits = {model["id"]: model["maxReferenceImages"] for model in listing.json()["models"]}
+    assert limits["google/gemini-2.5-flash-image"] == 3
+    assert limits[FLASH_31] == 14
+    assert limits["openai/gpt-image-1"] == 16
+    assert limits["bfl/flux-kontext-pro"] == 1
