@@ -12,6 +12,14 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_ADMIN_TOKEN_CHARS = 24
+# What a generate-image body holds besides its source images (prompt, fields, data URL
+# headers, JSON punctuation): room the source-bytes total leaves in the body limit.
+BODY_SLACK_BYTES = 64 * 1024
+
+
+def encoded_body_bytes(source_bytes: int) -> int:
+    """The body size that `source_bytes` of images need as base64 data URLs."""
+    return -(-source_bytes // 3) * 4 + BODY_SLACK_BYTES
 
 
 def _key_field(*names: str) -> str | None:
@@ -103,6 +111,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     max_source_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_source_image_pixels: int = Field(default=40_000_000, ge=1024)
+    # Decoded bytes of all the source images of one request (`sourceImages`) together.
+    # Unset: what IMAGEGATE_MAX_BODY_BYTES admits once base64-encoded, with 64 KiB left for
+    # the rest of the body (about 12 MiB with the default 16 MiB body).
+    max_source_bytes_total: int | None = Field(default=None, ge=1024)
     # Megapixels decoded at once by the whole process (source images and upstream
     # outputs, ~4 bytes each, a transcode counting 3x): memory is bounded by this, not by
     # thread counts. Work beyond it waits within the request deadline; a source image
@@ -185,6 +197,24 @@ class Settings(BaseSettings):
                 f" ({4 * self.max_body_bytes / 1024 / 1024:g} MiB)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _body_admits_the_source_total(self) -> Settings:
+        total = self.max_source_bytes_total
+        if total is not None and encoded_body_bytes(total) > self.max_body_bytes:
+            raise ValueError(
+                f"IMAGEGATE_MAX_SOURCE_BYTES_TOTAL ({total}) does not fit in a request body of "
+                f"IMAGEGATE_MAX_BODY_BYTES ({self.max_body_bytes}) once base64-encoded; raise "
+                f"the body limit to at least {encoded_body_bytes(total)} or lower the total"
+            )
+        return self
+
+    @property
+    def source_bytes_total(self) -> int:
+        """The most decoded bytes all of one request's source images may have together."""
+        if self.max_source_bytes_total is not None:
+            return self.max_source_bytes_total
+        return max(0, self.max_body_bytes - BODY_SLACK_BYTES) // 4 * 3
 
     @property
     def request_bytes_budget(self) -> int:

@@ -117,7 +117,7 @@ async def generate_image(
                 sessions,
                 auth.tenant_id,
                 idempotency.validate_key(idempotency_key),
-                idempotency.request_hash(payload),
+                await _request_hash(payload),
                 lock_for=idempotency.lock_duration(settings),
                 run=run,
             )
@@ -127,6 +127,13 @@ async def generate_image(
             produced = once.response
         body = await with_urls(produced["body"], produced["keys"], image_store, base_url)
         return decided_headers(JSONResponse(body), response)
+
+
+async def _request_hash(payload: Any) -> str:
+    """The Idempotency-Key's body hash; over megabytes of source images, in a thread."""
+    if carries_sources(payload):
+        return await asyncio.to_thread(idempotency.request_hash, payload)
+    return idempotency.request_hash(payload)
 
 
 def _wants_async(request: Request) -> bool:
@@ -149,19 +156,18 @@ async def _submit(
 ) -> JSONResponse:
     """202 with a new job; with an Idempotency-Key, the key's job (one per key and body)."""
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-    source = None
-    if parsed.source_images:
-        source = await generation.decode_source(parsed.source_images[0])
+    sources = await generation.source_images(parsed)
     submission = await jobs.submit_job(
         sessions=sessions,
         image_store=image_store,
         tenant_id=auth.tenant_id,
         api_key_id=auth.api_key_id,
         payload=payload,
+        body_hash=await _request_hash(payload) if key is not None else None,
         request=parsed,
         # Priced like the sync hold: the dearest model of the chain that may serve it.
         chain=generation.usable_chain(parsed, auth.caller),
-        source=source,
+        sources=sources,
         idempotency_key=key,
         lock_for=idempotency.lock_duration(settings),
     )
@@ -174,13 +180,24 @@ async def _submit(
 async def parse_request(
     payload: Any, catalog: Catalog, generation: GenerationService
 ) -> GenerateRequest:
-    """The contract's body; a `sourceImage` (megabytes of base64) is decoded in a thread."""
+    """The contract's body; source images (megabytes of base64) are decoded in a thread."""
     parse = functools.partial(
-        parse_generate_request, payload, catalog, max_source_bytes=generation.max_source_bytes
+        parse_generate_request,
+        payload,
+        catalog,
+        max_source_bytes=generation.max_source_bytes,
+        max_source_bytes_total=generation.max_source_bytes_total,
     )
-    if isinstance(payload, dict) and payload.get("sourceImage"):
+    if carries_sources(payload):
         return await asyncio.to_thread(parse)
     return parse()
+
+
+def carries_sources(payload: Any) -> bool:
+    """Whether the body has source images (whose hash and decode belong in a thread)."""
+    return isinstance(payload, dict) and bool(
+        payload.get("sourceImage") or payload.get("sourceImages")
+    )
 
 
 # Referenced by the OpenAPI requestBody above; registered by app.api.openapi.

@@ -90,6 +90,7 @@ def model_summary(model: CatalogModel, *, configured: bool) -> dict[str, Any]:
         "nativeAspectRatios": list(model.native_aspect_ratios),
         "supportedAspectRatios": list(CONTRACT_RATIOS),
         "imageToImage": model.image_to_image,
+        "maxReferenceImages": model.max_reference_images,
         "configured": configured,
         "default": model.id == DEFAULT_MODEL,
     }

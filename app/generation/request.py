@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InvalidRequest
 from app.generation.presets import PRESET_NAMES
-from app.generation.source_image import decode_data_url
+from app.generation.sources import parse_sources
 from app.imaging.aspect import CONTRACT_RATIOS
 from app.imaging.exact import OutputSpec
 from app.providers.base import ImageOptions
@@ -36,7 +36,17 @@ class GenerateImageBody(BaseModel):
     numImages: int = Field(default=1, ge=1, le=MAX_IMAGES)
     stylePreset: str = Field(default="none", json_schema_extra={"enum": list(PRESET_NAMES)})
     sourceImage: str | None = Field(
-        default=None, description="data:image/(png|jpeg|webp);base64,... for image-to-image"
+        default=None,
+        description="data:image/(png|jpeg|webp);base64,... for image-to-image; not together "
+        "with sourceImages",
+    )
+    sourceImages: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Several reference images, data URLs like sourceImage, in order: from 1 up "
+        "to the model's maxReferenceImages (GET /api/v1/models; the limit is per model). Each "
+        "has sourceImage's bounds, and all together at most the gateway's total "
+        "(IMAGEGATE_MAX_SOURCE_BYTES_TOTAL); not together with sourceImage",
     )
 
 
@@ -60,20 +70,29 @@ class GenerateRequest:
 
 
 def parse_generate_request(
-    payload: Any, catalog: Catalog, *, max_source_bytes: int
+    payload: Any,
+    catalog: Catalog,
+    *,
+    max_source_bytes: int,
+    max_source_bytes_total: int | None = None,
 ) -> GenerateRequest:
-    """The native contract's body; a `sourceImage` data URL comes back decoded to bytes
-    (base64 work: call this off the event loop when the body may carry one)."""
+    """The native contract's body; `sourceImage` or `sourceImages` data URLs come back
+    decoded to bytes (base64 work: call this off the event loop when the body carries
+    one). `max_source_bytes` bounds each image, `max_source_bytes_total` all of them."""
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
-    source = _source_image(payload.get("sourceImage"), max_source_bytes)
+    model = _model(payload.get("model"), catalog)
+    sources, source_field = parse_sources(
+        payload, model, max_bytes=max_source_bytes, max_total=max_source_bytes_total
+    )
     return GenerateRequest(
         prompt=validate_prompt(payload.get("prompt")),
-        model=_model(payload.get("model"), catalog),
+        model=model,
         aspect_ratio=_choice(payload.get("aspectRatio"), "aspectRatio", CONTRACT_RATIOS, "1:1"),
         num_images=_num_images(payload.get("numImages")),
         style_preset=_choice(payload.get("stylePreset"), "stylePreset", PRESET_NAMES, "none"),
-        source_images=() if source is None else (source,),
+        source_images=sources,
+        source_field=source_field,
     )
 
 
@@ -168,17 +187,6 @@ def _num_images(value: Any) -> int:
             field="numImages",
         )
     return value
-
-
-def _source_image(value: Any, max_bytes: int) -> bytes | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequest(
-            "sourceImage must be a string: a data URL like data:image/png;base64,...",
-            field="sourceImage",
-        )
-    return decode_data_url(value, max_bytes=max_bytes)
 
 
 def _show(value: Any) -> str:

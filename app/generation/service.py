@@ -36,6 +36,7 @@ from app.generation.pricing import required_credits
 from app.generation.producer import ImageProducer, Job, PartialImages, StoredImage
 from app.generation.request import GenerateRequest
 from app.generation.source_image import decode_source_image
+from app.generation.sources import check_reference_count, raise_over_total, source_field_at
 from app.imaging.decode import ImageDecodeError
 from app.observability.metrics import Metrics
 from app.providers.base import Moderated, ProviderError, SourceImage
@@ -105,7 +106,7 @@ class GenerationService:
         recorded (a stream whose client left: the rest are deleted and refunded)."""
         started = time.monotonic()
         model = request.model
-        sources = await self._source_images(request)
+        sources = await self.source_images(request)
         mask = await self._mask(request)
         if not caller.allows(model.id):  # e.g. a queued job whose key was narrowed since
             raise ModelNotAllowed(model.id, sorted(caller.models or ()))
@@ -233,23 +234,28 @@ class GenerationService:
         """The most bytes one source image may have (request parsers bound data URLs)."""
         return self._settings.max_source_image_bytes
 
-    async def _source_images(self, request: GenerateRequest) -> tuple[SourceImage, ...]:
+    @property
+    def max_source_bytes_total(self) -> int:
+        """The most bytes all of one request's source images may have together."""
+        return self._settings.source_bytes_total
+
+    async def source_images(self, request: GenerateRequest) -> tuple[SourceImage, ...]:
+        """The request's source images, checked against its model (takes images, and this
+        many) and the bounds, and decoded; messages name each by index when there are
+        several (`sourceImages[2]`)."""
         if not request.source_images:
             return ()
-        field = request.source_field
-        model = request.model
-        if not model.image_to_image:
-            raise InvalidRequest(
-                f"model {model.id} does not support image-to-image ({field})", field=field
-            )
-        if len(request.source_images) > model.max_reference_images:
-            raise InvalidRequest(
-                f"model {model.id} takes at most {model.max_reference_images} "
-                f"{field} image(s); got {len(request.source_images)}",
-                field=field,
-            )
+        field, count = request.source_field, len(request.source_images)
+        check_reference_count(request.model, count, field)
+        if (total := sum(map(len, request.source_images))) > self.max_source_bytes_total:
+            raise_over_total(total, self.max_source_bytes_total, field)
         # One after another: each waits for the shared decode budget in turn.
-        return tuple([await self.decode_source(data, field) for data in request.source_images])
+        return tuple(
+            [
+                await self.decode_source(data, source_field_at(field, index, count))
+                for index, data in enumerate(request.source_images)
+            ]
+        )
 
     async def _mask(self, request: GenerateRequest) -> SourceImage | None:
         if request.mask is None:

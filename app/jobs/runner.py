@@ -21,6 +21,8 @@ from app.db.models import ApiKey, Generation, Job, new_id
 from app.errors import GatewayError
 from app.generation.request import GenerateRequest, parse_generate_request
 from app.generation.service import GenerationService
+from app.generation.source_image import FIELD as SOURCE_IMAGE
+from app.generation.sources import SOURCE_IMAGES
 from app.jobs import service as jobs
 from app.providers.catalog import Catalog
 from app.storage.base import ImageStore, StorageUnavailable
@@ -137,13 +139,18 @@ class JobRunner:
         """The stored contract fields, with the stored source's bytes (checked again by
         the service, as any source is)."""
         payload: dict[str, Any] = json.loads(job.request_json)
-        mime_type = payload.pop(jobs.SOURCE_MIME_FIELD, None)
+        count = len(jobs.source_mime_types(payload))
         request = parse_generate_request(
             payload, self._catalog, max_source_bytes=self._generation.max_source_bytes
         )
-        if job.source_key is not None and mime_type is not None:
-            data = await self._store.get(job.source_key)
-            request = dataclasses.replace(request, source_images=(data,))
+        if job.source_key is not None and count:
+            keys = jobs.source_keys(job)
+            request = dataclasses.replace(
+                request,
+                source_images=tuple([await self._store.get(key) for key in keys]),
+                # Named as the caller sent them (sourceImages[2] in a message).
+                source_field=SOURCE_IMAGES if count > 1 else SOURCE_IMAGE,
+            )
         return request
 
     async def _count_image(self, job_id: str) -> None:
@@ -157,5 +164,5 @@ class JobRunner:
     async def _finish(self, job: Job, error: tuple[int, str, str] | None) -> None:
         async with self._sessions() as session, session.begin():
             await jobs.finish(session, job.id, error=error)
-        if job.source_key is not None:
-            await self._store.delete(job.source_key)
+        for key in jobs.source_keys(job):
+            await self._store.delete(key)

@@ -32,9 +32,12 @@ from app.providers.catalog import CatalogModel
 from app.storage.base import ImageStore
 from app.storage.keys import job_source_key
 
-# Contract fields kept for a job; the source image goes to the image store instead.
+# Contract fields kept for a job; the source images go to the image store instead, and
+# the job's JSON keeps only their types: one under SOURCE_MIME_FIELD (as before several
+# were possible), several in order under SOURCE_MIMES_FIELD.
 REQUEST_FIELDS = ("prompt", "model", "aspectRatio", "numImages", "stylePreset")
 SOURCE_MIME_FIELD = "sourceMimeType"
+SOURCE_MIMES_FIELD = "sourceMimeTypes"
 FINAL_GENERATION = {
     GenerationStatus.SUCCEEDED,
     GenerationStatus.PARTIAL,
@@ -78,15 +81,17 @@ async def submit_job(
     payload: dict[str, Any],
     request: GenerateRequest,
     chain: Sequence[CatalogModel],
-    source: SourceImage | None,
+    sources: Sequence[SourceImage],
     idempotency_key: str | None,
     lock_for: timedelta,
+    body_hash: str | None = None,
 ) -> Submission:
     """Queue a job for `request`; with an (already validated) idempotency key, the key's
-    job: one per key and body. `chain` is the models that may serve it (the generation
-    service's usable chain), priced as the sync hold prices it, so a job that passes the
-    pre-check is not refused for credits when it runs. The claim, the 402 pre-check and
-    the job row are one transaction; a stored source no job will read is deleted again."""
+    job: one per key and body (`body_hash`, the payload's request hash, computed here when
+    not given). `chain` is the models that may serve it (the generation service's usable
+    chain), priced as the sync hold prices it, so a job that passes the pre-check is not
+    refused for credits when it runs. The claim, the 402 pre-check and the job row are one
+    transaction; stored sources no job will read are deleted again."""
     job_id = new_id()
     required = required_credits(request, chain)
 
@@ -103,17 +108,18 @@ async def submit_job(
             tenant_id=tenant_id,
             api_key_id=api_key_id,
             request=payload | {"model": request.model.id},
-            source_mime_type=source.mime_type if source else None,
+            source_mime_types=[source.mime_type for source in sources],
             num_images=request.num_images,
         )
         return {JOB_RECORD: accepted_body(job_id)}
 
-    # Stored first: the job may run as soon as it commits.
-    if source is not None:
-        await image_store.put(job_source_key(tenant_id, job_id), source.data, source.mime_type)
     replay: dict[str, Any] | None = None
     created = False
     try:
+        # Stored first: the job may run as soon as it commits.
+        for index, source in enumerate(sources):
+            key = job_source_key(tenant_id, job_id, index)
+            await image_store.put(key, source.data, source.mime_type)
         if idempotency_key is None:
             async with sessions() as session, session.begin():
                 await create(session)
@@ -122,16 +128,39 @@ async def submit_job(
                 sessions,
                 tenant_id,
                 idempotency_key,
-                idempotency.request_hash(payload),
+                body_hash or idempotency.request_hash(payload),
                 lock_for=lock_for,
                 on_claim=create,
             )
             replay = claim.replay
         created = replay is None
     finally:
-        if source is not None and not created:  # no job will read it
-            await asyncio.shield(image_store.delete(job_source_key(tenant_id, job_id)))
+        if sources and not created:  # no job will read them
+            await asyncio.shield(_delete_sources(image_store, tenant_id, job_id, len(sources)))
     return Submission(job_id, replay)
+
+
+async def _delete_sources(image_store: ImageStore, tenant_id: str, job_id: str, count: int) -> None:
+    for index in range(count):
+        await image_store.delete(job_source_key(tenant_id, job_id, index))
+
+
+def source_mime_types(payload: dict[str, Any]) -> list[str]:
+    """The types of a job's stored source images, in order, taken out of its stored
+    request JSON (`payload`, modified); [] for a job without any."""
+    several = payload.pop(SOURCE_MIMES_FIELD, None)
+    single = payload.pop(SOURCE_MIME_FIELD, None)
+    if isinstance(several, list):
+        return [str(mime_type) for mime_type in several]
+    return [str(single)] if single else []
+
+
+def source_keys(job: Job) -> list[str]:
+    """The image-store keys of a job's source images, in order."""
+    if job.source_key is None:
+        return []
+    count = len(source_mime_types(json.loads(job.request_json)))
+    return [job_source_key(job.tenant_id, job.id, index) for index in range(max(count, 1))]
 
 
 async def create_job(
@@ -141,19 +170,22 @@ async def create_job(
     tenant_id: str,
     api_key_id: str,
     request: dict[str, Any],
-    source_mime_type: str | None,
+    source_mime_types: Sequence[str],
     num_images: int,
 ) -> Job:
+    kept = {k: request[k] for k in REQUEST_FIELDS if k in request}
+    if len(source_mime_types) == 1:
+        kept[SOURCE_MIME_FIELD] = source_mime_types[0]
+    elif source_mime_types:
+        kept[SOURCE_MIMES_FIELD] = list(source_mime_types)
     job = Job(
         id=job_id,
         tenant_id=tenant_id,
         api_key_id=api_key_id,
         status=JobStatus.QUEUED,
-        request_json=json.dumps(
-            {k: request[k] for k in REQUEST_FIELDS if k in request}
-            | ({SOURCE_MIME_FIELD: source_mime_type} if source_mime_type else {})
-        ),
-        source_key=job_source_key(tenant_id, job_id) if source_mime_type else None,
+        request_json=json.dumps(kept),
+        # The first source's key; the others follow it (job_source_key's index).
+        source_key=job_source_key(tenant_id, job_id) if source_mime_types else None,
         images_total=num_images,
     )
     session.add(job)

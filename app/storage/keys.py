@@ -1,7 +1,8 @@
 """The object key layout, built and parsed in one place.
 
 - a generated image: `<tenant>/<yyyy>/<mm>/<generation>-<index>.webp`, dated in UTC
-- an async job's source image: `<tenant>/jobs/<job>/source`, until the job ends
+- an async job's source images: `<tenant>/jobs/<job>/source` (the first), then
+  `<tenant>/jobs/<job>/source-1`, `source-2`... in order, until the job ends
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 # One path component: no separators, no dot-segments, nothing a filesystem or URL mangles.
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _IMAGE = re.compile(r"^(?P<tenant>[^/]+)/\d{4}/\d{2}/(?P<generation>[^/]+)-(?P<index>\d+)\.webp$")
-_JOB_SOURCE = re.compile(r"^(?P<tenant>[^/]+)/jobs/(?P<job>[^/]+)/source$")
+_JOB_SOURCE = re.compile(r"^(?P<tenant>[^/]+)/jobs/(?P<job>[^/]+)/source(?:-[1-9]\d*)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,11 @@ def object_key(tenant_id: str, generation_id: str, index: int, created: datetime
     return f"{tenant_id}/{when:%Y}/{when:%m}/{generation_id}-{index}.webp"
 
 
-def job_source_key(tenant_id: str, job_id: str) -> str:
-    return f"{tenant_id}/jobs/{job_id}/source"
+def job_source_key(tenant_id: str, job_id: str, index: int = 0) -> str:
+    """The key of an async job's `index`-th source image."""
+    if index < 0:
+        raise ValueError("index must be >= 0")
+    return f"{tenant_id}/jobs/{job_id}/source" + (f"-{index}" if index else "")
 
 
 def parse_image_key(key: str) -> ImageKey | None:

@@ -247,3 +247,39 @@ async def test_a_chunked_body_reserves_nothing_and_must_be_small(impatient: Stac
         assert (await holder).status_code == 200
         await _until_free(client)
     assert await impatient.balance(tenant) == 0  # the prompt and the holder paid
+
+
+async def test_the_source_total_is_what_the_body_limit_admits(patient: Stack) -> None:
+    """Unset, IMAGEGATE_MAX_SOURCE_BYTES_TOTAL is what the body limit carries once
+    base64-encoded (here ~144 KiB): two references that fit in the body each but not
+    together are a 400 on both routes, and nothing is charged."""
+    tenant = await patient.new_tenant(credits=PRICE)
+    total = patient.settings.source_bytes_total
+    images = []
+    for _ in range(2):
+        buffer = io.BytesIO()
+        Image.frombytes("RGB", (170, 170), os.urandom(170 * 170 * 3)).save(buffer, "PNG")
+        images.append(buffer.getvalue())
+    assert max(map(len, images)) < total < sum(map(len, images))
+    urls = ["data:image/png;base64," + base64.b64encode(image).decode() for image in images]
+    async with patient.client() as client:
+        native = await client.post(
+            PATH, json={"prompt": "two", "sourceImages": urls}, headers=tenant.auth
+        )
+        edit = await client.post(
+            "/v1/images/edits",
+            data={"prompt": "two", "model": "google/gemini-2.5-flash-image"},
+            files=[("image[]", (f"{i}.png", image, "image/png")) for i, image in enumerate(images)],
+            headers=tenant.auth,
+        )
+        one = await client.post(
+            PATH, json={"prompt": "one", "sourceImages": urls[:1]}, headers=tenant.auth
+        )
+    assert native.status_code == 400, native.text
+    assert native.json()["field"] == "sourceImages"
+    assert f"at most {total} bytes" in native.json()["error"]
+    assert edit.status_code == 400, edit.text
+    assert edit.json()["error"]["param"] == "image"
+    assert f"at most {total} bytes" in edit.json()["error"]["message"]
+    assert one.status_code == 200, one.text
+    assert await patient.balance(tenant) == 0

@@ -23,7 +23,7 @@ PHONE = {"width": 390, "height": 844}
 PRO = "google/gemini-3-pro-image"  # 13 credits an image
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
+    from playwright.async_api import Browser, FilePayload, Page, Request
 
 
 class Dashboard:
@@ -232,10 +232,10 @@ async def test_image_to_image_from_a_picked_or_dropped_file(
     )
     preview = page.locator("#source-preview")
     await preview.wait_for(state="visible")
-    assert (await page.locator("#source-img").get_attribute("src") or "").startswith(
+    assert (await preview.locator("img").get_attribute("src") or "").startswith(
         "data:image/png;base64,"
     )
-    await page.get_by_role("button", name="Remove").click()
+    await page.get_by_role("button", name="Remove red.png").click()
     await preview.wait_for(state="hidden")
 
     # Drag and drop: a real drop event carrying a file.
@@ -248,11 +248,12 @@ async def test_image_to_image_from_a_picked_or_dropped_file(
         list(_png("blue")),
     )
     await preview.wait_for(state="visible")
-    assert await page.locator("#source-name").text_content() == "blue.png"
+    assert await preview.locator(".source-name").all_text_contents() == ["blue.png"]
     await page.locator("#source-file").set_input_files(
         {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}
     )
     assert "PNG, JPEG or WebP" in (await page.locator("#source-error").text_content() or "")
+    assert await preview.locator(".source-name").all_text_contents() == ["blue.png"]
     await dash.screenshot("06-source-image")
 
     await page.get_by_label("Prompt").fill("Turn this into a watercolor painting")
@@ -271,6 +272,63 @@ async def test_image_to_image_from_a_picked_or_dropped_file(
     await page.get_by_role("button", name="Delete image").click()
     await page.locator("#latest").wait_for(state="hidden")
     assert await page.locator("#gallery .tile").count() == 0
+    assert dash.errors == []
+
+
+@pytest.mark.browser
+async def test_several_source_images_up_to_the_models_limit(
+    browser: Browser, embedded_stack: Stack
+) -> None:
+    dash = await _dashboard(browser, embedded_stack, DESKTOP)
+    page, sent = dash.page, list[Any]()
+
+    def record(request: Request) -> None:
+        if request.url.endswith("/api/v1/generate-image"):
+            sent.append(request.post_data_json)
+
+    page.on("request", record)
+    tenant = await embedded_stack.new_tenant(credits=20)
+    await dash.open()
+    await dash.sign_in(tenant)
+    picker, preview = page.locator("#source-file"), page.locator("#source-preview")
+    # Kontext takes one source image: one file at a time, a new one replaces it.
+    await page.get_by_label("Model", exact=True).select_option("bfl/flux-kontext-pro")
+    assert not await picker.evaluate("input => input.multiple")
+    # gemini-2.5-flash-image takes three: a pick of four keeps the first three.
+    await page.get_by_label("Model", exact=True).select_option("google/gemini-2.5-flash-image")
+    assert await picker.evaluate("input => input.multiple")
+    assert "takes up to 3" in (await page.locator("#source-hint").text_content() or "")
+    files: list[FilePayload] = [
+        {"name": f"{colour}.png", "mimeType": "image/png", "buffer": _png(colour)}
+        for colour in ("red", "lime", "blue", "yellow")
+    ]
+    await picker.set_input_files(files)
+    await page.wait_for_function("document.querySelectorAll('#source-preview img').length === 3")
+    names = preview.locator(".source-name")
+    assert await names.all_text_contents() == ["red.png", "lime.png", "blue.png"]
+    assert "at most 3" in (await page.locator("#source-error").text_content() or "")
+    assert await page.locator("#dropzone-label").is_hidden()  # full: no room for a fourth
+    await preview.scroll_into_view_if_needed()
+    await dash.screenshot("06b-source-images")
+    await page.get_by_role("button", name="Remove lime.png").click()
+    assert await names.all_text_contents() == ["red.png", "blue.png"]
+    assert await page.locator("#dropzone-label").is_visible()
+
+    # Kontext cannot take two: refused in the page, nothing sent.
+    await page.get_by_label("Prompt").fill("Put these two side by side")
+    await page.get_by_label("Model", exact=True).select_option("bfl/flux-kontext-pro")
+    await dash.generate()
+    await page.get_by_text("takes at most 1 source image").wait_for()
+    assert sent == []
+
+    await page.get_by_label("Model", exact=True).select_option("google/gemini-2.5-flash-image")
+    await dash.generate()
+    await page.locator("#latest-grid .result img").wait_for(state="visible", timeout=30_000)
+    await dash.expect_balance(16)
+    (body,) = sent
+    assert "sourceImage" not in body
+    assert [url[:22] for url in body["sourceImages"]] == ["data:image/png;base64,"] * 2
+    assert body["sourceImages"][0] != body["sourceImages"][1]
     assert dash.errors == []
 
 

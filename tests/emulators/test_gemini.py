@@ -17,10 +17,12 @@ from PIL import Image, ImageStat
 
 from app.emulators.faults import FaultPlan
 from app.emulators.gemini import NATIVE_SIZES, create_gemini_emulator
-from tests.support.images import GREEN, RED, band_colours, solid_png
+from tests.support.images import BLUE, GREEN, RED, band_colours, solid_png
 from tests.support.servers import serve_in_thread
 
 MODEL = "gemini-2.5-flash-image"
+YELLOW = (230, 220, 20)
+PALETTE = (RED, GREEN, BLUE, YELLOW)
 PATH = f"/v1beta/models/{MODEL}:generateContent"
 
 
@@ -195,6 +197,24 @@ async def test_every_reference_image_shows_in_order(client: genai.Client) -> Non
     assert band_colours(decode(both), 2) == [RED, GREEN]
     assert band_colours(decode(swapped), 2) == [GREEN, RED]
     assert band_colours(decode(red_only), 2) == [RED, RED]
+
+
+async def test_changing_any_one_of_three_references_changes_the_output(
+    client: genai.Client,
+) -> None:
+    async def edit(*images: bytes) -> bytes:
+        response = await generate(client, "combine", "16:9", references=images, seed=5)
+        return image_bytes(response)
+
+    base = [RED, GREEN, BLUE]
+    original = await edit(*(solid_png(colour) for colour in base))
+    assert band_colours(decode(original), 3, PALETTE) == base
+    for index in range(3):
+        colours = [YELLOW if i == index else colour for i, colour in enumerate(base)]
+        changed = await edit(*(solid_png(colour) for colour in colours))
+        assert changed != original
+        # The new reference shows in its own band, and the other two are unchanged.
+        assert band_colours(decode(changed), 3, PALETTE) == colours
 
 
 async def test_a_seed_that_is_not_an_integer_is_invalid_argument(http: httpx.AsyncClient) -> None:

@@ -23,10 +23,12 @@ from PIL import Image, ImageStat
 
 from app.emulators.faults import FaultPlan
 from app.emulators.openai import create_openai_emulator
-from tests.support.images import GREEN, RED, band_colours, half_mask, region_mean, solid_png
+from tests.support.images import BLUE, GREEN, RED, band_colours, half_mask, region_mean, solid_png
 from tests.support.servers import serve_in_thread
 
 MODEL = "gpt-image-1"
+YELLOW = (230, 220, 20)
+PALETTE = (RED, GREEN, BLUE, YELLOW)
 SIZES = {"1024x1024": (1024, 1024), "1536x1024": (1536, 1024), "1024x1536": (1024, 1536)}
 FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
@@ -257,6 +259,25 @@ async def test_edit_with_several_images_uses_image_array(client: AsyncOpenAI) ->
     )
     assert one.data and two.data and len(two.data) == 2
     assert one.data[0].b64_json != two.data[0].b64_json
+
+
+async def test_changing_any_one_of_three_images_changes_the_edit(client: AsyncOpenAI) -> None:
+    async def edit(colours: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        response = await client.images.edit(
+            image=[(f"{i}.png", solid_png(c), "image/png") for i, c in enumerate(colours)],
+            model=MODEL,
+            prompt="combine",
+            size="1536x1024",
+        )
+        assert response.data
+        return band_colours(decode(response.data[0].b64_json), 3, PALETTE)
+
+    base = [RED, GREEN, BLUE]
+    assert await edit(base) == base
+    for index in range(3):
+        colours = [YELLOW if i == index else colour for i, colour in enumerate(base)]
+        # The new image shows in its own band, and the other two are unchanged.
+        assert await edit(colours) == colours
 
 
 async def test_every_image_and_the_mask_change_the_edit(client: AsyncOpenAI) -> None:

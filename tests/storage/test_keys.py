@@ -59,6 +59,15 @@ def test_a_job_source_key_parses_back_into_its_parts() -> None:
     assert parse_image_key(key) is None
 
 
+def test_a_jobs_later_source_keys_follow_the_first() -> None:
+    assert job_source_key("tenant-a", "job-1", 0) == "tenant-a/jobs/job-1/source"
+    key = job_source_key("tenant-a", "job-1", 2)
+    assert key == "tenant-a/jobs/job-1/source-2"
+    assert parse_job_source_key(key) == JobSourceKey("tenant-a", "job-1")
+    with pytest.raises(ValueError, match="index"):
+        job_source_key("tenant-a", "job-1", -1)
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -66,6 +75,8 @@ def test_a_job_source_key_parses_back_into_its_parts() -> None:
         "tenant-a/2025/3/gen_1-2.webp",
         "tenant-a/2025/03/gen_1.webp",
         "tenant-a/jobs/job-1/source.webp",
+        "tenant-a/jobs/job-1/source-0",
+        "tenant-a/jobs/job-1/source-x",
         "tenant-a/jobs/job-1",
         "something-else",
     ],

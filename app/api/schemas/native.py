@@ -167,6 +167,8 @@ class ModelSummary(ApiModel):
     native_aspect_ratios: list[str]
     supported_aspect_ratios: list[str]
     image_to_image: bool
+    # Source images one request may carry (`sourceImages`); 0 without image-to-image.
+    max_reference_images: int
     configured: bool
     default: bool
 

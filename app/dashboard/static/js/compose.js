@@ -1,7 +1,8 @@
-// The generate form: prompt, model, aspect ratio, preset, count, source image; progress.
+// The generate form: prompt, model, aspect ratio, preset, count, source images; progress.
 
 import { api } from "./api.js";
-import { $, formatBytes, h, modelName, providerName, setShape, setText, show } from "./dom.js";
+import { $, h, modelName, providerName, setShape, setText, show } from "./dom.js";
+import { setSourceModel, setupSources, sourceImages, sourceProblem } from "./sources.js";
 
 export const RATIOS = [
   ["1:1", "Square"],
@@ -13,13 +14,10 @@ export const RATIOS = [
   ["9:21", "Ultra-tall"],
 ];
 const MAX_PROMPT = 4000;
-const MAX_SOURCE_BYTES = 10 * 1024 * 1024;
-const SOURCE_TYPES = ["image/png", "image/jpeg", "image/webp"];
 
 const state = {
   models: new Map(),
   presets: new Map(),
-  source: null, // { dataUrl, name, size }
   balance: null,
   busy: false,
   hooks: null,
@@ -46,7 +44,7 @@ export function setupComposer(hooks) {
   });
   $("preset").addEventListener("change", describePreset);
   $("counts").addEventListener("change", updateCost);
-  setupSource();
+  setupSources();
   $("generate-form").addEventListener("submit", (event) => {
     event.preventDefault();
     generate();
@@ -163,9 +161,13 @@ function describeModel() {
     return;
   }
   const parts = [model.description, `${model.price} credits per image`];
-  if (model.imageToImage) parts.push("image-to-image");
+  if (model.imageToImage) {
+    const limit = model.maxReferenceImages ?? 1;
+    parts.push(limit > 1 ? `image-to-image, up to ${limit} source images` : "image-to-image");
+  }
   $("model-hint").textContent = parts.filter(Boolean).join(" · ");
   $("dropzone").classList.toggle("unsupported", !model.imageToImage);
+  setSourceModel(model);
 }
 
 function describePreset() {
@@ -192,64 +194,6 @@ function updateCost() {
   );
 }
 
-function setupSource() {
-  const input = $("source-file");
-  const zone = $("dropzone");
-  input.addEventListener("change", () => {
-    if (input.files?.[0]) readSource(input.files[0]);
-  });
-  for (const name of ["dragenter", "dragover"]) {
-    zone.addEventListener(name, (event) => {
-      event.preventDefault();
-      zone.classList.add("dragging");
-    });
-  }
-  for (const name of ["dragleave", "drop"]) {
-    zone.addEventListener(name, () => zone.classList.remove("dragging"));
-  }
-  zone.addEventListener("drop", (event) => {
-    event.preventDefault();
-    const file = event.dataTransfer?.files?.[0];
-    if (file) readSource(file);
-  });
-  $("source-remove").addEventListener("click", () => {
-    clearSource();
-    input.focus();
-  });
-}
-
-function readSource(file) {
-  const error = $("source-error");
-  setText(error, "");
-  if (!SOURCE_TYPES.includes(file.type)) {
-    setText(error, "The source image must be a PNG, JPEG or WebP file.");
-    return;
-  }
-  if (file.size > MAX_SOURCE_BYTES) {
-    setText(error, `That file is ${formatBytes(file.size)}; the limit is 10 MB.`);
-    return;
-  }
-  const reader = new FileReader();
-  reader.addEventListener("load", () => {
-    state.source = { dataUrl: String(reader.result), name: file.name, size: file.size };
-    $("source-img").src = state.source.dataUrl;
-    $("source-name").textContent = file.name;
-    $("source-size").textContent = formatBytes(file.size);
-    show($("source-preview"));
-    show($("dropzone-label"), false);
-  });
-  reader.addEventListener("error", () => setText(error, "That file could not be read."));
-  reader.readAsDataURL(file);
-}
-
-function clearSource() {
-  state.source = null;
-  $("source-file").value = "";
-  $("source-img").removeAttribute("src");
-  show($("source-preview"), false);
-  show($("dropzone-label"));
-}
-
 async function generate() {
   if (state.busy) return;
   const { hooks } = state;
@@ -265,8 +209,9 @@ async function generate() {
     hooks.showError("No model is configured on this gateway.");
     return;
   }
-  if (state.source && !model.imageToImage) {
-    hooks.showError(`${modelName(model.id)} cannot start from a source image. Remove it or pick another model.`);
+  const problem = sourceProblem(model);
+  if (problem) {
+    hooks.showError(problem);
     return;
   }
   const body = {
@@ -276,7 +221,9 @@ async function generate() {
     numImages: selectedCount(),
     stylePreset: $("preset").value,
   };
-  if (state.source) body.sourceImage = state.source.dataUrl;
+  const sources = sourceImages();
+  if (sources.length === 1) body.sourceImage = sources[0];
+  else if (sources.length > 1) body.sourceImages = sources;
 
   setBusy(true, body);
   let result;
