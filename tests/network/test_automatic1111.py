@@ -32,7 +32,8 @@ async def test_a_generation_is_an_exact_webp_billed_at_the_price(gateway: Networ
     emulator = gateway.emulators["automatic1111"]
     emulator.set_faults()
     tenant = gateway.new_tenant(credits=5 * PRICE)
-    body = {"prompt": "a tram in the rain", "model": MODEL, "aspectRatio": "21:9"}
+    body: dict[str, object] = {"prompt": "a tram in the rain", "model": MODEL}
+    body |= {"aspectRatio": "21:9"}
     body |= {"stylePreset": "cinematic", "numImages": 2}
     async with gateway.client() as client:
         response = await client.post(PATH, json=body, headers=tenant.auth)
