@@ -17,6 +17,7 @@ from app.api.openai import routes as openai_routes
 from app.api.openapi import install_openapi
 from app.console import routes as console
 from app.dashboard import routes as dashboard
+from app.emulators.automatic1111 import create_automatic1111_emulator
 from app.emulators.bfl import create_bfl_emulator
 from app.emulators.gemini import create_gemini_emulator
 from app.emulators.openai import create_openai_emulator
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         emulators["gemini"] = create_gemini_emulator(control=on, control_token=token)
         emulators["openai"] = create_openai_emulator(control=on, control_token=token)
         emulators["bfl"] = create_bfl_emulator(control=on, control_token=token)
+        emulators["automatic1111"] = create_automatic1111_emulator(control=on, control_token=token)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

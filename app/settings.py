@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     bfl_max_sample_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # First pause between polls of a BFL task; it grows x1.5 up to 4 s.
     bfl_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    # A self-hosted AUTOMATIC1111 web UI (or Forge, SD.Next) started with --api, e.g.
+    # http://gpu-box:7860; unset: the automatic1111/ models are not configured. Its key is
+    # "user:password" for the web UI's --api-auth (HTTP Basic), or a proxy's bearer token.
+    automatic1111_base_url: str | None = None
+    automatic1111_api_key: str | None = None
 
     # Model catalog (JSON); the packaged one by default. Self-hosted upstreams
     # (openai-compatible, automatic1111, plugins) are added as entries of such a file.

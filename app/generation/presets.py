@@ -3,6 +3,8 @@
 Each template places the caller's prompt (the `{subject}` placeholder, exactly once) inside a
 sentence that carries the style's vocabulary. The prompt is substituted verbatim: it is never
 passed through `str.format`, so braces or a literal `{subject}` in user text stay as written.
+A preset may also name what its style excludes (`negative`), sent to upstreams that take a
+negative prompt (AUTOMATIC1111); the others ignore it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class StylePreset:
     name: str
     description: str
     template: str
+    negative: str | None = None
 
     def __post_init__(self) -> None:
         if self.template.count(PLACEHOLDER) != 1:
@@ -75,17 +78,28 @@ def parse_presets(raw: object) -> tuple[StylePreset, ...]:
 
 
 def _parse_entry(name: str, entry: object) -> StylePreset:
-    if not isinstance(entry, dict) or set(entry) != {"description", "template"}:
-        raise PresetDataError(f"preset {name!r} must have exactly 'description' and 'template'")
+    if not isinstance(entry, dict) or not (
+        {"description", "template"} <= set(entry) <= {"description", "template", "negative"}
+    ):
+        raise PresetDataError(
+            f"preset {name!r} must have 'description' and 'template' (and optionally 'negative')"
+        )
     description = entry["description"]
     template = entry["template"]
+    negative = entry.get("negative")
+    if negative is not None and (
+        not isinstance(negative, str) or not negative.strip() or "\n" in negative
+    ):
+        raise PresetDataError(f"preset {name!r} negative must be one non-empty line")
+    if name == DEFAULT_PRESET and negative is not None:
+        raise PresetDataError(f"preset {DEFAULT_PRESET!r} must not exclude anything")
     if not isinstance(description, str) or not description.strip() or "\n" in description:
         raise PresetDataError(f"preset {name!r} needs a one-line, non-empty description")
     if not isinstance(template, str):
         raise PresetDataError(f"preset {name!r} template must be a string")
     if name == DEFAULT_PRESET and template != PLACEHOLDER:
         raise PresetDataError(f"preset {DEFAULT_PRESET!r} must leave the prompt untouched")
-    return StylePreset(name=name, description=description, template=template)
+    return StylePreset(name=name, description=description, template=template, negative=negative)
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -116,6 +130,13 @@ def get_preset(name: str) -> StylePreset | None:
 
 def all_presets() -> tuple[StylePreset, ...]:
     return _PRESETS
+
+
+def preset_negative(name: str) -> str | None:
+    """What preset `name` excludes (its negative prompt), or None; unknown names are
+    apply_preset's to refuse."""
+    preset = _BY_NAME.get(name)
+    return preset.negative if preset is not None else None
 
 
 def apply_preset(name: str, prompt: str) -> str:

@@ -64,6 +64,7 @@ class Job:
     mask: SourceImage | None = None
     options: ImageOptions = field(default_factory=ImageOptions)
     output: OutputSpec | None = None  # None: WebP at aspect_ratio
+    negative_prompt: str | None = None  # the style preset's, for upstreams that take one
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class ImageProducer:
                 source_images=job.source_images,
                 mask=job.mask,
                 options=job.options,
+                negative_prompt=job.negative_prompt,
             )
             adapter = self._adapters[model.adapter_key]
             started = time.monotonic()

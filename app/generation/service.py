@@ -31,7 +31,7 @@ from app.errors import (
     ProviderNotConfigured,
 )
 from app.generation.decode_budget import DecodeBusy
-from app.generation.presets import apply_preset
+from app.generation.presets import apply_preset, preset_negative
 from app.generation.pricing import required_credits
 from app.generation.producer import ImageProducer, Job, PartialImages, StoredImage
 from app.generation.request import GenerateRequest
@@ -134,6 +134,7 @@ class GenerationService:
             mask=mask,
             options=request.options,
             output=request.output,
+            negative_prompt=preset_negative(request.style_preset),
         )
         stored: list[StoredImage] = []
         try:

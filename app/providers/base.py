@@ -40,6 +40,9 @@ class ImageRequest:
     mask: SourceImage | None = None  # OpenAI: transparent where the first image may change
     options: ImageOptions = field(default_factory=ImageOptions)
     image_size: str = "1K"
+    # What the picture should not show (the style preset's); only upstreams with a
+    # negative prompt (AUTOMATIC1111) use it, the others ignore it.
+    negative_prompt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

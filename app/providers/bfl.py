@@ -36,7 +36,7 @@ from app.providers.base import (
     UpstreamBadRequest,
     UpstreamTimeout,
 )
-from app.providers.transport import translate_http_error
+from app.providers.transport import translate_http_error, validation_error_text
 
 log = logging.getLogger(__name__)
 
@@ -302,13 +302,7 @@ def _detail(response: httpx.Response, content: bytes) -> str:
     except (ValueError, AttributeError):
         detail = None
     if isinstance(detail, list):
-        # FastAPI validation errors: [{"loc": ["body", "aspect_ratio"], "msg": ...}, ...]
-        parts = []
-        for error in detail:
-            if isinstance(error, dict):
-                loc = [str(p) for p in error.get("loc") or [] if p != "body"]
-                parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', '')}")
-        text = "; ".join(parts)
+        text = validation_error_text(detail)  # FastAPI's 422
     elif isinstance(detail, str):
         text = detail
     else:

@@ -10,13 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.imaging.aspect import nearest_native, parse_ratio
 
-# The adapters of the three cloud APIs: one shared upstream each (a key and a base URL from
-# the settings, or an emulator with --emulate). Every other adapter name (built-in
-# `openai-compatible`, `automatic1111`, or a plugin's entry point) is self-hosted: its
-# catalog entry says where the upstream is (app.providers.self_hosted).
-FIRST_PARTY_ADAPTERS = frozenset({"gemini", "openai-images", "openai-responses", "bfl"})
+# The adapters configured by the gateway's settings: one shared upstream each (a key and a
+# base URL from the settings, or an emulator with --emulate). Every other adapter name
+# (built-in `openai-compatible`, or a plugin's entry point) is self-hosted: its catalog
+# entry says where the upstream is (app.providers.self_hosted).
+FIRST_PARTY_ADAPTERS = frozenset(
+    {"gemini", "openai-images", "openai-responses", "bfl", "automatic1111"}
+)
+# First-party adapters an entry may also point at a server of its own with base_url (one
+# web UI per GPU box); without base_url they use the settings' upstream.
+ALSO_SELF_HOSTED = frozenset({"automatic1111"})
 # Self-hosted kinds that always talk HTTP to a server, so an entry must name its base_url.
-NEEDS_BASE_URL = frozenset({"openai-compatible", "automatic1111"})
+NEEDS_BASE_URL = frozenset({"openai-compatible"})
 OptionValue = int | float | str | bool
 
 
@@ -82,6 +87,8 @@ class CatalogModel(BaseModel):
     @property
     def self_hosted(self) -> bool:
         """Built per catalog entry from base_url / api_key_env (not a cloud API's adapter)."""
+        if self.adapter in ALSO_SELF_HOSTED:
+            return self.base_url is not None
         return self.adapter not in FIRST_PARTY_ADAPTERS
 
     @property

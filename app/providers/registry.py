@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from app.providers.automatic1111 import Automatic1111Adapter
 from app.providers.base import ProviderAdapter
 from app.providers.bfl import BflAdapter
 from app.providers.catalog import FIRST_PARTY_ADAPTERS
@@ -22,7 +23,9 @@ from app.providers.openai import OpenAIImagesAdapter, OpenAIResponsesAdapter
 from app.providers.transport import GuardedTransport, UpstreamLimits, pooled_transport
 from app.settings import Settings
 
-PROVIDERS = ("gemini", "openai", "bfl")
+PROVIDERS = ("gemini", "openai", "bfl", "automatic1111")
+# Self-hosted upstreams that may run without credentials: configured by a base URL alone.
+_KEY_OPTIONAL = frozenset({"automatic1111"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,16 @@ ADAPTERS: dict[str, AdapterSpec] = {
             poll_interval=settings.bfl_poll_interval_seconds,
         ),
     ),
+    # Catalog defaults (steps, sampler, CFG) are the adapter's DEFAULT_OPTIONS.
+    "automatic1111": AdapterSpec(
+        "automatic1111",
+        lambda up, _settings: Automatic1111Adapter(
+            base_url=up.base_url,
+            api_key=None if up.emulated else up.api_key or None,
+            http_client=up.http_client,
+            options={},
+        ),
+    ),
 }
 
 
@@ -91,6 +104,7 @@ def configured_upstreams(
         "gemini": (settings.gemini_api_key, settings.gemini_base_url),
         "openai": (settings.openai_api_key, settings.openai_base_url),
         "bfl": (settings.bfl_api_key, settings.bfl_base_url),
+        "automatic1111": (settings.automatic1111_api_key, settings.automatic1111_base_url),
     }
     limits = upstream_limits(settings)
     for provider, (api_key, base_url) in real.items():
@@ -100,9 +114,9 @@ def configured_upstreams(
             upstreams[provider] = Upstream(
                 provider, "emulated", emulated_base_url(provider), client, emulated=True
             )
-        elif api_key:
+        elif base_url and (api_key or provider in _KEY_OPTIONAL):
             client = _client(GuardedTransport(provider, lambda: pooled_transport(limits), limits))
-            upstreams[provider] = Upstream(provider, api_key, base_url, client)
+            upstreams[provider] = Upstream(provider, api_key or "", base_url, client)
     return upstreams
 
 

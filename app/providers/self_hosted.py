@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.providers.automatic1111 import Automatic1111Adapter
 from app.providers.base import ProviderAdapter
 from app.providers.catalog import Catalog, CatalogModel
 from app.providers.openai_compatible import OpenAICompatibleAdapter
@@ -72,12 +73,21 @@ def _openai_compatible(
     )
 
 
-# Built-in self-hosted adapters by catalog `adapter` name. Adding one is one line here;
-# AUTOMATIC1111 (app/providers/automatic1111.py) takes the same keyword arguments:
-#   "automatic1111": lambda up, model, _s: Automatic1111Adapter(base_url=_base_url(up),
-#       api_key=up.api_key, http_client=up.http_client, options=model.options),
+def _automatic1111(
+    upstream: SelfHostedUpstream, model: CatalogModel, _settings: Settings
+) -> ProviderAdapter:
+    return Automatic1111Adapter(
+        base_url=_base_url(upstream),
+        api_key=upstream.api_key,
+        http_client=upstream.http_client,
+        options=model.options,
+    )
+
+
+# Built-in self-hosted adapters by catalog `adapter` name. Adding one is one line here.
 BUILT_IN: dict[str, SelfHostedFactory] = {
     "openai-compatible": _openai_compatible,
+    "automatic1111": _automatic1111,
 }
 
 

@@ -87,6 +87,17 @@ def translate_http_error(exc: httpx.HTTPError, upstream: str) -> ProviderError:
     return Unavailable(f"{upstream} unreachable: {type(exc).__name__}")
 
 
+def validation_error_text(detail: list[Any]) -> str:
+    """FastAPI's 422 `detail` list (`[{"loc": ["body", "width"], "msg": ...}]`) as one line
+    naming each field; the `input` pydantic 2 echoes (maybe image data) is left out."""
+    parts = []
+    for error in detail:
+        if isinstance(error, dict):
+            loc = [str(p) for p in error.get("loc") or [] if p != "body"]
+            parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', '')}")
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamLimits:
     max_connections: int = 100

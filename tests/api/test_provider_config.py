@@ -1,7 +1,8 @@
 """A gateway with real (not emulated) provider settings: only configured providers serve.
 
 Gemini is pointed at the emulator on a real loopback port, as an operator would point it
-at a proxy; OpenAI and BFL have no keys and answer 503 without charging.
+at a proxy; OpenAI and BFL have no keys, AUTOMATIC1111 no base URL, and they answer 503
+without charging.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ async def test_configured_provider_serves_over_the_network(gateway: tuple[str, P
 
 
 @pytest.mark.parametrize(
-    "model", ["openai/gpt-5-nano", "openai/gpt-image-1", "bfl/flux-kontext-max"]
+    "model",
+    ["openai/gpt-5-nano", "openai/gpt-image-1", "bfl/flux-kontext-max", "automatic1111/sd-xl"],
 )
 async def test_unconfigured_provider_is_503_and_free(gateway: tuple[str, Path], model: str) -> None:
     url, data_dir = gateway

@@ -16,7 +16,7 @@ PATH = "/api/v1/generate-image"
 TOKEN = "control-token-of-at-least-24-chars"
 
 
-@pytest.mark.parametrize("provider", ["gemini", "openai", "bfl"])
+@pytest.mark.parametrize("provider", ["gemini", "openai", "bfl", "automatic1111"])
 async def test_unauthenticated_fault_injection_on_a_gateway_is_refused(
     embedded_stack: Stack, provider: str
 ) -> None:
@@ -55,6 +55,15 @@ async def test_bfl_task_board_routes_need_the_token_too(embedded_stack: Stack) -
     async with embedded_stack.client() as client:
         assert (await client.get("/emulators/bfl/_emulator/bfl")).status_code == 401
         assert (await client.delete("/emulators/bfl/_emulator/bfl")).status_code == 401
+
+
+async def test_automatic1111_recorded_calls_need_the_token_too(embedded_stack: Stack) -> None:
+    """They carry prompts other tenants sent."""
+    path = "/emulators/automatic1111/_emulator/automatic1111/calls"
+    async with embedded_stack.client() as client:
+        assert (await client.get(path)).status_code == 401
+    async with embedded_stack.control_client() as control:
+        assert (await control.get(path)).status_code == 200
 
 
 def test_without_an_admin_token_an_emulated_gateway_has_no_fault_control(

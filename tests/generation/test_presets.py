@@ -17,6 +17,7 @@ from app.generation.presets import (
     apply_preset,
     get_preset,
     parse_presets,
+    preset_negative,
 )
 
 STYLED = [name for name in PRESET_NAMES if name != "none"]
@@ -214,6 +215,9 @@ def test_parse_rejects_a_styled_none() -> None:
         {"description": "two\nlines", "template": "A photograph of {subject}."},
         {"description": "ok", "template": 3},
         {"description": "ok", "template": "A photograph of {subject}.", "extra": "x"},
+        {"description": "ok", "template": "A photograph of {subject}.", "negative": ""},
+        {"description": "ok", "template": "A photograph of {subject}.", "negative": "a\nb"},
+        {"description": "ok", "template": "A photograph of {subject}.", "negative": 3},
     ],
 )
 def test_parse_rejects_a_malformed_entry(entry: object) -> None:
@@ -233,3 +237,19 @@ def test_presets_are_immutable() -> None:
     assert preset is not None
     with pytest.raises(AttributeError):
         preset.template = "{subject}"  # type: ignore[misc]
+
+
+def test_negatives_where_a_style_has_one() -> None:
+    """Upstreams with a negative prompt (AUTOMATIC1111) get the preset's; `none` has none."""
+    photographic = preset_negative("photographic")
+    assert photographic is not None and "cartoon" in photographic
+    assert preset_negative("none") is None
+    assert preset_negative("no-such-preset") is None
+    assert all(preset_negative(name) for name in STYLED)
+
+
+def test_parse_rejects_a_negative_on_none() -> None:
+    data: dict[str, dict[str, str]] = _valid()
+    data["none"]["negative"] = "anything"
+    with pytest.raises(PresetDataError, match="none"):
+        parse_presets(data)

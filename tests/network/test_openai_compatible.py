@@ -31,6 +31,7 @@ KEY_VARIABLE = "IMAGEGATE_TEST_COMPATIBLE_KEY"
 EMULATED = "local/emulated-openai"  # -> the OpenAI emulator process
 CHAINED = "local/chained-gateway"  # -> the upstream gateway's /v1
 UNKEYED = "local/no-key-set"  # names a variable the gateway's environment lacks
+WEB_UI = "local/own-web-ui"  # an automatic1111 entry with a base_url of its own
 EMULATED_PRICE, CHAINED_PRICE = 2, 15
 UPSTREAM_MODEL, UPSTREAM_PRICE = "openai/gpt-image-1", 10  # the upstream gateway's own price
 
@@ -75,6 +76,16 @@ def gateway(
             api_key_env="IMAGEGATE_TEST_CHAIN_KEY",
         ),
         self_hosted_entry(
+            WEB_UI,
+            "automatic1111",
+            upstream_model="default",
+            price=EMULATED_PRICE,
+            native_aspect_ratios=["1:1", "16:9"],
+            base_url=upstream_emulators["automatic1111"].api_base_url,
+            api_key_env="IMAGEGATE_TEST_WEB_UI_KEY",
+            options={"steps": 12, "cfg_scale": 4.5},
+        ),
+        self_hosted_entry(
             UNKEYED,
             "openai-compatible",
             base_url=upstream_emulators["openai"].api_base_url,
@@ -86,6 +97,7 @@ def gateway(
         catalog=catalog,
         test_compatible_key="sk-emulator-key",
         test_chain_key=upstream_tenant.key,
+        test_web_ui_key="imagegate:fake-password",
         upstream_attempt_timeout_seconds=5,
         upstream_deadline_seconds=10,
     )
@@ -209,3 +221,21 @@ def test_two_chained_gateways_each_charge_their_own_tenant(
     assert gateway.balance(tenant) == 100 - 2 * CHAINED_PRICE
     assert upstream_gateway.balance(upstream_tenant) == upstream_before - 2 * UPSTREAM_PRICE
     assert gateway.audit_ok() and upstream_gateway.audit_ok()
+
+
+def test_an_automatic1111_entry_with_its_own_base_url_uses_its_options(
+    gateway: NetworkGateway, upstream_emulators: dict[str, EmulatorProcess]
+) -> None:
+    """Besides the settings' web UI (automatic1111/sd-xl), an entry may name its own server,
+    with the steps and CFG scale of its `options`."""
+    emulator = upstream_emulators["automatic1111"]
+    emulator.set_faults()
+    tenant = gateway.new_tenant(credits=10)
+    response = generate(gateway, tenant, model=WEB_UI, aspectRatio="16:9")
+    assert response.status_code == 200, response.text
+    (image,) = response.json()["images"]
+    assert Fraction(*fetched_webp(image["url"]).size) == Fraction(16, 9)
+    assert gateway.balance(tenant) == 10 - EMULATED_PRICE
+    last = httpx.get(f"{emulator.base_url}/_emulator/automatic1111/calls", timeout=10).json()[-1]
+    assert last["endpoint"] == "txt2img" and "lighthouse" in last["prompt"]
+    assert (last["steps"], last["cfg_scale"]) == (12, 4.5)

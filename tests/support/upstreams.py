@@ -47,12 +47,13 @@ __all__ = [
     "upstream_emulators",
 ]
 
-PROVIDERS = ("gemini", "openai", "bfl")
+PROVIDERS = ("gemini", "openai", "bfl", "automatic1111")
 # The catalog model each provider is driven through, and its price per image.
 MODELS = {
     "gemini": ("google/gemini-2.5-flash-image", 4),
     "openai": ("openai/gpt-image-1", 10),
     "bfl": ("bfl/flux-kontext-pro", 5),
+    "automatic1111": ("automatic1111/sd-xl", 2),
 }
 # Scaled-down timing of the issue's reproduction (10 s attempt, 25 s deadline, 30 s delay);
 # an attempt still fits a healthy 4-image call on a loaded 2-core machine.
@@ -65,7 +66,7 @@ UPSTREAM_BODY_CAP = 16 * 1024 * 1024
 
 
 class EmulatorProcess:
-    """One emulator (gemini, openai or bfl) as its own uvicorn server process."""
+    """One emulator (gemini, openai, bfl or automatic1111) as its own uvicorn server process."""
 
     def __init__(self, name: str, log_path: Path) -> None:
         self.name = name
@@ -248,6 +249,9 @@ def network_settings(emulators: dict[str, EmulatorProcess]) -> dict[str, object]
         "bfl_api_key": "fake-bfl-key",
         "bfl_base_url": emulators["bfl"].api_base_url,
         "bfl_poll_interval_seconds": 0.05,
+        # A web UI without --api-auth ignores the credentials; they are sent all the same.
+        "automatic1111_base_url": emulators["automatic1111"].api_base_url,
+        "automatic1111_api_key": "imagegate:fake-password",
         "upstream_attempt_timeout_seconds": ATTEMPT_TIMEOUT,
         "upstream_deadline_seconds": DEADLINE,
         "upstream_max_response_bytes": UPSTREAM_BODY_CAP,
@@ -261,7 +265,7 @@ def network_settings(emulators: dict[str, EmulatorProcess]) -> dict[str, object]
 def upstream_emulators(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, EmulatorProcess]]:
-    """The three emulators, each in its own process, for the whole session."""
+    """The emulators, each in its own process, for the whole session."""
     logs = tmp_path_factory.mktemp("emulator-logs")
     started: dict[str, EmulatorProcess] = {}
     try:
