@@ -107,6 +107,7 @@ async def running_services(
         concurrency=settings.job_concurrency,
         # Longer than any attempt can take, so a live runner never loses its job.
         lease=timedelta(seconds=settings.upstream_deadline_seconds + 120),
+        max_attempts=settings.job_max_attempts,
     )
     install_state(
         app,
