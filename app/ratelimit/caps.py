@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from app.providers.catalog import Catalog
 from app.providers.retry import Slots
@@ -22,7 +23,7 @@ class ConcurrencyCaps:
     _heartbeat: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
-    def status(self) -> str:
+    def status(self) -> Literal["shared", "local", "local (redis unavailable)"]:
         """For /healthz: `shared`, `local` or `local (redis unavailable)`."""
         return self.shared.status if self.shared is not None else "local"
 
