@@ -34,6 +34,7 @@ from app.providers.registry import (
 from app.providers.retry import RetryPolicy
 from app.providers.self_hosted import build_self_hosted
 from app.ratelimit import create_rate_limiter
+from app.ratelimit.caps import create_concurrency_caps
 from app.settings import Settings
 from app.storage.factory import create_image_store
 from app.storage.signing import UrlSigner, load_or_create_secret
@@ -68,6 +69,8 @@ async def running_services(
     }
     # Catalog entries with their own upstream (never emulated): adapters by model id.
     self_hosted = build_self_hosted(catalog, settings, upstream_limits(settings))
+    # Each model's and provider account's cap, shared by the replicas through Redis.
+    caps = create_concurrency_caps(settings, catalog, {spec.provider for spec in ADAPTERS.values()})
     # Transcodes are CPU-bound: more threads than cores only make the event loop wait
     # longer for the GIL and a core (and hold more decoded images in memory at once).
     encoder = ThreadPoolExecutor(
@@ -86,15 +89,16 @@ async def running_services(
         max_pixels=settings.max_source_image_pixels,
         metrics=metrics,
         decode_budget=DecodeBudget(settings.decode_budget_pixels),
-        limiters={
-            model.id: asyncio.Semaphore(model.max_concurrency)
-            for model in catalog
-            if model.max_concurrency
-        },
+        limiters=caps.models,
         encoder=encoder,
         upstream_slots={
             **{name: provider_slots[ADAPTERS[name].provider] for name in adapters},
             **self_hosted.slots,
+        },
+        provider_caps={
+            name: caps.providers[ADAPTERS[name].provider]
+            for name in adapters
+            if ADAPTERS[name].provider in caps.providers
         },
     )
     generation = GenerationService(
@@ -114,6 +118,7 @@ async def running_services(
         concurrency=settings.job_concurrency,
         # Longer than any attempt can take, so a live runner never loses its job.
         lease=timedelta(seconds=settings.upstream_deadline_seconds + 120),
+        max_attempts=settings.job_max_attempts,
     )
     install_state(
         app,
@@ -126,6 +131,7 @@ async def running_services(
             url_signer=signer,
             generation=generation,
             rate_limiter=rate_limiter,
+            concurrency=caps,
             job_runner=job_runner,
             metrics=metrics,
             auth_cache=AuthCache(settings.auth_cache_seconds),
@@ -147,6 +153,7 @@ async def running_services(
     # only what requests made (milliseconds, not the ~150 ms of a full heap).
     gc.collect()
     gc.freeze()
+    caps.start()
     background = [
         asyncio.create_task(
             run_housekeeping(sessions, image_store, settings.sweep_interval_seconds)
@@ -168,4 +175,5 @@ async def running_services(
         encoder.shutdown(wait=False, cancel_futures=True)
         await image_store.aclose()
         await rate_limiter.aclose()
+        await caps.aclose()
         await engine.dispose()

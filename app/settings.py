@@ -103,6 +103,9 @@ class Settings(BaseSettings):
 
     # Async jobs (Prefer: respond-async) each process runs at once.
     job_concurrency: int = Field(default=4, ge=1, le=64)
+    # Claims of one job (counted when claimed, whatever ended the attempt: an unexpected
+    # error, a lost database, a killed process); past it the job is failed for good.
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
 
     # Credits: a hold outlives any request; the sweeper releases what a dead process left.
     hold_ttl_seconds: int = Field(default=900, ge=1)
@@ -135,6 +138,10 @@ class Settings(BaseSettings):
     # Rate limits (requests per minute) unless a tenant has its own; Redis shares them
     # between replicas, otherwise each process counts alone.
     redis_url: str | None = None
+    # Upstream calls in flight at once per provider account (gemini, openai, bfl), across
+    # every model of it, on top of each model's catalog `max_concurrency`; JSON, e.g.
+    # {"bfl": 24}. With IMAGEGATE_REDIS_URL both caps hold across all replicas.
+    provider_max_concurrency: dict[str, int] = Field(default_factory=dict)
     rate_limit_key_per_minute: int = Field(default=60, ge=1)
     rate_limit_tenant_per_minute: int = Field(default=120, ge=1)
     # Failed authentications per client address per minute (0: unlimited); past it the
@@ -224,6 +231,14 @@ class Settings(BaseSettings):
     @property
     def request_bytes_budget(self) -> int:
         return int(self.request_bytes_budget_mb * 1024 * 1024)
+
+    @field_validator("provider_max_concurrency")
+    @classmethod
+    def _provider_caps_positive(cls, caps: dict[str, int]) -> dict[str, int]:
+        for name, cap in caps.items():
+            if cap < 1:
+                raise ValueError(f"IMAGEGATE_PROVIDER_MAX_CONCURRENCY: {name} must be at least 1")
+        return caps
 
     @model_validator(mode="after")
     def _in_flight_below_pool(self) -> Settings:

@@ -21,6 +21,7 @@ from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
 from app.providers.catalog import Catalog
 from app.ratelimit import Decision, Limit, RateLimiter
+from app.ratelimit.caps import ConcurrencyCaps
 from app.ratelimit.failed_auth import FailedAuthLimit, client_address
 from app.settings import Settings
 from app.storage.base import ImageStore
@@ -47,6 +48,7 @@ class AppState:
     url_signer: UrlSigner  # what `/files` verifies the image store's URLs with
     generation: GenerationService
     rate_limiter: RateLimiter
+    concurrency: ConcurrencyCaps  # upstream caps, per process or shared (app/ratelimit/caps.py)
     job_runner: JobRunner
     metrics: Metrics
     auth_cache: AuthCache
@@ -107,6 +109,10 @@ def get_rate_limiter(state: StateDep) -> RateLimiter:
     return state.rate_limiter
 
 
+def get_concurrency(state: StateDep) -> ConcurrencyCaps:
+    return state.concurrency
+
+
 def get_job_runner(state: StateDep) -> JobRunner:
     return state.job_runner
 
@@ -132,6 +138,7 @@ ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 UrlSignerDep = Annotated[UrlSigner, Depends(get_url_signer)]
 GenerationDep = Annotated[GenerationService, Depends(get_generation)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+ConcurrencyDep = Annotated[ConcurrencyCaps, Depends(get_concurrency)]
 JobRunnerDep = Annotated[JobRunner, Depends(get_job_runner)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 AuthCacheDep = Annotated[AuthCache, Depends(get_auth_cache)]

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.deps import (
+    ConcurrencyDep,
     EngineDep,
     ImageStoreDep,
     MetricsDep,
@@ -27,12 +28,16 @@ _CHECK_TIMEOUT = 3.0
 
 
 @router.get("/healthz", response_model=Health)
-async def healthz(rate_limiter: RateLimiterDep, request_budget: RequestBudgetDep) -> dict[str, Any]:
-    """Alive: the process answers. Says which rate limiter is deciding, and how many
-    bytes of the request-bytes budget in-flight requests hold."""
+async def healthz(
+    rate_limiter: RateLimiterDep, concurrency: ConcurrencyDep, request_budget: RequestBudgetDep
+) -> dict[str, Any]:
+    """Alive: the process answers. Says which rate limiter is deciding, whether the
+    upstream concurrency caps are shared by the replicas (Redis) or held per process, and
+    how many bytes of the request-bytes budget in-flight requests hold."""
     return {
         "status": "ok",
         "rateLimiter": describe(rate_limiter),
+        "concurrency": concurrency.status,
         "requestBytesInUse": request_budget.in_use,
         "requestsWaitingForBytes": request_budget.waiting,
     }

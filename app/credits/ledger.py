@@ -208,6 +208,16 @@ async def expired_hold_ids(session: AsyncSession, now: datetime, limit: int = 10
     return list(rows)
 
 
+async def open_hold_ids(session: AsyncSession, generation_id: str) -> list[str]:
+    """The holds of one generation still open (at most one, from its reserve)."""
+    rows = await session.scalars(
+        select(CreditHold.id).where(
+            CreditHold.generation_id == generation_id, CreditHold.status == HoldStatus.OPEN
+        )
+    )
+    return list(rows)
+
+
 async def recent_entries(
     session: AsyncSession, tenant_id: str, limit: int = 20
 ) -> list[LedgerEntry]:

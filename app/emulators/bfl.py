@@ -19,7 +19,8 @@ found" when polled), foreign_sample (the result's sample URL is the given URL),
 foreign_polling (the submit answer's polling_url is the given URL) and the body faults
 (reset, slow_body, oversized, gzip_bomb), which spoil the answer their `stage` names:
 the submit answer, the Ready poll answer (default) or the sample download.
-`GET /_emulator/bfl` reports active tasks and the most seen at once, per endpoint.
+`GET /_emulator/bfl` reports active tasks and the most seen at once, per endpoint and in
+total (`max_active_total`: across endpoints, as one account sees it).
 
 This module is the app and its routes; the request wire (validation, sizes, errors, the
 sample render) is `bfl_wire.py`, the task board, polling and signed samples `bfl_tasks.py`.
@@ -104,8 +105,12 @@ def create_bfl_emulator(
         guard = list(control_guard(control_token))
 
         @app.get("/_emulator/bfl", dependencies=guard)
-        def emulator_state() -> dict[str, dict[str, int]]:
-            return {"max_active": board.max_active, "active": board.active}
+        def emulator_state() -> dict[str, dict[str, int] | int]:
+            return {
+                "max_active": board.max_active,
+                "max_active_total": board.max_active_total,
+                "active": board.active,
+            }
 
         @app.delete("/_emulator/bfl", status_code=204, dependencies=guard)
         def reset_emulator() -> Response:

@@ -107,6 +107,7 @@ class TaskBoard:
         self._lock = threading.Lock()
         self._tasks: dict[str, Task] = {}
         self._max_active = dict.fromkeys(limits, 0)
+        self._max_active_total = 0
 
     def admit(self, task: Task) -> bool:
         """Add `task` unless its endpoint already has its limit of active tasks."""
@@ -118,6 +119,8 @@ class TaskBoard:
                 return False
             self._tasks[task.id] = task
             self._max_active[task.endpoint] = max(self._max_active[task.endpoint], active + 1)
+            total = sum(1 for t in self._tasks.values() if t.active(now))
+            self._max_active_total = max(self._max_active_total, total)
             return True
 
     def get(self, task_id: str) -> Task | None:
@@ -136,6 +139,12 @@ class TaskBoard:
             return dict(self._max_active)
 
     @property
+    def max_active_total(self) -> int:
+        """The most tasks active at once across every endpoint (one account's load)."""
+        with self._lock:
+            return self._max_active_total
+
+    @property
     def active(self) -> dict[str, int]:
         with self._lock:
             now = self._clock()
@@ -146,6 +155,7 @@ class TaskBoard:
         with self._lock:
             self._tasks.clear()
             self._max_active = dict.fromkeys(self.limits, 0)
+            self._max_active_total = 0
 
     def _active(self, endpoint: str, now: float) -> int:
         return sum(1 for t in self._tasks.values() if t.endpoint == endpoint and t.active(now))

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +30,7 @@ from app.providers.base import (
     UpstreamTimeout,
 )
 from app.providers.catalog import CatalogModel
-from app.providers.retry import RetryPolicy, call_with_retries
+from app.providers.retry import RetryPolicy, Slots, call_with_retries
 from app.storage.base import ImageStore
 from app.storage.keys import object_key
 
@@ -86,10 +86,11 @@ class ImageProducer:
         retry_policy: RetryPolicy,
         max_pixels: int,
         metrics: Metrics,
-        limiters: dict[str, asyncio.Semaphore],
+        limiters: Mapping[str, Slots],
         decode_budget: DecodeBudget,
         encoder: Executor | None = None,
-        upstream_slots: dict[str, asyncio.Semaphore] | None = None,
+        upstream_slots: Mapping[str, Slots] | None = None,
+        provider_caps: Mapping[str, Slots] | None = None,
     ) -> None:
         self._adapters = adapters
         # Where decode + crop + WebP encode run (None: asyncio's default thread pool).
@@ -101,6 +102,8 @@ class ImageProducer:
         # Per adapter key: its upstream's bound on calls in flight (shared by the adapters
         # of one provider or self-hosted upstream), taken before any SDK work.
         self._upstream_slots = upstream_slots or {}
+        # Per adapter: its provider account's cap across models (none: unlimited).
+        self._provider_caps = provider_caps or {}
         self._metrics = metrics
         self.decode_budget = decode_budget
 
@@ -140,6 +143,7 @@ class ImageProducer:
                     deadline=job.deadline,
                     what=f"{model.id} image {index}",
                     limiter=self._limiters.get(model.id),
+                    provider_cap=self._provider_caps.get(model.adapter_key),
                     upstream_slots=self._upstream_slots.get(model.adapter_key),
                 )
             except FALLBACK_ON as exc:

@@ -33,31 +33,43 @@ async def release_expired_holds(
             return released
         for hold_id in hold_ids:
             async with sessions() as session, session.begin():
-                # settle() is conditional on the hold being open, so replicas sweeping
-                # at the same time release each hold once.
-                if not await settle(session, hold_id, 0):
-                    continue
-                hold = await session.get(CreditHold, hold_id)
-                abandoned = None
-                if hold is not None and hold.generation_id:
-                    abandoned = await session.scalar(
-                        update(Generation)
-                        .where(
-                            Generation.id == hold.generation_id,
-                            Generation.status == GenerationStatus.PENDING,
-                        )
-                        .values(
-                            status=GenerationStatus.ABANDONED,
-                            error_code="hold_expired",
-                            completed_at=utcnow(),
-                        )
-                        .returning(Generation)
-                    )
-                released += 1
-            # A generation that never finished recorded no images: its objects are orphans.
-            if abandoned is not None and store is not None:
-                for key in generation_keys(abandoned):
-                    await store.delete(key)
+                released_now, abandoned = await abandon_hold(session, hold_id, "hold_expired")
+            released += released_now
+            if store is not None:
+                await drop_objects(store, abandoned)
+
+
+async def abandon_hold(
+    session: AsyncSession, hold_id: str, reason: str
+) -> tuple[bool, Generation | None]:
+    """Release an open hold whose generation's process is gone and mark that generation
+    abandoned (`reason` its error code). Returns whether this call released the hold and
+    the generation it abandoned, if any (its objects are orphans: drop_objects).
+
+    settle() is conditional on the hold being open, so replicas doing this at the same
+    time release each hold once."""
+    if not await settle(session, hold_id, 0):
+        return False, None
+    hold = await session.get(CreditHold, hold_id)
+    abandoned = None
+    if hold is not None and hold.generation_id:
+        abandoned = await session.scalar(
+            update(Generation)
+            .where(
+                Generation.id == hold.generation_id,
+                Generation.status == GenerationStatus.PENDING,
+            )
+            .values(status=GenerationStatus.ABANDONED, error_code=reason, completed_at=utcnow())
+            .returning(Generation)
+        )
+    return True, abandoned
+
+
+async def drop_objects(store: ImageStore, abandoned: Generation | None) -> None:
+    """A generation that never finished recorded no images: its objects are orphans."""
+    if abandoned is not None:
+        for key in generation_keys(abandoned):
+            await store.delete(key)
 
 
 async def run_housekeeping(

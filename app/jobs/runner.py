@@ -1,7 +1,11 @@
 """Runs queued jobs in the background of each gateway process, a few at a time.
 
 Any replica may run any job: claims are conditional UPDATEs with a lease, and a job whose
-runner died (lease expired) is claimed again after a restart.
+runner died (lease expired) is claimed again after a restart. Each attempt has one error
+boundary (everything but cancellation): an unexpected error is logged (job id and error
+type only) and the job is tried again shortly; every claim counts an attempt, and a job
+claimed more than `max_attempts` times (errors, lost databases, killed processes) is
+failed for good: its last attempt's hold released, its source object removed.
 """
 
 from __future__ import annotations
@@ -23,12 +27,17 @@ from app.generation.request import GenerateRequest, parse_generate_request
 from app.generation.service import GenerationService
 from app.generation.source_image import FIELD as SOURCE_IMAGE
 from app.generation.sources import SOURCE_IMAGES
+from app.housekeeping.sweeper import drop_objects
 from app.jobs import service as jobs
 from app.providers.catalog import Catalog
 from app.storage.base import ImageStore, StorageUnavailable
 from app.tenants.service import Caller
 
 log = logging.getLogger(__name__)
+# The pause before a job whose attempt failed unexpectedly is claimed again: doubling per
+# attempt, at most RETRY_MAX_DELAY seconds.
+RETRY_BASE_DELAY = 1.0
+RETRY_MAX_DELAY = 60.0
 
 
 class JobRunner:
@@ -41,6 +50,7 @@ class JobRunner:
         store: ImageStore,
         concurrency: int,
         lease: timedelta,
+        max_attempts: int = 3,
         poll_interval: float = 1.0,
     ) -> None:
         self._sessions = sessions
@@ -49,6 +59,7 @@ class JobRunner:
         self._store = store
         self._slots = asyncio.Semaphore(concurrency)
         self._lease = lease
+        self._max_attempts = max_attempts
         self._poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -95,8 +106,47 @@ class JobRunner:
             log.warning(
                 "job attempt interrupted", extra={"job": job.id, "error": type(exc).__name__}
             )
+        except Exception as exc:  # noqa: BLE001 - the boundary: no job stays running
+            # Type only: the message or traceback may quote the request.
+            log.error(
+                "job attempt failed unexpectedly",
+                extra={"job": job.id, "attempt": job.attempts, "error": type(exc).__name__},
+            )
+            await self._after_failure(job)
         finally:
             self._slots.release()
+
+    async def _after_failure(self, job: Job) -> None:
+        """Retry a failed attempt after a pause that doubles per attempt, or give up."""
+        try:
+            if job.attempts >= self._max_attempts:
+                await self._give_up(job)
+                return
+            delay = timedelta(
+                seconds=min(RETRY_MAX_DELAY, RETRY_BASE_DELAY * 2 ** (job.attempts - 1))
+            )
+            async with self._sessions() as session, session.begin():
+                await jobs.retry_later(session, job.id, delay)
+        except Exception as exc:  # noqa: BLE001 - still inside the boundary
+            # The lease expires and the next claim counts the attempt.
+            log.warning(
+                "could not end a job attempt", extra={"job": job.id, "error": type(exc).__name__}
+            )
+
+    async def _give_up(self, job: Job) -> None:
+        log.error("job failed for good", extra={"job": job.id, "attempts": job.attempts})
+        error = (
+            500,
+            "internal_error",
+            f"The job failed {job.attempts} times and was given up; credits held for it "
+            "were returned.",
+        )
+        async with self._sessions() as session, session.begin():
+            abandoned = await jobs.give_up(session, job, error)
+        for generation in abandoned:
+            await drop_objects(self._store, generation)
+        for key in jobs.source_keys(job):
+            await self._store.delete(key)
 
     async def _attempt(self, job: Job) -> None:
         if job.generation_id is not None:
@@ -108,6 +158,9 @@ class JobRunner:
                 error = jobs.generation_error(earlier) if outcome == "failed" else None
                 await self._finish(job, error)
                 return
+        if job.attempts > self._max_attempts:  # counted on claim: this one is past the bound
+            await self._give_up(job)
+            return
         generation_id = new_id()
         async with self._sessions() as session, session.begin():
             await jobs.start_attempt(session, job.id, generation_id)

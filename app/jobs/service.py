@@ -21,12 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import idempotency
 from app.credits.key_spend import check_headroom
-from app.credits.ledger import get_balance
+from app.credits.ledger import get_balance, open_hold_ids
 from app.db.models import Generation, Image, Job, new_id, utcnow
 from app.db.statuses import GenerationStatus, JobStatus
 from app.errors import InsufficientCredits, NotFound
 from app.generation.pricing import required_credits
 from app.generation.request import GenerateRequest
+from app.housekeeping.sweeper import abandon_hold
 from app.providers.base import SourceImage
 from app.providers.catalog import CatalogModel
 from app.storage.base import ImageStore
@@ -159,7 +160,12 @@ def source_keys(job: Job) -> list[str]:
     """The image-store keys of a job's source images, in order."""
     if job.source_key is None:
         return []
-    count = len(source_mime_types(json.loads(job.request_json)))
+    try:
+        count = len(source_mime_types(json.loads(job.request_json)))
+    except (ValueError, TypeError, AttributeError):
+        # An unreadable request (the job being given up for it): the first key is known;
+        # any others are left to the orphan scan (`imagegate storage orphans`).
+        count = 1
     return [job_source_key(job.tenant_id, job.id, index) for index in range(max(count, 1))]
 
 
@@ -246,6 +252,30 @@ async def finish(
             error_message=message[:500],
         )
     await session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+async def give_up(session: AsyncSession, job: Job, error: tuple[int, str, str]) -> list[Generation]:
+    """Fail a job for good (its attempts ran out): the hold of its last attempt, if that
+    attempt died holding one, is released now rather than at expiry, and its generation
+    marked abandoned. Returns the generations abandoned (their objects are orphans)."""
+    abandoned: list[Generation] = []
+    if job.generation_id is not None:
+        for hold_id in await open_hold_ids(session, job.generation_id):
+            _, generation = await abandon_hold(session, hold_id, "job_attempts_exhausted")
+            if generation is not None:
+                abandoned.append(generation)
+    await finish(session, job.id, error=error)
+    return abandoned
+
+
+async def retry_later(session: AsyncSession, job_id: str, delay: timedelta) -> None:
+    """End a failed attempt: the job stays running, claimable again once `delay` passed
+    (claim_next takes a running job whose lease ran out)."""
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(locked_until=utcnow() + delay)
+    )
 
 
 async def get_job(session: AsyncSession, tenant_id: str, job_id: str) -> JobView:

@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from app.providers.base import ProviderError, UpstreamTimeout
 from app.providers.sockets import attempt_deadline
@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 # How long past an attempt's deadline the caller still waits for the transport's own
 # timeout to end it (with its own, more precise error) before giving up on it.
 BACKSTOP_GRACE = 0.5
+
+
+class Slots(Protocol):
+    """A counting semaphore: an asyncio.Semaphore, or a cap shared by every replica
+    (app.ratelimit.slots). `acquire` may be cancelled (a deadline); `release` gives back
+    one slot this process holds."""
+
+    async def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,22 +59,25 @@ async def call_with_retries(
     *,
     deadline: float,
     what: str,
-    limiter: asyncio.Semaphore | None = None,
-    upstream_slots: asyncio.Semaphore | None = None,
+    limiter: Slots | None = None,
+    provider_cap: Slots | None = None,
+    upstream_slots: Slots | None = None,
 ) -> T:
     """Run `call` until it succeeds, fails for good, attempts run out or `deadline`
     (a time.monotonic() value) would pass. Raises the last ProviderError.
 
-    With a `limiter` (a model's cap) and `upstream_slots` (the provider's bound on calls
-    in flight), each attempt first waits for a slot of each (bounded by the deadline, not
-    by the attempt timeout), so a capped upstream queues callers instead of failing them,
-    and a call that could not be sent costs no SDK work.
+    With a `limiter` (a model's cap), a `provider_cap` (the provider account's) and
+    `upstream_slots` (this process's bound on calls in flight to the provider), each
+    attempt first waits for a slot of each, in that fixed order (no two callers wait for
+    each other's slots), bounded by the deadline, not by the attempt timeout, so a capped
+    upstream queues callers instead of failing them, and a call that could not be sent
+    costs no SDK work.
     """
     attempt = 0
     while True:
         attempt += 1
         try:
-            held = await _take_slots((limiter, upstream_slots), deadline, what)
+            held = await _take_slots((limiter, provider_cap, upstream_slots), deadline, what)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 _release(held)
@@ -91,7 +104,7 @@ async def call_with_retries(
 
 
 async def _attempt(
-    call: Callable[[], Awaitable[T]], ends: float, what: str, held: list[asyncio.Semaphore]
+    call: Callable[[], Awaitable[T]], ends: float, what: str, held: list[Slots]
 ) -> T:
     """`call()` with every upstream exchange bounded by `ends`, awaited without cancelling.
 
@@ -161,10 +174,10 @@ def _forget(task: asyncio.Future[Any]) -> None:
 
 
 async def _take_slots(
-    limiters: tuple[asyncio.Semaphore | None, ...], deadline: float, what: str
-) -> list[asyncio.Semaphore]:
+    limiters: tuple[Slots | None, ...], deadline: float, what: str
+) -> list[Slots]:
     """A slot of each limiter, in order, each wait bounded by `deadline`; all or none."""
-    held: list[asyncio.Semaphore] = []
+    held: list[Slots] = []
     try:
         for limiter in limiters:
             if limiter is None:
@@ -181,7 +194,7 @@ async def _take_slots(
     return held
 
 
-def _release(held: list[asyncio.Semaphore]) -> None:
+def _release(held: list[Slots]) -> None:
     """Gives the slots back, once (the list is emptied)."""
     while held:
         held.pop().release()

@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from app.credits import ledger
-from app.db.models import Generation, Job, new_id, utcnow
+from app.db.models import CreditHold, Generation, Job, new_id, utcnow
 from app.providers.catalog import Catalog
 from app.storage.base import ObjectNotFound
 from app.storage.factory import create_image_store
@@ -27,6 +27,7 @@ from tests.support.gateway import Stack, TenantHandle, gateway_settings, stack_i
 PATH = "/api/v1/generate-image"
 ASYNC = {"Prefer": "respond-async"}
 PRICE = 4
+MAX_ATTEMPTS = 3  # IMAGEGATE_JOB_MAX_ATTEMPTS, the default
 
 
 async def _submit(stack: Stack, tenant: TenantHandle, **body: Any) -> httpx.Response:
@@ -159,8 +160,21 @@ async def test_other_tenants_job_is_404(stack: Stack) -> None:
     await stack.wait_for_job(owner, submitted.headers["location"])
 
 
-async def _orphaned_job(stack: Stack, tenant: TenantHandle, generation_status: str) -> str:
-    """A job whose runner died mid-attempt: running, lease expired, with a generation."""
+def _job_row(job_id: str, tenant: TenantHandle, **fields: Any) -> Job:
+    """A one-image job row (a running one with a readable request unless `fields` say)."""
+    defaults: dict[str, Any] = {
+        "status": "running",
+        "images_total": 1,
+        "request_json": json.dumps({"prompt": "p"}),
+    }
+    return Job(id=job_id, tenant_id=tenant.id, **(defaults | fields))
+
+
+async def _orphaned_job(
+    stack: Stack, tenant: TenantHandle, generation_status: str, attempts: int = 1
+) -> str:
+    """A job whose runner died mid-attempt (its `attempts`th): running, lease expired,
+    with a generation."""
     job_id, generation_id = new_id(), new_id()
     async with stack.sessions() as session, session.begin():
         session.add(
@@ -183,14 +197,11 @@ async def _orphaned_job(stack: Stack, tenant: TenantHandle, generation_status: s
                 session, tenant.id, PRICE, generation_id=generation_id, ttl=timedelta(hours=1)
             )
         session.add(
-            Job(
-                id=job_id,
-                tenant_id=tenant.id,
-                status="running",
-                images_total=1,
-                request_json=json.dumps({"prompt": "p"}),
+            _job_row(
+                job_id,
+                tenant,
                 generation_id=generation_id,
-                attempts=1,
+                attempts=attempts,
                 locked_until=utcnow() - timedelta(seconds=1),
             )
         )
@@ -210,15 +221,82 @@ async def test_restarted_job_whose_generation_finished_is_not_run_again(stack: S
     assert await stack.balance(tenant) == 100
 
 
-async def test_restarted_job_whose_generation_died_runs_once_more(stack: Stack) -> None:
+@pytest.mark.parametrize("died_on", [1, MAX_ATTEMPTS - 1])
+async def test_restarted_job_whose_generation_died_runs_once_more(
+    stack: Stack, died_on: int
+) -> None:
     tenant = await stack.new_tenant(credits=100)
-    job_id = await _orphaned_job(stack, tenant, "pending")
+    job_id = await _orphaned_job(stack, tenant, "pending", attempts=died_on)
     done = await stack.wait_for_job(tenant, f"/api/v1/jobs/{job_id}")
+    # Up to the last allowed attempt, a killed runner's job completes, once.
     assert done["status"] == "succeeded"
     async with stack.sessions() as session:
         job = await session.get(Job, job_id)
-    assert job is not None and job.attempts == 2
+    assert job is not None and job.attempts == died_on + 1
     # One charge for the new attempt; the dead attempt's hold is still reserved until
     # the sweeper releases it at expiry, so it is not lost either.
     assert await stack.balance(tenant) == 100 - PRICE - PRICE
+    assert (await stack.audit(tenant)).ok
+
+
+async def test_job_past_its_attempts_fails_and_its_dead_attempts_hold_is_released(
+    stack: Stack,
+) -> None:
+    tenant = await stack.new_tenant(credits=100)
+    # Its runner died on the last allowed attempt (e.g. the job kills every process).
+    job_id = await _orphaned_job(stack, tenant, "pending", attempts=MAX_ATTEMPTS)
+    done = await stack.wait_for_job(tenant, f"/api/v1/jobs/{job_id}")
+    assert done["status"] == "failed"
+    assert (done["error"]["status"], done["error"]["code"]) == (500, "internal_error")
+    async with stack.sessions() as session:
+        job = await session.get(Job, job_id)
+        assert job is not None and job.generation_id is not None
+        generation = await session.get(Generation, job.generation_id)
+        holds = list(
+            await session.scalars(
+                select(CreditHold.status).where(CreditHold.generation_id == job.generation_id)
+            )
+        )
+    assert job.attempts == MAX_ATTEMPTS + 1  # claimed, counted, not run
+    assert generation is not None and generation.status == "abandoned"
+    assert holds == ["released"]  # now, not when the hold expires
+    assert await stack.balance(tenant) == 100
+    assert (await stack.audit(tenant)).ok
+
+
+async def test_job_failing_unexpectedly_on_every_attempt_fails_after_the_bound(
+    stack: Stack,
+) -> None:
+    """A job whose stored request cannot be read (a row another version wrote, or one
+    edited by hand) raises an error no handler expects, on every attempt."""
+    tenant = await stack.new_tenant(credits=100)
+    job_id = new_id()
+    source_key = job_source_key(tenant.id, job_id)
+    store = create_image_store(stack.settings)
+    try:
+        await store.put(source_key, b"\x89PNG source bytes", "image/png")
+        async with stack.sessions() as session, session.begin():
+            cut_short = '{"prompt": "p", "sourceMimeType": "image/png"'
+            session.add(
+                _job_row(
+                    job_id, tenant, status="queued", request_json=cut_short, source_key=source_key
+                )
+            )
+        done = await stack.wait_for_job(tenant, f"/api/v1/jobs/{job_id}")
+        assert done["status"] == "failed"
+        assert (done["error"]["status"], done["error"]["code"]) == (500, "internal_error")
+        async with stack.sessions() as session:
+            job = await session.get(Job, job_id)
+            open_holds = await session.scalar(
+                select(func.count())
+                .select_from(CreditHold)
+                .where(CreditHold.tenant_id == tenant.id, CreditHold.status == "open")
+            )
+        assert job is not None and job.attempts == MAX_ATTEMPTS
+        assert open_holds == 0
+        with pytest.raises(ObjectNotFound):
+            await store.get(source_key)
+    finally:
+        await store.aclose()
+    assert await stack.balance(tenant) == 100
     assert (await stack.audit(tenant)).ok

@@ -69,6 +69,7 @@ async def test_health_and_readiness(stack: Stack) -> None:
     assert health.json() == {
         "status": "ok",
         "rateLimiter": "memory",
+        "concurrency": "local",
         "requestBytesInUse": 0,
         "requestsWaitingForBytes": 0,
     }

@@ -194,6 +194,8 @@ class Presets(ApiModel):
 class Health(ApiModel):
     status: Literal["ok"]
     rate_limiter: str
+    # Upstream concurrency caps: shared by every replica (Redis), or per process.
+    concurrency: Literal["shared", "local", "local (redis unavailable)"]
     request_bytes_in_use: int
     requests_waiting_for_bytes: int
 
