@@ -38,6 +38,12 @@ class GenerateImageBody(BaseModel):
     sourceImage: str | None = Field(
         default=None, description="data:image/(png|jpeg|webp);base64,... for image-to-image"
     )
+    webhookUrl: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="With `Prefer: respond-async` only: an http(s) URL the finished job's"
+        " body is POSTed to, signed per Standard Webhooks with the tenant's webhook secret",
+    )
 
 
 @dataclass(frozen=True, slots=True)

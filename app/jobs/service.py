@@ -27,6 +27,7 @@ from app.db.statuses import GenerationStatus, JobStatus
 from app.errors import InsufficientCredits, NotFound
 from app.generation.pricing import required_credits
 from app.generation.request import GenerateRequest
+from app.jobs import webhooks
 from app.providers.base import SourceImage
 from app.providers.catalog import CatalogModel
 from app.storage.base import ImageStore
@@ -81,12 +82,14 @@ async def submit_job(
     source: SourceImage | None,
     idempotency_key: str | None,
     lock_for: timedelta,
+    webhook: webhooks.WebhookRequest | None = None,
 ) -> Submission:
     """Queue a job for `request`; with an (already validated) idempotency key, the key's
     job: one per key and body. `chain` is the models that may serve it (the generation
     service's usable chain), priced as the sync hold prices it, so a job that passes the
-    pre-check is not refused for credits when it runs. The claim, the 402 pre-check and
-    the job row are one transaction; a stored source no job will read is deleted again."""
+    pre-check is not refused for credits when it runs. The claim, the 402 pre-check, the
+    job row and its webhook delivery (the tenant must have a webhook secret) are one
+    transaction; a stored source no job will read is deleted again."""
     job_id = new_id()
     required = required_credits(request, chain)
 
@@ -97,6 +100,8 @@ async def submit_job(
             raise InsufficientCredits(required=required, available=available)
         if api_key_id:
             await check_headroom(session, api_key_id, required)
+        if webhook is not None:
+            await webhooks.require_secret(session, tenant_id)
         await create_job(
             session,
             job_id=job_id,
@@ -106,6 +111,10 @@ async def submit_job(
             source_mime_type=source.mime_type if source else None,
             num_images=request.num_images,
         )
+        if webhook is not None:
+            await webhooks.create_delivery(
+                session, job_id=job_id, tenant_id=tenant_id, webhook=webhook
+            )
         return {JOB_RECORD: accepted_body(job_id)}
 
     # Stored first: the job may run as soon as it commits.
@@ -201,7 +210,8 @@ async def finish(
     *,
     error: tuple[int, str, str] | None = None,
 ) -> None:
-    """Mark a job succeeded, or failed with (status, code, message)."""
+    """Mark a job succeeded, or failed with (status, code, message); its webhook, if
+    it has one, is due from now."""
     values: dict[str, Any] = {"completed_at": utcnow(), "locked_until": None}
     if error is None:
         values["status"] = JobStatus.SUCCEEDED
@@ -214,6 +224,7 @@ async def finish(
             error_message=message[:500],
         )
     await session.execute(update(Job).where(Job.id == job_id).values(**values))
+    await webhooks.mark_due(session, job_id)
 
 
 async def get_job(session: AsyncSession, tenant_id: str, job_id: str) -> JobView:
