@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
-from app.db.models import WebhookAttempt, WebhookDelivery
+from app.db.models import Tenant, WebhookAttempt, WebhookDelivery
 from app.db.statuses import WebhookStatus
 from app.jobs import service as jobs
 from app.jobs import webhooks
@@ -251,9 +251,7 @@ async def test_the_answer_is_not_read_beyond_the_bound(
 ) -> None:
     # The receiver sends 8 KiB and then nothing until the client hangs up: a client
     # that read on would wait out its timeout and count the attempt failed.
-    _, row, attempts = await _deliver(
-        sessions, receiver.url("/stall"), webhook_max_attempts=1, webhook_timeout_seconds=3.0
-    )
+    _, row, attempts = await _deliver(sessions, receiver.url("/stall"), webhook_max_attempts=1)
     assert row.status == WebhookStatus.DELIVERED
     assert [(a.status_code, a.error) for a in attempts] == [(200, None)]
     await _eventually(lambda: "/stall" in receiver.hung_up)
@@ -265,3 +263,20 @@ async def _eventually(check: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("condition never held")
+
+
+async def test_an_attempt_is_signed_with_the_secret_as_it_is_then(
+    sessions: Sessions, receiver: Receiver
+) -> None:
+    made = await _finished_job(sessions, receiver.url("/ok"))
+    async with sessions() as session, session.begin():
+        tenant = await session.get(Tenant, made.tenant_id)
+        assert tenant is not None
+        rotated, created = await webhook_secret(session, tenant.name, rotate=True)
+    assert created and rotated != made.secret
+    async with _client() as client, _running(_dispatcher(sessions, client)):
+        await _settled(sessions, made.delivery_id)
+    (got,) = _for(receiver, "/ok", made)
+    Webhook(rotated).verify(got.body, got.headers)
+    with pytest.raises(Exception, match="signature"):
+        Webhook(made.secret).verify(got.body, got.headers)
