@@ -34,6 +34,7 @@ from app.settings import Settings
 from app.storage.factory import create_image_store
 from app.tenants import service as tenants
 from app.tenants.policy import MAX_CREDIT_LIMIT, UNSET, KeyChanges
+from app.tenants.webhook_secret import webhook_secret
 
 Command = Callable[[AsyncSession, argparse.Namespace], Awaitable[tuple[dict[str, Any], int]]]
 
@@ -145,6 +146,15 @@ def _parser() -> argparse.ArgumentParser:
     limits.add_argument("--per-minute", type=rate, help="tenant-wide; omit for the default")
     limits.add_argument("--key-per-minute", type=rate, help="per key; omit for the default")
     _admin(limits, _tenants_limits)
+    secret = tenant_cmds.add_parser(
+        "webhook-secret",
+        help="the tenant's webhook signing secret (created if it has none)",
+    )
+    secret.add_argument("name")
+    secret.add_argument(
+        "--rotate", action="store_true", help="replace it now (receivers must switch)"
+    )
+    _admin(secret, _tenants_webhook_secret)
 
     key_cmds = commands.add_parser("keys", help="manage API keys").add_subparsers()
     key_create = key_cmds.add_parser("create", help="create a key (shown once)")
@@ -326,6 +336,13 @@ async def _tenants_limits(
         "rate_limit_per_minute": tenant.rate_limit_per_minute,
         "key_rate_limit_per_minute": tenant.key_rate_limit_per_minute,
     }, 0
+
+
+async def _tenants_webhook_secret(
+    session: AsyncSession, args: argparse.Namespace
+) -> tuple[dict[str, Any], int]:
+    secret, _ = await webhook_secret(session, args.name, rotate=args.rotate)
+    return {"secret": secret}, 0
 
 
 async def _keys_create(

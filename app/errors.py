@@ -21,6 +21,21 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
 
 
+class WebhookSecretMissing(InvalidRequest):
+    """A `webhookUrl` for a tenant without a signing secret (none is made on the fly: the
+    receiver could not verify what it gets without being told the secret)."""
+
+    code = "webhook_secret_missing"
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(
+            f"webhookUrl: tenant {tenant!r} has no webhook signing secret; an operator creates"
+            f" one with `imagegate tenants webhook-secret {tenant}` (or POST"
+            f" /admin/v1/tenants/{tenant}/webhook-secret) and gives it to the receiver",
+            field="webhookUrl",
+        )
+
+
 class ContentRejected(GatewayError):
     """The provider refused the prompt or its output; nothing is charged."""
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from app.api.body_budget import request_bytes_budget
 from app.api.deps import AppState, install_state
+from app.api.jobs import job_renderer
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
 from app.generation.decode_budget import DecodeBudget
@@ -23,6 +24,7 @@ from app.generation.producer import ImageProducer
 from app.generation.service import GenerationService
 from app.housekeeping.sweeper import run_housekeeping
 from app.jobs.runner import JobRunner
+from app.jobs.webhook_dispatcher import WebhookDispatcher, webhook_client
 from app.observability.metrics import Metrics
 from app.providers.catalog import Catalog
 from app.providers.registry import (
@@ -120,6 +122,13 @@ async def running_services(
         lease=timedelta(seconds=settings.upstream_deadline_seconds + 120),
         max_attempts=settings.job_max_attempts,
     )
+    webhook_http = webhook_client(settings)
+    dispatcher = WebhookDispatcher.from_settings(
+        settings,
+        sessions=sessions,
+        client=webhook_http,
+        render=job_renderer(sessions, image_store),
+    )
     install_state(
         app,
         AppState(
@@ -159,6 +168,7 @@ async def running_services(
             run_housekeeping(sessions, image_store, settings.sweep_interval_seconds)
         ),
         asyncio.create_task(job_runner.run()),
+        asyncio.create_task(dispatcher.run()),
     ]
     try:
         yield
@@ -167,6 +177,7 @@ async def running_services(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await webhook_http.aclose()
         for adapter in adapters.values():
             await adapter.aclose()
         for upstream in upstreams.values():

@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     # error, a lost database, a killed process); past it the job is failed for good.
     job_max_attempts: int = Field(default=3, ge=1, le=100)
 
+    # Webhooks of async jobs (app/jobs/webhooks.py): attempts in all, and the wait after
+    # each failed one (the last repeats); the defaults give up after about 43 minutes.
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_retry_delays_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0], min_length=1, max_length=20
+    )
+    # Deliveries to loopback, private, link-local and metadata addresses: tests only.
+    webhook_allow_private: bool = False
+    webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
     # Credits: a hold outlives any request; the sweeper releases what a dead process left.
     hold_ttl_seconds: int = Field(default=900, ge=1)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
@@ -183,6 +194,13 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"IMAGEGATE_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
                 )
+        return value
+
+    @field_validator("webhook_retry_delays_seconds")
+    @classmethod
+    def _delays_bounded(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= delay <= 86_400 for delay in value):
+            raise ValueError("each webhook retry delay must be 0 to 86400 seconds")
         return value
 
     @model_validator(mode="after")

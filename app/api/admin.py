@@ -41,6 +41,7 @@ from app.api.schemas.admin import (
     RateLimits,
     RotateKey,
     UpdateKey,
+    WebhookSecretRequest,
 )
 from app.api.schemas.admin import GrantCredits as GrantCredits  # re-exported: one bound, CLI too
 from app.api.schemas.common import ADMIN_TOKEN, error_responses
@@ -53,6 +54,7 @@ from app.providers.catalog import Catalog
 from app.settings import Settings
 from app.tenants import service as tenants
 from app.tenants.policy import KeyChanges
+from app.tenants.webhook_secret import webhook_secret
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +314,23 @@ async def grant_credits(name: str, request: Request, session: SessionDep) -> dic
     )
     log.info("admin: credits granted", extra={"tenant": tenant.name, "amount": body.amount})
     return {"tenant": tenant.name, "granted": body.amount, "balance": balance}
+
+
+@router.post(
+    "/tenants/{name}/webhook-secret",
+    response_model=schemas.WebhookSecret,
+    responses=error_responses(404, 413, 415),
+    openapi_extra=_json_body(WebhookSecretRequest, required=False),
+)
+async def tenant_webhook_secret(name: str, request: Request, session: SessionDep) -> dict[str, Any]:
+    """The secret the tenant's webhooks are signed with, created if it has none; with
+    `{"rotate": true}` a new one, used from the next attempt on."""
+    body = await _body(request, WebhookSecretRequest, optional=True)
+    secret, created = await webhook_secret(session, name, rotate=body.rotate)
+    await session.commit()
+    if created:
+        log.info("admin: webhook secret set", extra={"tenant": name, "rotated": body.rotate})
+    return {"tenant": name, "secret": secret, "created": created}
 
 
 @router.put(

@@ -28,10 +28,13 @@ from app.api.deps import (
 from app.api.rendering import accepted, replay_response, result_body, with_urls
 from app.api.schemas.common import API_KEY, error_responses
 from app.api.schemas.native import Generation, JobAccepted
+from app.errors import InvalidRequest
 from app.generation.request import GenerateImageBody, GenerateRequest, parse_generate_request
 from app.generation.service import GenerationService
 from app.jobs import service as jobs
 from app.jobs.runner import JobRunner
+from app.jobs.webhook_target import validate_webhook_url
+from app.jobs.webhooks import WebhookRequest
 from app.providers.catalog import Catalog
 from app.settings import Settings
 from app.storage.base import ImageStore
@@ -90,7 +93,14 @@ async def generate_image(
         payload = await read_json_body(request, settings.max_body_bytes, unsized_limit=EXEMPT_BYTES)
         generate_request = await parse_request(payload, catalog, generation)
         auth.require_model(generate_request.model.id)  # the key's allow-list, 403
-        if _wants_async(request):
+        wants_async = _wants_async(request)
+        if isinstance(payload, dict) and payload.get("webhookUrl") is not None and not wants_async:
+            raise InvalidRequest(
+                "webhookUrl needs the header 'Prefer: respond-async' (a webhook reports an"
+                " async job; a synchronous request answers with the images)",
+                field="webhookUrl",
+            )
+        if wants_async:
             rendered = await _submit(
                 sessions=sessions,
                 image_store=image_store,
@@ -156,6 +166,12 @@ async def _submit(
 ) -> JSONResponse:
     """202 with a new job; with an Idempotency-Key, the key's job (one per key and body)."""
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
+    webhook = None
+    if payload.get("webhookUrl") is not None:
+        url = validate_webhook_url(
+            payload["webhookUrl"], allow_private=settings.webhook_allow_private
+        )
+        webhook = WebhookRequest(url=url, base_url=base_url)
     sources = await generation.source_images(parsed)
     submission = await jobs.submit_job(
         sessions=sessions,
@@ -170,6 +186,7 @@ async def _submit(
         sources=sources,
         idempotency_key=key,
         lock_for=idempotency.lock_duration(settings),
+        webhook=webhook,
     )
     if submission.replay is not None:
         return await replay_response(image_store, submission.replay, base_url)

@@ -1,5 +1,6 @@
 """GET /api/v1/jobs/{id}: an async job's status and progress, then the contract's body
-(jobs are submitted by generate-image with `Prefer: respond-async`, app/api/generate.py)."""
+(jobs are submitted by generate-image with `Prefer: respond-async`, app/api/generate.py),
+and its webhook's attempts. A finished job's body is also what its webhook POSTs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response, Security
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.api.deps import AuthDep, BaseUrlDep, ImageStoreDep, SessionDep, decided_headers
 from app.api.rendering import ImageView, contract_body, with_urls
@@ -15,6 +17,9 @@ from app.api.schemas.native import Job
 from app.credits.ledger import get_balance
 from app.db.statuses import JobStatus
 from app.jobs import service as jobs
+from app.jobs import webhooks
+from app.jobs.webhook_dispatcher import RenderJob
+from app.storage.base import ImageStore
 
 router = APIRouter(dependencies=[Security(API_KEY)])
 
@@ -30,8 +35,18 @@ async def get_job(
     image_store: ImageStoreDep,
     base_url: BaseUrlDep,
 ) -> JSONResponse:
-    view = await jobs.get_job(session, auth.tenant_id, job_id)
-    balance = await get_balance(session, auth.tenant_id)
+    body = await job_body(session, image_store, auth.tenant_id, job_id, base_url)
+    delivery = await webhooks.delivery_of(session, job_id)
+    if delivery is not None:
+        body["webhook"] = webhook_view(delivery)
+    return decided_headers(JSONResponse(body), response)
+
+
+async def job_body(
+    session: AsyncSession, image_store: ImageStore, tenant_id: str, job_id: str, base_url: str
+) -> dict[str, Any]:
+    """The job's status and progress; finished, the contract's body or the error."""
+    view = await jobs.get_job(session, tenant_id, job_id)
     job = view.job
     envelope: dict[str, Any] = {
         "jobId": job.id,
@@ -46,14 +61,45 @@ async def get_job(
             model=view.generation.model,
             images=[ImageView.from_row(row) for row in view.images],
             charged=view.generation.credits_charged,
-            remaining=balance,
+            remaining=await get_balance(session, tenant_id),
         )
-        body = await with_urls(body, keys, image_store, base_url)
-        return decided_headers(JSONResponse(envelope | body), response)
+        return envelope | await with_urls(body, keys, image_store, base_url)
     if job.status == JobStatus.FAILED:
         envelope["error"] = {
             "status": job.error_status,
             "code": job.error_code,
             "error": job.error_message,
         }
-    return decided_headers(JSONResponse(envelope), response)
+    return envelope
+
+
+def webhook_view(view: webhooks.DeliveryView) -> dict[str, Any]:
+    """The webhook's URL, where it stands and each attempt's outcome (never a body)."""
+    delivery = view.delivery
+    return {
+        "url": delivery.url,
+        "status": delivery.status,
+        "nextAttemptAt": webhooks.iso(
+            delivery.next_attempt_at if delivery.status == "pending" else None
+        ),
+        "deliveries": [
+            {
+                "attempt": attempt.attempt,
+                "at": attempt.at.isoformat(),
+                "statusCode": attempt.status_code,
+                "error": attempt.error,
+            }
+            for attempt in view.attempts
+        ],
+    }
+
+
+def job_renderer(sessions: async_sessionmaker[AsyncSession], image_store: ImageStore) -> RenderJob:
+    """What the webhook dispatcher POSTs: the finished job's body, without its own
+    `webhook` log (which each attempt changes)."""
+
+    async def render(tenant_id: str, job_id: str, base_url: str) -> dict[str, Any]:
+        async with sessions() as session:
+            return await job_body(session, image_store, tenant_id, job_id, base_url)
+
+    return render

@@ -28,6 +28,7 @@ from app.db.statuses import (
     JobStatus,
     LedgerKind,
     LimitPeriod,
+    WebhookStatus,
     in_check,
 )
 
@@ -75,6 +76,9 @@ class Tenant(Base):
     # Requests per minute; NULL means the gateway's default.
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
     key_rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    # What the gateway signs its webhooks with (`whsec_` + base64). Kept as it is, not
+    # hashed: signing needs it (README: security).
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
 
 
 class ApiKey(Base):
@@ -297,3 +301,47 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
     )
+
+
+class WebhookDelivery(Base):
+    """The webhook of one job: its URL, and where its attempts stand. `next_attempt_at` is
+    NULL until the job ends; a dispatcher claims a due delivery with a lease
+    (`locked_until`) so each attempt is made by one replica. Never stores the body."""
+
+    __tablename__ = "webhook_deliveries"
+
+    # Also the `webhook-id` every attempt sends, so receivers can drop duplicates.
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    # The submitting request's base URL: the job body's image links, as polling shows them.
+    base_url: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(16), default=WebhookStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(in_check("status", WebhookStatus), name="ck_webhook_deliveries_status"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery: when, and what came back (a status code or a short error)."""
+
+    __tablename__ = "webhook_attempts"
+
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The primary key makes a second record of the same attempt fail: one per attempt.
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(200))

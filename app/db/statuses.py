@@ -45,6 +45,12 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+class WebhookStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
 class LimitPeriod(StrEnum):
     """The calendar period (UTC) over which a key's credit limit applies."""
 

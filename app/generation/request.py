@@ -48,6 +48,12 @@ class GenerateImageBody(BaseModel):
         "has sourceImage's bounds, and all together at most the gateway's total "
         "(IMAGEGATE_MAX_SOURCE_BYTES_TOTAL); not together with sourceImage",
     )
+    webhookUrl: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="With `Prefer: respond-async` only: an http(s) URL the finished job's"
+        " body is POSTed to, signed per Standard Webhooks with the tenant's webhook secret",
+    )
 
 
 @dataclass(frozen=True, slots=True)

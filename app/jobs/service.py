@@ -28,6 +28,7 @@ from app.errors import InsufficientCredits, NotFound
 from app.generation.pricing import required_credits
 from app.generation.request import GenerateRequest
 from app.housekeeping.sweeper import abandon_hold
+from app.jobs import webhooks
 from app.providers.base import SourceImage
 from app.providers.catalog import CatalogModel
 from app.storage.base import ImageStore
@@ -86,13 +87,15 @@ async def submit_job(
     idempotency_key: str | None,
     lock_for: timedelta,
     body_hash: str | None = None,
+    webhook: webhooks.WebhookRequest | None = None,
 ) -> Submission:
     """Queue a job for `request`; with an (already validated) idempotency key, the key's
     job: one per key and body (`body_hash`, the payload's request hash, computed here when
     not given). `chain` is the models that may serve it (the generation service's usable
     chain), priced as the sync hold prices it, so a job that passes the pre-check is not
-    refused for credits when it runs. The claim, the 402 pre-check and the job row are one
-    transaction; stored sources no job will read are deleted again."""
+    refused for credits when it runs. The claim, the 402 pre-check, the job row and its
+    webhook delivery (the tenant must have a webhook secret) are one transaction; stored
+    sources no job will read are deleted again."""
     job_id = new_id()
     required = required_credits(request, chain)
 
@@ -103,6 +106,8 @@ async def submit_job(
             raise InsufficientCredits(required=required, available=available)
         if api_key_id:
             await check_headroom(session, api_key_id, required)
+        if webhook is not None:
+            await webhooks.require_secret(session, tenant_id)
         await create_job(
             session,
             job_id=job_id,
@@ -112,6 +117,10 @@ async def submit_job(
             source_mime_types=[source.mime_type for source in sources],
             num_images=request.num_images,
         )
+        if webhook is not None:
+            await webhooks.create_delivery(
+                session, job_id=job_id, tenant_id=tenant_id, webhook=webhook
+            )
         return {JOB_RECORD: accepted_body(job_id)}
 
     replay: dict[str, Any] | None = None
@@ -239,7 +248,8 @@ async def finish(
     *,
     error: tuple[int, str, str] | None = None,
 ) -> None:
-    """Mark a job succeeded, or failed with (status, code, message)."""
+    """Mark a job succeeded, or failed with (status, code, message); its webhook, if
+    it has one, is due from now."""
     values: dict[str, Any] = {"completed_at": utcnow(), "locked_until": None}
     if error is None:
         values["status"] = JobStatus.SUCCEEDED
@@ -252,6 +262,7 @@ async def finish(
             error_message=message[:500],
         )
     await session.execute(update(Job).where(Job.id == job_id).values(**values))
+    await webhooks.mark_due(session, job_id)
 
 
 async def give_up(session: AsyncSession, job: Job, error: tuple[int, str, str]) -> list[Generation]:

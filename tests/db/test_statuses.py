@@ -20,6 +20,7 @@ from app.db.statuses import (
     JobStatus,
     LedgerKind,
     LimitPeriod,
+    WebhookStatus,
 )
 
 EXPECTED: dict[tuple[str, str], type[StrEnum]] = {
@@ -29,6 +30,7 @@ EXPECTED: dict[tuple[str, str], type[StrEnum]] = {
     ("idempotency_keys", "status"): IdempotencyStatus,
     ("jobs", "status"): JobStatus,
     ("api_keys", "limit_period"): LimitPeriod,
+    ("webhook_deliveries", "status"): WebhookStatus,
 }
 # `column IN ('a', 'b', ...)`, as a CHECK's text.
 _IN_LIST = re.compile(r"(?P<column>\w+) IN \((?P<values>'[^)]*')\)")

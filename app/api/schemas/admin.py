@@ -63,6 +63,12 @@ class GrantCredits(_Body):
     note: str | None = Field(default=None, min_length=1, max_length=150)
 
 
+class WebhookSecretRequest(_Body):
+    rotate: bool = Field(
+        default=False, description="true: replace the secret now (receivers must switch)"
+    )
+
+
 class RateLimits(_Body):
     """Both limits in requests per minute; null (or absent) restores the gateway default."""
 
@@ -152,6 +158,15 @@ class AuditStatus(ApiModel):
     ok: bool
     checked_at: str
     problems: list[str]
+
+
+class WebhookSecret(ApiModel):
+    """The tenant's webhook signing secret (`whsec_` + base64); `created`: it is new
+    (there was none, or it was rotated)."""
+
+    tenant: str
+    secret: str
+    created: bool
 
 
 class Grant(ApiModel):

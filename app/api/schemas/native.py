@@ -61,9 +61,30 @@ class JobError(ApiModel):
     error: str | None
 
 
+class WebhookAttempt(ApiModel):
+    """One POST: the receiver's status code, or why there was none (`error`)."""
+
+    attempt: int
+    at: str
+    status_code: int | None
+    error: str | None
+
+
+class JobWebhook(ApiModel):
+    """The job's `webhookUrl` and its attempts so far; `nextAttemptAt` while pending
+    (null until the job ends)."""
+
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    next_attempt_at: str | None
+    deliveries: list[WebhookAttempt]
+
+
 class Job(ApiModel):
     """An async job: status and progress; once succeeded, the generation's body
-    (`images`, `numImages`, `id`, ...); once failed, the `error` it would have answered."""
+    (`images`, `numImages`, `id`, ...); once failed, the `error` it would have answered;
+    with a `webhookUrl`, its `webhook` deliveries (the webhook POSTs this body, without
+    `webhook`)."""
 
     job_id: str
     status: Literal["queued", "running", "succeeded", "failed"]
@@ -77,6 +98,7 @@ class Job(ApiModel):
     model: str | None = None
     credits_charged: int | None = None
     credits_remaining: int | None = None
+    webhook: JobWebhook | None = None
 
 
 class ImageItem(ApiModel):
