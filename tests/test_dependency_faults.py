@@ -179,8 +179,15 @@ def test_database_outage_is_503_and_charges_nothing(
             response = pending.result(timeout=60)
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "dependency_unavailable"
-    [hold] = [h for h in _holds(direct, tenant) if h.status == "open"]
     assert _balance(direct, tenant) == 20 - 3 * PRICE  # held, not charged
+    _expire_the_open_hold(direct, env, tenant)
+    assert _balance(direct, tenant) == 20 - 2 * PRICE
+
+
+def _expire_the_open_hold(direct: str, env: dict[str, str], tenant: ProcessTenant) -> None:
+    """The one open hold (a generation the gateway could not settle) expires; the sweeper
+    releases it, abandons its generation, and the ledger and the store audit clean."""
+    [hold] = [h for h in _holds(direct, tenant) if h.status == "open"]
 
     async def expire(session: AsyncSession) -> None:
         await session.execute(
@@ -194,7 +201,6 @@ def test_database_outage_is_503_and_charges_nothing(
         "the sweeper to release the hold",
         lambda: all(h.status != "open" for h in _holds(direct, tenant)),
     )
-    assert _balance(direct, tenant) == 20 - 2 * PRICE
 
     async def generation_status(session: AsyncSession) -> str | None:
         return await session.scalar(
@@ -206,6 +212,47 @@ def test_database_outage_is_503_and_charges_nothing(
     assert (audit["_exit"], audit["problems"]) == (0, [])
     scan = imagegate(env, "storage", "orphans")
     assert (scan["_exit"], scan["orphans"]) == (0, [])
+
+
+def test_a_database_that_stalls_mid_generation_is_503_and_charges_nothing(
+    proxied_database: tuple[str, str, TcpProxy],
+    spawn_gateway: Callable[[dict[str, str]], GatewayProcess],
+    tmp_path: Path,
+) -> None:
+    """The server stops answering on the open connections (no reset, no TCP error) while
+    a generation is upstream: its settlement never gets an answer. The server's
+    statement_timeout cannot fire (it never sees the statement); the client's command
+    timeout does. Without it the request hangs past the client's 30 s."""
+    direct, proxied, proxy = proxied_database
+    env = gateway_env(
+        tmp_path / "data",
+        database_url=proxied,
+        db_statement_timeout_seconds=1,
+        database_connect_timeout_seconds=1,
+        hold_ttl_seconds=300,
+        upstream_deadline_seconds=60,
+    )
+    gateway = spawn_gateway(env)
+    tenant = create_tenant(env, "stalled", credits=20)
+    with httpx.Client(base_url=gateway.base_url, headers=tenant.auth, timeout=30) as client:
+        assert client.post(GENERATE, json=BODY).status_code == 200
+        gateway.set_faults({"kind": "delay", "seconds": 2})
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(client.post, GENERATE, json=BODY)
+            _wait_for(
+                "the reservation",
+                lambda: any(h.status == "open" for h in _holds(direct, tenant)),
+            )
+            with proxy.stall():
+                response = pending.result(timeout=60)
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "dependency_unavailable"
+        assert _balance(direct, tenant) == 20 - 2 * PRICE  # held, not charged
+        gateway.set_faults()
+        # Answering again: the stalled connections were discarded, new ones serve.
+        assert client.post(GENERATE, json=BODY).status_code == 200
+    _expire_the_open_hold(direct, env, tenant)
+    assert _balance(direct, tenant) == 20 - 2 * PRICE
 
 
 def test_a_database_that_never_answers_is_503_within_the_connect_timeout(
