@@ -36,6 +36,7 @@ from app.tenants import service as tenants
 from app.tenants.policy import MAX_CREDIT_LIMIT, UNSET, KeyChanges
 from app.tenants.webhook_secret import webhook_secret
 
+MAX_WORKERS = 64
 Command = Callable[[AsyncSession, argparse.Namespace], Awaitable[tuple[dict[str, Any], int]]]
 
 
@@ -129,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
         "--emulate", action="store_true", help="serve built-in provider emulators (no real models)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_bounded_int("--workers", 1, MAX_WORKERS),
+        default=1,
+        help="worker processes on the one port (default 1); more than 1 needs IMAGEGATE_REDIS_URL",
     )
     serve.set_defaults(run=_serve)
 
@@ -471,23 +478,49 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from app.main import create_app
     from app.server_limits import GatewayConfig
+    from app.storage.signing import load_or_create_secret
 
-    settings = Settings(emulate=True) if args.emulate else Settings()
+    if args.emulate:
+        os.environ["IMAGEGATE_EMULATE"] = "true"  # worker processes read it too
+    settings = Settings()
     configure_logging(settings.log_level)
-    # The event loop waits for the GIL whenever a worker thread (WebP encoding, file
-    # writes) holds it; Python's default 5 ms hand-over interval showed up directly in
-    # /healthz latency under transcode load. 1 ms keeps the loop responsive.
-    sys.setswitchinterval(0.001)
+    if args.workers > 1 and settings.redis_url is None:
+        # Each process would count rate limits and concurrency caps on its own: N
+        # workers would let N times the limits through.
+        raise CliError(
+            "--workers above 1 needs IMAGEGATE_REDIS_URL: rate limits and concurrency caps "
+            "must be shared between the worker processes",
+            "invalid_settings",
+        )
+    # Once, before any worker starts: the embedded database's migrations and the URL
+    # signing secret every worker must share (each would otherwise create its own).
+    if settings.is_embedded_database:
+        upgrade(settings.resolved_database_url)
+    load_or_create_secret(settings)
+    options: dict[str, Any] = {"host": args.host, "port": args.port, "log_config": None}
+    if args.workers == 1:
+        # The event loop waits for the GIL whenever a worker thread (WebP encoding, file
+        # writes) holds it; Python's default 5 ms hand-over interval showed up directly in
+        # /healthz latency under transcode load. 1 ms keeps the loop responsive.
+        sys.setswitchinterval(0.001)
+        config = GatewayConfig(create_app(settings, serving=True), settings=settings, **options)
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 3  # uvicorn.run's exit status for a failed startup
+    # Each worker builds its app from the environment (app.main.serve_app) and shares
+    # the socket bound here; uvicorn's supervisor restarts a worker that dies.
     config = GatewayConfig(
-        create_app(settings), settings=settings, host=args.host, port=args.port, log_config=None
+        "app.main:serve_app", settings=settings, factory=True, workers=args.workers, **options
     )
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 3  # uvicorn.run's exit status for a failed startup
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 from app.api.body_budget import request_bytes_budget
 from app.api.deps import AppState, install_state
+from app.api.drain import Drain
 from app.api.jobs import job_renderer
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade
@@ -47,15 +48,25 @@ log = logging.getLogger("app")
 
 @contextlib.asynccontextmanager
 async def running_services(
-    app: FastAPI, settings: Settings, emulators: dict[str, ASGIApp], metrics: Metrics
+    app: FastAPI,
+    settings: Settings,
+    emulators: dict[str, ASGIApp],
+    metrics: Metrics,
+    *,
+    drain: Drain,
+    serving: bool = False,
 ) -> AsyncIterator[None]:
     """Create every long-lived object once, install them as the app's AppState (read by
-    app/api/deps.py only), close them at exit."""
-    if settings.is_embedded_database:
+    app/api/deps.py only), close them at exit.
+
+    `serving`: run by `imagegate serve`, which has migrated already (once, before any
+    worker started) and whose SIGTERM drains (app/api/drain.py)."""
+    if settings.is_embedded_database and not serving:
         await asyncio.to_thread(upgrade, settings.resolved_database_url)
     engine = create_engine(
         settings.resolved_database_url,
         connect_timeout=settings.database_connect_timeout_seconds,
+        statement_timeout=settings.db_statement_timeout_seconds,
     )
     sessions = create_sessionmaker(engine)
     catalog = Catalog.load(settings.catalog)
@@ -167,12 +178,22 @@ async def running_services(
         asyncio.create_task(
             run_housekeeping(sessions, image_store, settings.sweep_interval_seconds)
         ),
-        asyncio.create_task(job_runner.run()),
         asyncio.create_task(dispatcher.run()),
     ]
+    runner = asyncio.create_task(job_runner.run())
+    background.append(runner)
+
+    # Draining: running jobs go back to the queue now, for another replica to take.
+    def stop_jobs() -> None:
+        runner.cancel()
+
+    drain.on_start(stop_jobs)
+    undo_sigterm = drain.install_sigterm(settings.drain_delay_seconds) if serving else None
     try:
         yield
     finally:
+        if undo_sigterm is not None:
+            undo_sigterm()
         gc.unfreeze()  # what this app built may be collected once it is gone (tests)
         for task in background:
             task.cancel()

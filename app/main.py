@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -12,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api import account, files, generate, health, images, jobs, models
 from app.api import admin as admin_api
 from app.api import docs as api_docs
+from app.api.drain import Drain, DrainGate
 from app.api.errors import install_error_handlers
 from app.api.openai import routes as openai_routes
 from app.api.openapi import install_openapi
@@ -22,14 +24,20 @@ from app.emulators.bfl import create_bfl_emulator
 from app.emulators.gemini import create_gemini_emulator
 from app.emulators.openai import create_openai_emulator
 from app.lifespan import running_services
+from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.middleware import GatewayMiddleware
 from app.server_limits import QuietDisconnects
 from app.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, drain: Drain | None = None, serving: bool = False
+) -> FastAPI:
+    """The gateway. `serving`: under `imagegate serve` (migrated already, SIGTERM drains;
+    see app/lifespan.py); `drain` may be given to start a drain by hand (tests)."""
     settings = settings or Settings()
+    drain = drain or Drain()
     metrics = Metrics()
     emulators: dict[str, ASGIApp] = {}
     if settings.emulate:
@@ -44,7 +52,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_services(app, settings, emulators, metrics):
+        async with running_services(
+            app, settings, emulators, metrics, drain=drain, serving=serving
+        ):
             yield
 
     app = FastAPI(
@@ -72,12 +82,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     for name, emulator in emulators.items():
         app.mount(f"/emulators/{name}", emulator)
+    app.add_middleware(DrainGate, drain=drain)
     app.add_middleware(QuietDisconnects)  # inside GatewayMiddleware: still access-logged
     app.add_middleware(GatewayMiddleware, metrics=metrics, emulated=bool(emulators))
     app.add_middleware(CollapseSlashes)  # outermost: every layer sees the one path
 
     install_openapi(app)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The app of one `imagegate serve --workers N` worker process (uvicorn's factory):
+    settings from the environment, which the parent prepared (app/cli.py)."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    # See app/cli.py: a 1 ms GIL hand-over keeps the event loop responsive.
+    sys.setswitchinterval(0.001)
+    return create_app(settings, serving=True)
 
 
 _SLASHES = re.compile(r"/{2,}")

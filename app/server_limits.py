@@ -74,6 +74,8 @@ class GatewayConfig(uvicorn.Config):
             backlog=settings.server_backlog,
             # h11's own cap, so a plain H11Protocol (http="h11" elsewhere) honours it too.
             h11_max_incomplete_event_size=settings.server_max_header_bytes,
+            # After a drain's delay (app/api/drain.py), requests in flight get this long.
+            timeout_graceful_shutdown=settings.drain_seconds,
             **kwargs,
         )
 

@@ -22,6 +22,55 @@ def encoded_body_bytes(source_bytes: int) -> int:
     return -(-source_bytes // 3) * 4 + BODY_SLACK_BYTES
 
 
+_SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+# Query parameters asyncpg.connect (or SQLAlchemy's asyncpg dialect) takes; libpq's
+# others (sslrootcert, connect_timeout, ...) would fail inside the driver, unexplained.
+_ASYNCPG_QUERY = frozenset(
+    {
+        "host",
+        "port",
+        "ssl",
+        "direct_tls",
+        "passfile",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+        "prepared_statement_cache_size",
+    }
+)
+
+
+def asyncpg_database_url(url: str) -> str:
+    """A Postgres URL as SQLAlchemy's asyncpg dialect takes it; other URLs unchanged.
+
+    `postgresql://` and `postgres://` (what hosting services hand out) get the asyncpg
+    driver, and libpq's `sslmode=` becomes asyncpg's `ssl=` (same mode names). A query
+    parameter asyncpg does not take is refused with its name (ValueError).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+        return url
+    if scheme in ("postgresql", "postgres"):
+        scheme = "postgresql+asyncpg"
+    path, qmark, query = rest.partition("?")
+    if not qmark:
+        return f"{scheme}://{path}"
+    params = [tuple(part.partition("=")[::2]) for part in query.split("&") if part]
+    translated = []
+    for name, value in params:
+        if name == "sslmode":
+            if value not in _SSL_MODES:
+                raise ValueError(f"sslmode must be one of {', '.join(sorted(_SSL_MODES))}")
+            name = "ssl"
+        elif name not in _ASYNCPG_QUERY:
+            raise ValueError(
+                f"the database URL's query parameter {name!r} is not supported by asyncpg"
+                f" (supported: sslmode, {', '.join(sorted(_ASYNCPG_QUERY))})"
+            )
+        translated.append(f"{name}={value}")
+    return f"{scheme}://{path}?{'&'.join(translated)}"
+
+
 def _key_field(*names: str) -> str | None:
     return Field(default=None, validation_alias=AliasChoices(*names))
 
@@ -38,6 +87,10 @@ class Settings(BaseSettings):
     # How long opening a Postgres connection may take before it counts as an outage
     # (asyncpg waits 60 s by default, e.g. when a firewall drops packets).
     database_connect_timeout_seconds: float = Field(default=10, gt=0, le=120)
+    # How long one statement may run on Postgres (server-side statement_timeout; the
+    # client gives up 1 s later on a server that does not answer at all). Our slowest
+    # statements take well under a second; migrations are not bounded.
+    db_statement_timeout_seconds: float = Field(default=10, gt=0, le=3600)
     image_dir: Path | None = None
 
     # S3-compatible storage; credentials come the standard AWS way (env, profile, role).
@@ -174,6 +227,11 @@ class Settings(BaseSettings):
     server_limit_concurrency: int = Field(default=1000, ge=1)
     # Connections the kernel queues before accept().
     server_backlog: int = Field(default=2048, ge=1)
+    # Graceful drain on SIGTERM (app/api/drain.py): /readyz 503 and new requests refused
+    # for the delay (load balancers notice), then in-flight requests get up to
+    # drain_seconds to finish. A pod's terminationGracePeriodSeconds must exceed both.
+    drain_delay_seconds: float = Field(default=5.0, ge=0, le=300)
+    drain_seconds: int = Field(default=30, ge=1, le=3600)
 
     log_level: str = "INFO"
     # Interactive API docs at /docs (Swagger UI from the installed package, under a strict
@@ -202,6 +260,11 @@ class Settings(BaseSettings):
         if any(not 0 <= delay <= 86_400 for delay in value):
             raise ValueError("each webhook retry delay must be 0 to 86400 seconds")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_for_asyncpg(cls, value: str | None) -> str | None:
+        return asyncpg_database_url(value) if value else value
 
     @model_validator(mode="after")
     def _url_ttl_is_zero_or_a_minute(self) -> Settings:

@@ -9,17 +9,18 @@ from sqlalchemy.engine import Connection
 
 from app.db.engine import create_engine
 from app.db.models import Base
-from app.settings import Settings
+from app.settings import Settings, asyncpg_database_url
 
 target_metadata = Base.metadata
 
 
 def _database_url() -> str:
+    """The URL to migrate; postgresql:// and postgres:// are given asyncpg, like the
+    gateway's own (app.settings.asyncpg_database_url)."""
     url = context.config.get_main_option("sqlalchemy.url")
-    if url:
-        return url
-    x_url = context.get_x_argument(as_dictionary=True).get("url")
-    return x_url or Settings().resolved_database_url
+    if not url:
+        url = context.get_x_argument(as_dictionary=True).get("url")
+    return asyncpg_database_url(url or Settings().resolved_database_url)
 
 
 def _run(connection: Connection) -> None:
@@ -34,6 +35,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
+    # No statement timeout: a migration may rewrite a large table.
     engine = create_engine(_database_url(), pool_size=1)
     try:
         async with engine.connect() as connection:

@@ -7,16 +7,20 @@ itself once the dependency is back.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credits.ledger import get_balance
@@ -39,6 +43,8 @@ from tests.support.servers import serve_in_thread
 from tests.support.services import S3Service
 
 pytestmark = pytest.mark.slow  # outages, proxies and subprocess gateways: 10-27 s each here
+
+T = TypeVar("T")
 
 GENERATE = "/api/v1/generate-image"
 PRICE = 4  # google/gemini-2.5-flash-image
@@ -102,12 +108,14 @@ def proxied_database(postgres_url: str) -> Iterator[tuple[str, str, TcpProxy]]:
         proxy.stop()
 
 
-def _wait_for(what: str, probe: Callable[[], object], timeout: float = 20.0) -> None:
+def _wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
+    """The probe's first true answer."""
     deadline = time.monotonic() + timeout
-    while not probe():
+    while not (answer := probe()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.1)
+    return answer
 
 
 def _holds(database_url: str, tenant: ProcessTenant) -> list[CreditHold]:
@@ -179,8 +187,15 @@ def test_database_outage_is_503_and_charges_nothing(
             response = pending.result(timeout=60)
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "dependency_unavailable"
-    [hold] = [h for h in _holds(direct, tenant) if h.status == "open"]
     assert _balance(direct, tenant) == 20 - 3 * PRICE  # held, not charged
+    _expire_the_open_hold(direct, env, tenant)
+    assert _balance(direct, tenant) == 20 - 2 * PRICE
+
+
+def _expire_the_open_hold(direct: str, env: dict[str, str], tenant: ProcessTenant) -> None:
+    """The one open hold (a generation the gateway could not settle) expires; the sweeper
+    releases it, abandons its generation, and the ledger and the store audit clean."""
+    [hold] = [h for h in _holds(direct, tenant) if h.status == "open"]
 
     async def expire(session: AsyncSession) -> None:
         await session.execute(
@@ -194,7 +209,6 @@ def test_database_outage_is_503_and_charges_nothing(
         "the sweeper to release the hold",
         lambda: all(h.status != "open" for h in _holds(direct, tenant)),
     )
-    assert _balance(direct, tenant) == 20 - 2 * PRICE
 
     async def generation_status(session: AsyncSession) -> str | None:
         return await session.scalar(
@@ -206,6 +220,90 @@ def test_database_outage_is_503_and_charges_nothing(
     assert (audit["_exit"], audit["problems"]) == (0, [])
     scan = imagegate(env, "storage", "orphans")
     assert (scan["_exit"], scan["orphans"]) == (0, [])
+
+
+@contextmanager
+def _row_locked(database_url: str, hold_id: str) -> Iterator[None]:
+    """The hold's row locked FOR UPDATE by another transaction within the block, so the
+    gateway's settlement waits on the server, mid-statement."""
+    locked, release = threading.Event(), threading.Event()
+
+    async def lock() -> None:
+        engine = create_engine(database_url, pool_size=1)
+        try:
+            async with engine.connect() as connection, connection.begin():
+                await connection.execute(
+                    select(CreditHold.id).where(CreditHold.id == hold_id).with_for_update()
+                )
+                locked.set()
+                await asyncio.to_thread(release.wait, 60)
+        finally:
+            await engine.dispose()
+
+    thread = threading.Thread(target=asyncio.run, args=(lock(),), daemon=True)
+    thread.start()
+    assert locked.wait(30), "could not lock the hold"
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+
+
+def _waiting_on_a_lock(database_url: str) -> bool:
+    async def work(session: AsyncSession) -> bool:
+        waiting = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+        return bool(waiting)
+
+    return run_in_session(database_url, work)
+
+
+def test_a_database_that_stalls_mid_statement_is_503_and_charges_nothing(
+    proxied_database: tuple[str, str, TcpProxy],
+    spawn_gateway: Callable[[dict[str, str]], GatewayProcess],
+    tmp_path: Path,
+) -> None:
+    """The settlement's statement is on the server (waiting for a row lock) when the
+    server stops answering on the open connection: no reset, no TCP error, and the
+    server's own cancel at its statement_timeout never arrives. Only the client's
+    command timeout ends the wait; without it the request hangs past the client's 30 s."""
+    direct, proxied, proxy = proxied_database
+    env = gateway_env(
+        tmp_path / "data",
+        database_url=proxied,
+        db_statement_timeout_seconds=3,
+        database_connect_timeout_seconds=1,
+        hold_ttl_seconds=300,
+        upstream_deadline_seconds=60,
+    )
+    gateway = spawn_gateway(env)
+    tenant = create_tenant(env, "stalled", credits=20)
+    with httpx.Client(base_url=gateway.base_url, headers=tenant.auth, timeout=30) as client:
+        assert client.post(GENERATE, json=BODY).status_code == 200
+        gateway.set_faults({"kind": "delay", "seconds": 2})
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(client.post, GENERATE, json=BODY)
+            hold = _wait_for(
+                "the reservation",
+                lambda: next((h for h in _holds(direct, tenant) if h.status == "open"), None),
+            )
+            with _row_locked(direct, hold.id):
+                _wait_for("the settlement to wait", lambda: _waiting_on_a_lock(direct))
+                with proxy.stall():
+                    response = pending.result(timeout=60)
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "dependency_unavailable"
+        assert _balance(direct, tenant) == 20 - 2 * PRICE  # held, not charged
+        gateway.set_faults()
+        # Answering again: the stalled connections were discarded, new ones serve.
+        assert client.post(GENERATE, json=BODY).status_code == 200
+    _expire_the_open_hold(direct, env, tenant)
+    assert _balance(direct, tenant) == 20 - 2 * PRICE
 
 
 def test_a_database_that_never_answers_is_503_within_the_connect_timeout(

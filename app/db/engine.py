@@ -14,19 +14,46 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.db.asyncpg_bounded import bounded_dbapi, is_no_answer
 from app.db.sqlite import CONNECT_ARGS, one_hop_dbapi
+from app.settings import asyncpg_database_url
+
+# How much longer than the server's statement_timeout the client waits for an answer:
+# a live server cancels first (a clean error, the connection stays usable); only one
+# that does not answer at all is given up on by the client.
+CLIENT_TIMEOUT_MARGIN = 1.0
 
 
 def create_engine(
-    database_url: str, *, pool_size: int = 20, connect_timeout: float = 10.0
+    database_url: str,
+    *,
+    pool_size: int = 20,
+    connect_timeout: float = 10.0,
+    statement_timeout: float | None = None,
 ) -> AsyncEngine:
+    """An engine for the URL (postgresql:// and postgres:// are given asyncpg).
+
+    With `statement_timeout` (seconds), every Postgres connection has that server-side
+    statement_timeout and a client-side command timeout just above it (see
+    app/db/asyncpg_bounded.py); None (migrations) leaves statements unbounded.
+    """
     if database_url.startswith("sqlite"):
         return _create_sqlite_engine(database_url)
-    engine = create_async_engine(
-        database_url,
+    database_url = asyncpg_database_url(database_url)
+    asyncpg_driver = _is_asyncpg(database_url)
+    connect_args: dict[str, Any] = {}
+    if asyncpg_driver:
         # asyncpg's own connect timeout (60 s by default): a host that drops packets
         # would otherwise hold every request that needs a new connection for a minute.
-        connect_args={"timeout": connect_timeout} if _is_asyncpg(database_url) else {},
+        connect_args["timeout"] = connect_timeout
+        if statement_timeout is not None:
+            milliseconds = max(1, round(statement_timeout * 1000))
+            connect_args["server_settings"] = {"statement_timeout": str(milliseconds)}
+            connect_args["command_timeout"] = statement_timeout + CLIENT_TIMEOUT_MARGIN
+    engine = create_async_engine(
+        database_url,
+        connect_args=connect_args,
+        **({"module": bounded_dbapi()} if asyncpg_driver else {}),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -75,6 +102,12 @@ def _disconnects_are_operational(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "handle_error")
     def _on_error(context: ExceptionContext) -> BaseException | None:
         original = context.original_exception
+        if is_no_answer(original):
+            # The client gave up on a statement the server never answered: the
+            # connection's state is unknown, so the pool discards it (during a
+            # pre-ping: and opens a new one, which the connect timeout bounds).
+            context.is_disconnect = True
+            return None
         if (
             context.is_pre_ping  # it reconnects by itself
             or not isinstance(original, Exception)  # a cancellation stays a cancellation

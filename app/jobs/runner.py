@@ -101,6 +101,9 @@ class JobRunner:
     async def _run_job(self, job: Job) -> None:
         try:
             await self._attempt(job)
+        except asyncio.CancelledError:
+            await self._hand_back(job)
+            raise
         except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
             # The lease expires and another claim retries; nothing was charged twice.
             log.warning(
@@ -147,6 +150,18 @@ class JobRunner:
             await drop_objects(self._store, generation)
         for key in jobs.source_keys(job):
             await self._store.delete(key)
+
+    async def _hand_back(self, job: Job) -> None:
+        """Shutting down (a drain): the job goes back to the queue for another runner now,
+        rather than when its lease runs out. Best effort: failing that, the lease does."""
+        try:
+            async with self._sessions() as session, session.begin():
+                handed = await jobs.hand_back(session, job)
+        except Exception as exc:  # noqa: BLE001 - shutting down; the lease expires anyway
+            error = type(exc).__name__
+            log.warning("could not hand a job back", extra={"job": job.id, "error": error})
+            return
+        log.info("job handed back", extra={"job": job.id, "handed_back": handed})
 
     async def _attempt(self, job: Job) -> None:
         if job.generation_id is not None:

@@ -230,6 +230,30 @@ async def claim_next(session: AsyncSession, lease: timedelta) -> Job | None:
     return result.scalar_one_or_none()
 
 
+async def hand_back(session: AsyncSession, job: Job) -> bool:
+    """Give a running job back to the queue (its runner is shutting down) so any runner
+    claims it at once; the attempt is not counted. Only while the lease is still the one
+    `job` was claimed with (another runner may have claimed it since). The generation is
+    kept only if it delivered (the next attempt then just finishes the job); otherwise
+    the next attempt starts a new one (the abandoned one was refunded or its hold expires)."""
+    generation_id = await session.scalar(select(Job.generation_id).where(Job.id == job.id))
+    earlier = await session.get(Generation, generation_id) if generation_id else None
+    restart: dict[str, Any] = {}
+    if previous_outcome(earlier) != "delivered":
+        restart = {"generation_id": None, "images_done": 0}
+    result = await session.execute(
+        update(Job)
+        .where(
+            Job.id == job.id,
+            Job.status == JobStatus.RUNNING,
+            Job.locked_until == job.locked_until,
+        )
+        .values(status=JobStatus.QUEUED, locked_until=None, attempts=Job.attempts - 1, **restart)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def start_attempt(session: AsyncSession, job_id: str, generation_id: str) -> None:
     await session.execute(
         update(Job).where(Job.id == job_id).values(generation_id=generation_id, images_done=0)

@@ -27,6 +27,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker of `imagegate serve --workers N`
         }
         request_id = request_id_var.get()
         if request_id:

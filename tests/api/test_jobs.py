@@ -23,6 +23,7 @@ from app.storage.base import ObjectNotFound
 from app.storage.factory import create_image_store
 from app.storage.keys import job_source_key
 from tests.support.gateway import Stack, TenantHandle, gateway_settings, stack_in_thread
+from tests.support.ledger import generation_row
 
 PATH = "/api/v1/generate-image"
 ASYNC = {"Prefer": "respond-async"}
@@ -177,20 +178,7 @@ async def _orphaned_job(
     with a generation."""
     job_id, generation_id = new_id(), new_id()
     async with stack.sessions() as session, session.begin():
-        session.add(
-            Generation(
-                id=generation_id,
-                tenant_id=tenant.id,
-                model="google/gemini-2.5-flash-image",
-                provider="google",
-                prompt="p",
-                style_preset="none",
-                aspect_ratio="1:1",
-                num_images=1,
-                status=generation_status,
-                created_at=utcnow(),
-            )
-        )
+        session.add(generation_row(generation_id, tenant.id, generation_status))
         await session.flush()
         if generation_status == "pending":  # the dead attempt's hold is still open
             await ledger.reserve(

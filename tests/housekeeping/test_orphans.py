@@ -15,6 +15,7 @@ from app.storage.base import ObjectNotFound
 from app.storage.factory import create_image_store
 from app.storage.keys import object_key
 from tests.support.gateway import Stack
+from tests.support.ledger import generation_row
 
 WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 "  # content is irrelevant to the scan
 
@@ -22,20 +23,7 @@ WEBP = b"RIFF\x00\x00\x00\x00WEBPVP8 "  # content is irrelevant to the scan
 async def _generation(stack: Stack, tenant_id: str, status: str, hold_ttl: float | None) -> str:
     generation_id = new_id()
     async with stack.sessions() as session, session.begin():
-        session.add(
-            Generation(
-                id=generation_id,
-                tenant_id=tenant_id,
-                model="google/gemini-2.5-flash-image",
-                provider="google",
-                prompt="p",
-                style_preset="none",
-                aspect_ratio="1:1",
-                num_images=2,
-                status=status,
-                created_at=utcnow(),
-            )
-        )
+        session.add(generation_row(generation_id, tenant_id, status, num_images=2))
         await session.flush()
         if hold_ttl is not None:
             await ledger.reserve(

@@ -6,7 +6,14 @@ from sqlalchemy import select
 
 from app.db.models import CreditHold, Generation
 from app.housekeeping.sweeper import release_expired_holds
-from tests.support.ledger import Sessions, balance, new_tenant, problems_for, reserve
+from tests.support.ledger import (
+    Sessions,
+    balance,
+    generation_row,
+    new_tenant,
+    problems_for,
+    reserve,
+)
 
 
 async def test_sweeper_releases_only_expired_holds(sessions: Sessions) -> None:
@@ -15,19 +22,8 @@ async def test_sweeper_releases_only_expired_holds(sessions: Sessions) -> None:
     live = await reserve(sessions, tenant_id, 10, ttl=600)
     async with sessions() as session, session.begin():
         hold = await session.get(CreditHold, expired)
-        assert hold is not None
-        session.add(
-            Generation(
-                id=hold.generation_id,
-                tenant_id=tenant_id,
-                model="m",
-                provider="p",
-                prompt="x",
-                style_preset="none",
-                aspect_ratio="1:1",
-                num_images=1,
-            )
-        )
+        assert hold is not None and hold.generation_id is not None
+        session.add(generation_row(hold.generation_id, tenant_id))
     assert await release_expired_holds(sessions) >= 1
     async with sessions() as session:
         statuses = {

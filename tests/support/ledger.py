@@ -9,7 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits import ledger
 from app.credits.audit import audit_ledger
-from app.db.models import Tenant
+from app.db.models import Generation, Tenant, utcnow
+from app.db.statuses import GenerationStatus
 from app.tenants.policy import KeyChanges
 from app.tenants.service import create_key, create_tenant
 
@@ -66,3 +67,25 @@ async def problems_for(sessions: Sessions, tenant_id: str) -> list[str]:
     async with sessions() as session:
         report = await audit_ledger(session, tenant_ids=[tenant_id])
     return [p.problem for p in report.problems if p.tenant_id == tenant_id]
+
+
+def generation_row(
+    generation_id: str,
+    tenant_id: str,
+    status: str = GenerationStatus.PENDING,
+    *,
+    num_images: int = 1,
+) -> Generation:
+    """A generation record as the service writes one (add it to a session)."""
+    return Generation(
+        id=generation_id,
+        tenant_id=tenant_id,
+        model="google/gemini-2.5-flash-image",
+        provider="google",
+        prompt="p",
+        style_preset="none",
+        aspect_ratio="1:1",
+        num_images=num_images,
+        status=status,
+        created_at=utcnow(),
+    )

@@ -78,6 +78,9 @@ def gateway_env(
             "IMAGEGATE_RETRY_MAX_DELAY_SECONDS": "0.05",
             "IMAGEGATE_SWEEP_INTERVAL_SECONDS": "0.5",
             "IMAGEGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            # No load balancer to wait for: SIGTERM (terminate, restart) shuts down now;
+            # tests/test_serve.py sets a delay to watch the drain.
+            "IMAGEGATE_DRAIN_DELAY_SECONDS": "0",
         }
     )
     if database_url is not None:
@@ -202,11 +205,13 @@ class GatewayProcess:
         *,
         port: int | None = None,
         emulate: bool = True,
+        workers: int = 1,
     ) -> None:
         self.env = env
         self.log_path = log_path
         self.port = port or free_port()
         self.emulate = emulate
+        self.workers = workers
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -242,6 +247,7 @@ class GatewayProcess:
             "--port",
             str(self.port),
             *(["--emulate"] if self.emulate else []),
+            *(["--workers", str(self.workers)] if self.workers > 1 else []),
         ]
         with self.log_path.open("ab") as log:
             log.write(f"\n=== start {time.strftime('%H:%M:%S')} ===\n".encode())
@@ -275,6 +281,16 @@ class GatewayProcess:
     def terminate(self, timeout: float = 20.0) -> None:
         """SIGTERM (graceful: uvicorn drains, logs flush); SIGKILL if it hangs."""
         self._signal(signal.SIGTERM, timeout)
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the `imagegate serve` process alone (as Kubernetes signals PID 1)."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signum)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Its exit status, once it has exited by itself within `timeout` seconds."""
+        assert self._process is not None, "not running"
+        return self._process.wait(timeout=timeout)
 
     def restart(self, timeout: float = 60.0) -> None:
         if self.running:

@@ -6,6 +6,8 @@ every live connection, so clients see exactly what a crashed or partitioned serv
 like (refused connects, dropped sessions); `start()` serves again on the same port.
 `black_hole()` cuts the live connections too but then accepts new ones and never answers,
 as a host behind a firewall that drops packets looks to a client that connects.
+`stall()` keeps the live connections open but stops forwarding on them (and swallows new
+ones): a server that stopped answering mid-query, with no reset and no TCP error.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._swallowing = False
+        self._stalled = False
 
     def start(self) -> TcpProxy:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -91,6 +94,19 @@ class TcpProxy:
             self._swallowing = False
             self.start()
 
+    @contextmanager
+    def stall(self) -> Iterator[None]:
+        """Within the block nothing is forwarded: what either side sends on an open
+        connection is dropped, and new connections are accepted and never answered.
+        After it every connection is cut (they lost bytes) and the proxy serves again."""
+        self._stalled = self._swallowing = True
+        try:
+            yield
+        finally:
+            self.stop()
+            self._stalled = self._swallowing = False
+            self.start()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -126,7 +142,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not self._stalled:
+                    sink.sendall(data)
         except OSError:
             pass
         for sock in (source, sink):
