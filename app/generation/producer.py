@@ -64,6 +64,7 @@ class Job:
     mask: SourceImage | None = None
     options: ImageOptions = field(default_factory=ImageOptions)
     output: OutputSpec | None = None  # None: WebP at aspect_ratio
+    image_size: str = "1K"  # every model of `chain` offers it
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class ImageProducer:
                 source_images=job.source_images,
                 mask=job.mask,
                 options=job.options,
+                image_size=job.image_size,
             )
             adapter = self._adapters[model.adapter]
             started = time.monotonic()
