@@ -33,7 +33,7 @@ from app.storage.base import ImageStore
 from app.storage.keys import job_source_key
 
 # Contract fields kept for a job; the source image goes to the image store instead.
-REQUEST_FIELDS = ("prompt", "model", "aspectRatio", "numImages", "stylePreset")
+REQUEST_FIELDS = ("prompt", "model", "aspectRatio", "numImages", "stylePreset", "imageSize")
 SOURCE_MIME_FIELD = "sourceMimeType"
 FINAL_GENERATION = {
     GenerationStatus.SUCCEEDED,

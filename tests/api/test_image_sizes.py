@@ -23,6 +23,7 @@ from tests.support.images import BLUE, GREEN, RED, band_channels, solid_png
 PATH = "/api/v1/generate-image"
 PRO = "google/gemini-3-pro-image"
 STATE = "/emulators/gemini/_emulator/state"
+ASYNC = {"Prefer": "respond-async"}
 
 
 async def _generate(stack: Stack, key: str, **body: Any) -> httpx.Response:
@@ -193,3 +194,24 @@ async def test_a_fallback_that_lacks_the_size_is_not_tried(embedded_stack: Stack
     assert 0 < at_2k < at_1k
     assert at_1k == 2 * at_2k  # the same retries, on one model instead of two
     assert await embedded_stack.balance(tenant) == 100
+
+
+async def test_an_async_job_is_prechecked_and_billed_at_its_size(embedded_stack: Stack) -> None:
+    stack = embedded_stack
+    model = "google/gemini-3.1-flash-image-preview"
+    body = {"prompt": "a slow painting", "model": model, "imageSize": "2K", "numImages": 2}
+    poorer = await stack.new_tenant(credits=15)  # 2 x 1K (5) would fit; 2 x 2K (8) does not
+    async with stack.client() as client:
+        short = await client.post(PATH, json=body, headers={**poorer.auth, **ASYNC})
+    assert short.status_code == 402, short.text
+    assert (short.json()["requiredCredits"], short.json()["availableCredits"]) == (16, 15)
+
+    tenant = await stack.new_tenant(credits=16)
+    async with stack.client() as client:
+        submitted = await client.post(PATH, json=body, headers={**tenant.auth, **ASYNC})
+    assert submitted.status_code == 202, submitted.text
+    done = await stack.wait_for_job(tenant, submitted.headers["location"])
+    assert (done["status"], done["creditsCharged"]) == ("succeeded", 16)
+    assert (done["images"][0]["width"], done["images"][0]["height"]) == (2048, 2048)
+    assert await stack.balance(tenant) == 0
+    assert (await stack.audit(tenant)).ok
