@@ -190,8 +190,9 @@ class Settings(BaseSettings):
     # Megapixels decoded at once by the whole process (source images and upstream
     # outputs, ~4 bytes each, a transcode counting 3x): memory is bounded by this, not by
     # thread counts. Work beyond it waits within the request deadline; a source image
-    # larger than all of it is a 400.
-    decode_budget_mpx: float = Field(default=64, ge=0.01)
+    # larger than all of it is a 400. 80 admits the largest 4K output (Gemini's 21:9 at
+    # 6336x2688, 17 MP) even as a /v1 exact-size render (4x: 68 MP).
+    decode_budget_mpx: float = Field(default=80, ge=0.01)
     # MiB of request bodies in flight at once: a body over 64 KiB (a source image) holds
     # 4x its Content-Length (its copies on the way upstream) from before it is read until
     # its response is ready; beyond it requests wait up to the wait below, then 503 busy.

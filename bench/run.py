@@ -578,6 +578,8 @@ def transcode(
             "max_ms": round(max(latencies), 2) if latencies else None,
         },
         "encode": {k: round(v, 2) if isinstance(v, float) else v for k, v in encode.items()},
+        # A Gemini 3 Pro 4K frame through the same path (bench/transcode.py).
+        "encode_4k": __import__("transcode").measure(3, {"4K": (5504, 3072)}),
     }
 
 

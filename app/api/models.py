@@ -36,7 +36,8 @@ async def list_models(
     caller: CallerIfPresentedDep, catalog: CatalogDep, generation: GenerationDep
 ) -> dict[str, Any]:
     """Every catalog model. Each serves every contract aspect ratio: natively, or by
-    generating the nearest native ratio and centre-cropping. `configured` is false when
+    generating the nearest native ratio and centre-cropping; `sizes` are the `imageSize`
+    values it offers and `prices` the credits per image at each. `configured` is false when
     this gateway has no credentials for its provider (requests for it answer 503).
     `object` and `data` list the same models as OpenAI model objects."""
     return catalog_listing(catalog, generation, allows_for(caller))
@@ -87,6 +88,8 @@ def model_summary(model: CatalogModel, *, configured: bool) -> dict[str, Any]:
         "provider": model.provider,
         "description": model.description,
         "price": model.price,
+        "sizes": list(model.sizes),
+        "prices": model.size_prices,
         "nativeAspectRatios": list(model.native_aspect_ratios),
         "supportedAspectRatios": list(CONTRACT_RATIOS),
         "imageToImage": model.image_to_image,

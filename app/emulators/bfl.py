@@ -1,11 +1,14 @@
-"""A wire-faithful fake of Black Forest Labs' FLUX.1 Kontext API: submit, poll, download.
+"""A wire-faithful fake of Black Forest Labs' FLUX API (FLUX.1 Kontext, FLUX.2): submit,
+poll, download.
 
-Same paths (`POST /v1/flux-kontext-max|pro`, `GET /v1/get_result?id=`), same `x-key`
-header, FastAPI-style `{"detail": ...}` errors, absolute `polling_url`s, signed sample URLs
-that expire ten minutes after they are issued, and the per-endpoint limit on active tasks
-(6 for kontext-max, 24 for kontext-pro) answered with 429. Samples are real images derived
-deterministically from (endpoint, prompt, aspect ratio, seed, input images: `input_image`
-and Kontext's `input_image_2..4`); without a `seed` each submit draws a new one.
+Same paths (`POST /v1/flux-kontext-max|pro`, `/v1/flux-2-pro|flex`, `GET
+/v1/get_result?id=`), same `x-key` header, FastAPI-style `{"detail": ...}` errors, absolute
+`polling_url`s, signed sample URLs that expire ten minutes after they are issued, and the
+per-endpoint limit on active tasks (6 for kontext-max, 24 for the others) answered with
+429. Samples are real images derived deterministically from (endpoint, prompt, aspect ratio
+or FLUX.2's width and height, seed, input images: `input_image`, Kontext's
+`input_image_2..4`, FLUX.2's `input_image_2..8`, each in its own band); without a `seed`
+each submit draws a new one.
 
 Task life: a task is active from submit until it is terminal. It reports "Pending" for the
 first `pending_polls` polls (2 by default) and then its outcome; with a delay fault it stays
@@ -23,7 +26,8 @@ the submit answer, the Ready poll answer (default) or the sample download.
 total (`max_active_total`: across endpoints, as one account sees it).
 
 This module is the app and its routes; the request wire (validation, sizes, errors, the
-sample render) is `bfl_wire.py`, the task board, polling and signed samples `bfl_tasks.py`.
+sample render) is `bfl_wire.py` (FLUX.2's body `bfl_flux2.py`), the task board, polling
+and signed samples `bfl_tasks.py`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
+from app.emulators.bfl_flux2 import parse_flux2_submit
 from app.emulators.bfl_tasks import (
     DEFAULT_PENDING_POLLS,
     UNATTENDED_SECONDS,
@@ -190,7 +195,8 @@ async def _submit(
     if len(body) > MAX_REQUEST_BYTES:
         return detail(413, "Request body too large")
     # JSON parsing and base64 decoding of a multi-megabyte input image stay off the loop.
-    parsed = await asyncio.to_thread(parse_submit, body, endpoint)
+    parse = parse_flux2_submit if endpoint.startswith("flux-2") else parse_submit
+    parsed = await asyncio.to_thread(parse, body, endpoint)
 
     now = clock()
     delay = fault.seconds if isinstance(fault, DelayFault) else None
@@ -212,9 +218,8 @@ async def _submit(
     polling_url = f"{_base_url(request)}/v1/get_result?id={task.id}"
     if isinstance(fault, ForeignPollingFault):
         polling_url = fault.url.replace("{id}", task.id)
-    answer = JSONResponse(
-        {"id": task.id, "polling_url": polling_url, "cost": ENDPOINTS[endpoint].cost}
-    )
+    cost = ENDPOINTS[endpoint].cost_of(parsed.width, parsed.height)
+    answer = JSONResponse({"id": task.id, "polling_url": polling_url, "cost": cost})
     return _spoil_at(fault, "submit", answer)
 
 

@@ -1,7 +1,8 @@
-"""The BFL emulator's wire: endpoints and their limits, the Kontext output sizes, the submit
-body's validation (FastAPI-style 422s, inputs never echoed), error bodies, and the sample
-render (deterministic in endpoint, prompt, aspect ratio, seed and input images; a request
-without a seed gets a new one per call, as real BFL draws one)."""
+"""The BFL emulator's wire: endpoints and their limits, the Kontext output sizes, the Kontext
+submit body's validation (FastAPI-style 422s, inputs never echoed; FLUX.2's body is
+`bfl_flux2.py`), error bodies, and the sample render (deterministic in endpoint, prompt,
+aspect ratio, seed and input images; a request without a seed gets a new one per call, as
+real BFL draws one)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,20 @@ from app.emulators.images import per_call_variant, synthesize_png
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     max_active: int
-    cost: float  # BFL credits per image (1 credit = $0.01)
+    cost: float  # BFL credits per image (1 credit = $0.01); FLUX.2: its first megapixel
+    megapixel_cost: float = 0.0  # FLUX.2: each further output megapixel (started)
+
+    def cost_of(self, width: int, height: int) -> float:
+        # BFL's megapixel is 1024x1024: 2048x2048 is its "4 MP".
+        extra = max(0, math.ceil(width * height / (1024 * 1024)) - 1)
+        return self.cost + self.megapixel_cost * extra
 
 
 ENDPOINTS: dict[str, Endpoint] = {
     "flux-kontext-max": Endpoint(max_active=6, cost=8.0),
     "flux-kontext-pro": Endpoint(max_active=24, cost=4.0),
+    "flux-2-pro": Endpoint(max_active=24, cost=3.0, megapixel_cost=1.5),
+    "flux-2-flex": Endpoint(max_active=24, cost=5.0, megapixel_cost=5.0),
 }
 # The resolutions FLUX.1 Kontext was trained on (from BFL's flux repository): each about
 # one megapixel with both sides multiples of 16, spanning exactly 9:21 to 21:9. A request
@@ -93,7 +102,7 @@ def output_size(aspect_ratio: str | float) -> tuple[int, int]:
 # --- request parsing -------------------------------------------------------------------
 
 
-def _decode_input_image(value: Any) -> bytes | None:
+def decode_input_image(value: Any) -> bytes | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -113,11 +122,11 @@ def _decode_input_image(value: Any) -> bytes | None:
 
 class _SubmitBody(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    input_image: Annotated[bytes | None, PlainValidator(_decode_input_image)] = None
+    input_image: Annotated[bytes | None, PlainValidator(decode_input_image)] = None
     # Kontext's extra references (experimental multi-reference editing).
-    input_image_2: Annotated[bytes | None, PlainValidator(_decode_input_image)] = None
-    input_image_3: Annotated[bytes | None, PlainValidator(_decode_input_image)] = None
-    input_image_4: Annotated[bytes | None, PlainValidator(_decode_input_image)] = None
+    input_image_2: Annotated[bytes | None, PlainValidator(decode_input_image)] = None
+    input_image_3: Annotated[bytes | None, PlainValidator(decode_input_image)] = None
+    input_image_4: Annotated[bytes | None, PlainValidator(decode_input_image)] = None
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     aspect_ratio: str | None = Field(default=None, max_length=16)
     output_format: Literal["png", "jpeg"] = "png"
@@ -156,9 +165,7 @@ def parse_submit(body: bytes, endpoint: str) -> SubmitRequest:
         ratio = parsed.aspect_ratio
         source_ratio = _image_ratio(parsed.input_image) if parsed.input_image else None
     except ValidationError as exc:
-        # Unlike FastAPI, inputs are not echoed: they may be megabytes of base64.
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+        raise request_error(exc) from None
     except ValueError as exc:
         error = {"type": "value_error", "loc": ("body", "input_image"), "msg": str(exc)}
         raise RequestValidationError([error]) from None
@@ -191,6 +198,13 @@ def parse_submit(body: bytes, endpoint: str) -> SubmitRequest:
         parsed.output_format,
         references,
     )
+
+
+def request_error(exc: ValidationError) -> RequestValidationError:
+    """A body's validation errors as FastAPI's 422, without the inputs: unlike FastAPI's
+    own, they are not echoed (they may be megabytes of base64)."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
 
 
 def _image_ratio(data: bytes) -> float:

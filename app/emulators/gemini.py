@@ -48,8 +48,8 @@ NATIVE_SIZES: dict[str, tuple[int, int]] = {
     "21:9": (1536, 672),
 }
 DEFAULT_ASPECT_RATIO = "1:1"
-# 2K/4K are only honoured by the pro image models; the flash model always renders 1K.
-IMAGE_SIZE_SCALE = {"1K": 1, "2K": 2, "4K": 4}
+# imageSize scales the 1K table; which sizes a model takes is model_sizes().
+IMAGE_SIZE_SCALE = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
 API_VERSIONS = frozenset({"v1beta", "v1alpha", "v1"})
 INPUT_MIME_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"})
 MAX_REQUEST_BYTES = 20 * 1024 * 1024  # Gemini's inline request limit
@@ -261,13 +261,15 @@ def parse_generate_request(body: bytes, model: str) -> ImageRequest:
             f"Supported values are: {', '.join(NATIVE_SIZES)}."
         )
     image_size = _get(image_config, "imageSize", "image_size") or "1K"
-    if not isinstance(image_size, str) or image_size not in IMAGE_SIZE_SCALE:
+    sizes = model_sizes(model)
+    if not isinstance(image_size, str) or image_size not in sizes:
         raise invalid_argument(
             "* GenerateContentRequest.generation_config.image_config.image_size: "
-            f"Unsupported image size: {image_size!s:.20}. Supported values are: 1K, 2K, 4K."
+            f"Unsupported image size: {image_size!s:.20} for models/{model:.60}. "
+            f"Supported values are: {', '.join(sizes)}."
         )
-    scale = IMAGE_SIZE_SCALE[image_size] if "pro" in model else 1
-    width, height = NATIVE_SIZES[ratio]
+    scale = IMAGE_SIZE_SCALE[image_size]
+    width, height = (round(side * scale) for side in NATIVE_SIZES[ratio])
     seed = config.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise invalid_argument(
@@ -277,12 +279,22 @@ def parse_generate_request(body: bytes, model: str) -> ImageRequest:
         prompt=prompt,
         images=tuple(images),
         aspect_ratio=ratio,
-        width=width * scale,
-        height=height * scale,
+        width=width,
+        height=height,
         wants_image=wants_image,
         seed=seed,
         variant=per_call_variant() if seed is None else None,
     )
+
+
+def model_sizes(model: str) -> tuple[str, ...]:
+    """The imageSize values a model takes: the pro image models 1K, 2K and 4K, 3.1 Flash
+    Image also 512, gemini-2.5-flash-image only its 1K."""
+    if "pro" in model:
+        return ("1K", "2K", "4K")
+    if "3.1-flash" in model:
+        return ("512", "1K", "2K", "4K")
+    return ("1K",)
 
 
 def _collect_parts(content: Any, where: str, texts: list[str], images: list[bytes]) -> None:

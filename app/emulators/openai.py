@@ -227,7 +227,7 @@ async def _images_response(
             "Unknown parameter: 'response_format'.", "response_format", "unknown_parameter"
         )
     stream = stream_request(fields, n)
-    options = image_options(fields)
+    options = image_options(fields, model=model)
 
     if isinstance(fault, BlockedFault):
         message = _SAFETY_PROMPT.format(request_id=new_id("req_"), reason=fault.reason.lower())

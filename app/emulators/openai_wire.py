@@ -33,6 +33,11 @@ SIZES: dict[str, tuple[int, int]] = {
     "1024x1536": (1024, 1536),
 }
 AUTO_SIZE = "1024x1024"
+# gpt-image-2 takes any WIDTHxHEIGHT: both sides multiples of 16, the long side at most
+# 3840, a ratio from 1:3 to 3:1 and 655,360 to 8,294,400 pixels in all.
+CUSTOM_SIZE_MODELS = ("gpt-image-2",)
+CUSTOM_SIZE_STEP, CUSTOM_MAX_SIDE = 16, 3840
+CUSTOM_MIN_PIXELS, CUSTOM_MAX_PIXELS = 655_360, 3840 * 2160
 OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 QUALITIES = ("low", "medium", "high", "auto")
 AUTO_QUALITY = "medium"
@@ -139,7 +144,8 @@ class ImageOptions:
 
     @property
     def dimensions(self) -> tuple[int, int]:
-        return SIZES[self.size]
+        width, _, height = self.size.partition("x")
+        return int(width), int(height)
 
     @property
     def output_tokens(self) -> int:
@@ -147,9 +153,14 @@ class ImageOptions:
         return square if self.size == AUTO_SIZE else other
 
 
-def image_options(fields: Mapping[str, Any], *, prefix: str = "") -> ImageOptions:
+def image_options(
+    fields: Mapping[str, Any], *, prefix: str = "", model: str = "gpt-image-1"
+) -> ImageOptions:
     """Validate the options the way OpenAI does; `prefix` locates them in `param`."""
-    size = _choice(fields, "size", [*SIZES, "auto"], "auto", prefix)
+    if model.startswith(CUSTOM_SIZE_MODELS) and custom_size(fields.get("size")):
+        size = str(fields["size"])
+    else:
+        size = _choice(fields, "size", [*SIZES, "auto"], "auto", prefix)
     output_format = _choice(fields, "output_format", list(OUTPUT_FORMATS), "png", prefix)
     compression = integer(fields.get("output_compression", 100), prefix + "output_compression")
     if compression < 100 and output_format == "png":
@@ -173,6 +184,21 @@ def image_options(fields: Mapping[str, Any], *, prefix: str = "") -> ImageOption
         quality=AUTO_QUALITY if quality == "auto" else quality,
         # "auto" resolves to opaque here; "transparent" clears the frame (render_b64).
         background="transparent" if background == "transparent" else "opaque",
+    )
+
+
+def custom_size(value: Any) -> bool:
+    """Whether `value` is a WIDTHxHEIGHT gpt-image-2 draws."""
+    width, _, height = value.partition("x") if isinstance(value, str) else ("", "", "")
+    if not (width.isdigit() and height.isdigit() and len(value) <= 9):
+        return False
+    w, h = int(width), int(height)
+    return (
+        w % CUSTOM_SIZE_STEP == 0
+        and h % CUSTOM_SIZE_STEP == 0
+        and 0 < max(w, h) <= CUSTOM_MAX_SIDE
+        and max(w, h) <= 3 * min(w, h)
+        and CUSTOM_MIN_PIXELS <= w * h <= CUSTOM_MAX_PIXELS
     )
 
 

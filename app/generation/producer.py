@@ -65,6 +65,7 @@ class Job:
     options: ImageOptions = field(default_factory=ImageOptions)
     output: OutputSpec | None = None  # None: WebP at aspect_ratio
     negative_prompt: str | None = None  # the style preset's, for upstreams that take one
+    image_size: str = "1K"  # every model of `chain` offers it
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ class ImageProducer:
                 mask=job.mask,
                 options=job.options,
                 negative_prompt=job.negative_prompt,
+                image_size=job.image_size,
             )
             adapter = self._adapters[model.adapter_key]
             started = time.monotonic()

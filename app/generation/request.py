@@ -14,7 +14,7 @@ from app.generation.sources import parse_sources
 from app.imaging.aspect import CONTRACT_RATIOS
 from app.imaging.exact import OutputSpec
 from app.providers.base import ImageOptions
-from app.providers.catalog import Catalog, CatalogModel
+from app.providers.catalog import DEFAULT_IMAGE_SIZE, IMAGE_SIZES, Catalog, CatalogModel
 
 DEFAULT_MODEL = "google/gemini-2.5-flash-image"
 MAX_PROMPT_CHARS = 4000
@@ -54,6 +54,12 @@ class GenerateImageBody(BaseModel):
         description="With `Prefer: respond-async` only: an http(s) URL the finished job's"
         " body is POSTed to, signed per Standard Webhooks with the tenant's webhook secret",
     )
+    imageSize: str = Field(
+        default=DEFAULT_IMAGE_SIZE,
+        description="Output resolution: the long side about 512, 1024, 2048 or 4096 px; "
+        "each model offers some (GET /api/v1/models lists its sizes and their prices)",
+        json_schema_extra={"enum": list(IMAGE_SIZES)},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,7 @@ class GenerateRequest:
     output: OutputSpec | None = None
     # What the caller called the source images, for the messages that refuse them.
     source_field: str = "sourceImage"
+    image_size: str = "1K"  # one of model.sizes; the price is model.price_for(image_size)
 
 
 def parse_generate_request(
@@ -87,19 +94,32 @@ def parse_generate_request(
     one). `max_source_bytes` bounds each image, `max_source_bytes_total` all of them."""
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
+    prompt = validate_prompt(payload.get("prompt"))
     model = _model(payload.get("model"), catalog)
     sources, source_field = parse_sources(
         payload, model, max_bytes=max_source_bytes, max_total=max_source_bytes_total
     )
     return GenerateRequest(
-        prompt=validate_prompt(payload.get("prompt")),
+        prompt=prompt,
         model=model,
         aspect_ratio=_choice(payload.get("aspectRatio"), "aspectRatio", CONTRACT_RATIOS, "1:1"),
         num_images=_num_images(payload.get("numImages")),
         style_preset=_choice(payload.get("stylePreset"), "stylePreset", PRESET_NAMES, "none"),
         source_images=sources,
         source_field=source_field,
+        image_size=image_size(payload.get("imageSize"), model),
     )
+
+
+def image_size(value: Any, model: CatalogModel) -> str:
+    """The `imageSize` asked for, if `model` offers it (absent: 1K)."""
+    size = _choice(value, "imageSize", IMAGE_SIZES, DEFAULT_IMAGE_SIZE)
+    if size not in model.sizes:
+        raise InvalidRequest(
+            f"imageSize {size!r} is not offered by {model.id}; it offers: {', '.join(model.sizes)}",
+            field="imageSize",
+        )
+    return size
 
 
 def validate_prompt(value: Any, max_chars: int = MAX_PROMPT_CHARS) -> str:

@@ -135,6 +135,7 @@ class GenerationService:
             options=request.options,
             output=request.output,
             negative_prompt=preset_negative(request.style_preset),
+            image_size=request.image_size,
         )
         stored: list[StoredImage] = []
         try:
@@ -148,7 +149,7 @@ class GenerationService:
             failures = [_failure(index, error) for index, error in errors]
             if deliver is not None:
                 failures.extend(await self._hand_over(stored, deliver))
-            charged = sum(item.model.price for item in stored)
+            charged = sum(item.model.price_for(request.image_size) for item in stored)
             async with self._sessions() as session, session.begin():
                 if not await settle(session, hold.id, charged):
                     # The sweeper released an expired hold first: the images are free.
@@ -185,14 +186,18 @@ class GenerationService:
         self, request: GenerateRequest, caller: Caller | None = None
     ) -> tuple[CatalogModel, ...]:
         """The models that may serve `request`: its model, then the usable fallbacks the
-        caller's key may use (what `generate` holds for; the async pre-check prices the
-        same chain)."""
+        caller's key may use and that offer its imageSize (what `generate` holds for; the
+        async pre-check prices the same chain)."""
         chain = self._producer.usable_chain(
             self._catalog.chain(request.model),
             len(request.source_images),
             mask=request.mask is not None,
         )
-        return tuple(model for model in chain if caller is None or caller.allows(model.id))
+        return tuple(
+            model
+            for model in chain
+            if (caller is None or caller.allows(model.id)) and request.image_size in model.sizes
+        )
 
     def is_configured(self, model: CatalogModel) -> bool:
         """Whether this gateway has an adapter for the model (else it answers 503)."""

@@ -37,7 +37,7 @@ from app.storage.keys import job_source_key
 # Contract fields kept for a job; the source images go to the image store instead, and
 # the job's JSON keeps only their types: one under SOURCE_MIME_FIELD (as before several
 # were possible), several in order under SOURCE_MIMES_FIELD.
-REQUEST_FIELDS = ("prompt", "model", "aspectRatio", "numImages", "stylePreset")
+REQUEST_FIELDS = ("prompt", "model", "aspectRatio", "numImages", "stylePreset", "imageSize")
 SOURCE_MIME_FIELD = "sourceMimeType"
 SOURCE_MIMES_FIELD = "sourceMimeTypes"
 FINAL_GENERATION = {

@@ -39,7 +39,7 @@ class ImageRequest:
     source_images: tuple[SourceImage, ...] = ()
     mask: SourceImage | None = None  # OpenAI: transparent where the first image may change
     options: ImageOptions = field(default_factory=ImageOptions)
-    image_size: str = "1K"
+    image_size: str = "1K"  # the native contract's imageSize: 512 | 1K | 2K | 4K
     # What the picture should not show (the style preset's); only upstreams with a
     # negative prompt (AUTOMATIC1111) use it, the others ignore it.
     negative_prompt: str | None = None

@@ -1,4 +1,4 @@
-"""Black Forest Labs FLUX.1 Kontext adapter on httpx: submit, poll the returned URL, download.
+"""Black Forest Labs adapter (FLUX.1 Kontext, FLUX.2) on httpx: submit, poll, download.
 
 BFL has no SDK. A call is three HTTP exchanges: submit the job (`x-key` header), poll the
 `polling_url` BFL returns until the task is terminal, then download the signed sample URL,
@@ -10,12 +10,12 @@ its default port (loopback hosts may use http and any port, for tests), never wi
 So the `x-key` header only goes to the API origin (or BFL's allow-listed regional API
 hosts it polls on), never to another port or scheme of the same host. Submit and poll
 answers are small JSON and read with a small cap; samples are streamed up to their cap.
+The submit bodies per endpoint are built in `bfl_body.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import ipaddress
 import json
@@ -36,6 +36,7 @@ from app.providers.base import (
     UpstreamBadRequest,
     UpstreamTimeout,
 )
+from app.providers.bfl_body import submit_body
 from app.providers.transport import translate_http_error, validation_error_text
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class BflAdapter:
 
     async def _generate(self, request: ImageRequest) -> ProviderImage:
         # Base64 and JSON encoding of a multi-megabyte source image stay off the loop.
-        content = await asyncio.to_thread(_submit_body, request)
+        content = await asyncio.to_thread(submit_body, request)
         submitted = await self._json_exchange(
             "POST",
             httpx.URL(f"{self._base_url}/v1/{request.upstream_model}"),
@@ -240,24 +241,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _submit_body(request: ImageRequest) -> bytes:
-    body: dict[str, Any] = {
-        "prompt": request.prompt,
-        "aspect_ratio": request.aspect_ratio,  # all seven contract ratios are native
-        "output_format": "png",  # lossless; we re-encode to WebP ourselves
-        "safety_tolerance": 2,
-        "prompt_upsampling": False,
-    }
-    # The catalog's max_reference_images (1) and masks (none) keep the gateway from
-    # asking for more; this is the adapter's own guard.
-    if len(request.source_images) > 1 or request.mask is not None:
-        raise UpstreamBadRequest("FLUX Kontext takes one input image and no mask")
-    if request.source_images:
-        # Raw base64 without a data: prefix, as BFL expects.
-        body["input_image"] = base64.b64encode(request.source_images[0].data).decode("ascii")
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
 def _json_object(response: httpx.Response, content: bytes, what: str) -> dict[str, Any]:

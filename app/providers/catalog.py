@@ -23,6 +23,11 @@ ALSO_SELF_HOSTED = frozenset({"automatic1111"})
 # Self-hosted kinds that always talk HTTP to a server, so an entry must name its base_url.
 NEEDS_BASE_URL = frozenset({"openai-compatible"})
 OptionValue = int | float | str | bool
+# Output resolutions of the native `imageSize` field, smallest first (Gemini's names: the
+# long side is about 512, 1024, 2048 or 4096 pixels). "1K" is the default and every model
+# offers it.
+IMAGE_SIZES = ("512", "1K", "2K", "4K")
+DEFAULT_IMAGE_SIZE = "1K"
 
 
 class CatalogModel(BaseModel):
@@ -31,7 +36,11 @@ class CatalogModel(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9-]+/[A-Za-z0-9._-]+$")
     adapter: str
     upstream_model: str
-    price: int = Field(ge=0, description="credits per delivered image")
+    price: int = Field(ge=0, description="credits per delivered image at 1K")
+    # The imageSize values the upstream honours, and the credits an image of each costs
+    # (relative to the upstream's own prices); a size without a price costs `price`.
+    sizes: tuple[str, ...] = (DEFAULT_IMAGE_SIZE,)
+    prices: dict[str, int] = Field(default_factory=dict)
     native_aspect_ratios: tuple[str, ...] = Field(min_length=1)
     image_to_image: bool = False
     # Source images one request may carry (the upstream's documented limit); 0 without
@@ -62,6 +71,31 @@ class CatalogModel(BaseModel):
             if width <= 0 or height <= 0:
                 raise ValueError(f"invalid aspect ratio {ratio!r}")
         return ratios
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_known(cls, sizes: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [size for size in sizes if size not in IMAGE_SIZES]
+        if unknown or DEFAULT_IMAGE_SIZE not in sizes or len(set(sizes)) != len(sizes):
+            raise ValueError(f"sizes must be distinct, among {IMAGE_SIZES} and include 1K")
+        return tuple(size for size in IMAGE_SIZES if size in sizes)  # smallest first
+
+    @model_validator(mode="after")
+    def _prices_per_size(self) -> CatalogModel:
+        if set(self.prices) - set(self.sizes) or any(p < 0 for p in self.prices.values()):
+            raise ValueError("prices must give credits >= 0 for sizes the model offers")
+        if self.prices.get(DEFAULT_IMAGE_SIZE, self.price) != self.price:
+            raise ValueError("prices['1K'] must equal price")
+        return self
+
+    def price_for(self, image_size: str) -> int:
+        """Credits for one image at `image_size` (one of `sizes`)."""
+        return self.prices.get(image_size, self.price)
+
+    @property
+    def size_prices(self) -> dict[str, int]:
+        """Every offered size with its price, smallest first."""
+        return {size: self.price_for(size) for size in self.sizes}
 
     @model_validator(mode="after")
     def _reference_default(self) -> CatalogModel:
@@ -97,6 +131,9 @@ class CatalogModel(BaseModel):
         is shared by its models (keyed by adapter name), a self-hosted one is the entry's
         own (keyed by model id; ids contain a '/', adapter names do not)."""
         return self.id if self.self_hosted else self.adapter
+
+    def __hash__(self) -> int:  # ids are unique in a catalog; `prices` is not hashable
+        return hash(self.id)
 
     @property
     def provider(self) -> str:

@@ -52,7 +52,7 @@ class GeminiAdapter:
         config = types.GenerateContentConfig(
             response_modalities=["IMAGE"],
             candidate_count=1,
-            image_config=types.ImageConfig(aspect_ratio=request.aspect_ratio),
+            image_config=_image_config(request),
         )
         try:
             response = await self._client.aio.models.generate_content(
@@ -68,6 +68,14 @@ class GeminiAdapter:
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()
+
+
+def _image_config(request: ImageRequest) -> types.ImageConfig:
+    """Ratio and, beyond the default 1K (which gemini-2.5-flash-image is always drawn at
+    and takes no `imageSize` for), the size: 512 | 2K | 4K where the model offers them."""
+    if request.image_size == "1K":
+        return types.ImageConfig(aspect_ratio=request.aspect_ratio)
+    return types.ImageConfig(aspect_ratio=request.aspect_ratio, image_size=request.image_size)
 
 
 def _image_from_response(response: types.GenerateContentResponse) -> ProviderImage:

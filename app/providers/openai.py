@@ -66,6 +66,13 @@ NATIVE_SIZES: dict[str, Literal["1024x1024", "1536x1024", "1024x1536"]] = {
     "3:2": "1536x1024",
     "2:3": "1024x1536",
 }
+# 2K and 4K at the same ratios, for models that take any WxH (gpt-image-2: sides multiples
+# of 16, ratio 1:3 to 3:1, at most 3840x2160 pixels in all); the catalog offers them only
+# there. 2880x2880 is the largest square within that pixel bound.
+LARGE_SIZES: dict[str, dict[str, str]] = {
+    "2K": {"1:1": "2048x2048", "3:2": "2496x1664", "2:3": "1664x2496"},
+    "4K": {"1:1": "2880x2880", "3:2": "3504x2336", "2:3": "2336x3504"},
+}
 # WebP straight from the upstream means the gateway need not re-encode; 90 keeps detail.
 OUTPUT_FORMAT: Literal["webp"] = "webp"
 OUTPUT_COMPRESSION = 90
@@ -230,7 +237,7 @@ class OpenAIResponsesAdapter(_OpenAIAdapter):
         options = request.options
         tool: ImageGeneration = {
             "type": "image_generation",
-            "size": size,
+            "size": cast(Any, size),  # 1K only: the catalog offers no more here
             "quality": cast(Quality, options.quality or self._quality),
             "output_format": OUTPUT_FORMAT,
             "output_compression": OUTPUT_COMPRESSION,
@@ -280,6 +287,13 @@ def _image_from_response(response: OpenAIResponse) -> ProviderImage:
 
 
 def _native_size(request: ImageRequest) -> str:
+    if request.image_size != "1K":
+        large = LARGE_SIZES.get(request.image_size, {}).get(request.aspect_ratio)
+        if large is None:
+            raise UpstreamBadRequest(
+                f"imageSize {request.image_size} at {request.aspect_ratio} has no OpenAI size"
+            )
+        return large
     size = NATIVE_SIZES.get(request.aspect_ratio)
     if size is None:
         raise UpstreamBadRequest(

@@ -120,6 +120,16 @@ async def test_generate_see_reload_delete_and_run_out_of_credits(
         preset="cinematic",
     )
     assert "13 credits per image" in (await page.locator("#model-hint").text_content() or "")
+    # The sizes the model offers, each priced; the cost line follows the chosen one.
+    sizes = page.get_by_label("Image size")
+    assert await sizes.locator("option").all_text_contents() == [
+        "1K · 13 credits", "2K · 13 credits", "4K · 24 credits"
+    ]  # fmt: skip
+    await sizes.select_option("4K")
+    assert "24 credits" in (await page.locator("#cost").text_content() or "")
+    assert "24 credits per image at 4K" in (await page.locator("#model-hint").text_content() or "")
+    await sizes.select_option("1K")
+    assert "13 credits" in (await page.locator("#cost").text_content() or "")
     assert await page.locator("#preset-hint").text_content()
     # A slow upstream, so the progress indicator is seen.
     await stack.set_faults({"kind": "delay", "seconds": 1.5, "count": 1})

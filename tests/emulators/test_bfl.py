@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from app.emulators.bfl import create_bfl_emulator
-from app.emulators.bfl_wire import KONTEXT_SIZES, output_size
+from app.emulators.bfl_wire import ENDPOINTS, KONTEXT_SIZES, output_size
 from app.emulators.faults import FaultPlan
 from tests.support.images import BLUE, GREEN, RED, band_colours, solid_png
 from tests.support.servers import serve_in_thread
@@ -23,6 +23,7 @@ from tests.support.servers import serve_in_thread
 KEY = {"x-key": "test-key"}
 MAX = "/v1/flux-kontext-max"
 PRO = "/v1/flux-kontext-pro"
+IDLE = dict.fromkeys(ENDPOINTS, 0)  # every endpoint, no task active
 
 
 class Clock:
@@ -297,9 +298,9 @@ async def test_seventh_concurrent_kontext_max_task_is_429(
 
     state = (await http.get("/_emulator/bfl")).json()
     assert state == {
-        "max_active": {"flux-kontext-max": 6, "flux-kontext-pro": 1},
+        "max_active": {**IDLE, "flux-kontext-max": 6, "flux-kontext-pro": 1},
         "max_active_total": 7,  # both endpoints at once, as the account sees it
-        "active": {"flux-kontext-max": 6, "flux-kontext-pro": 1},
+        "active": {**IDLE, "flux-kontext-max": 6, "flux-kontext-pro": 1},
     }
     assert emulator.state.tasks.max_active["flux-kontext-max"] == 6
     assert (await http.delete("/_emulator/bfl")).status_code == 204
@@ -322,7 +323,7 @@ async def test_active_limits_can_be_overridden() -> None:
         await submit(http, PRO)
         await submit(http, PRO)
         assert (await http.post(PRO, headers=KEY, json={"prompt": "x"})).status_code == 429
-    assert app.state.tasks.max_active == {"flux-kontext-max": 0, "flux-kontext-pro": 2}
+    assert app.state.tasks.max_active == {**IDLE, "flux-kontext-pro": 2}
     with pytest.raises(ValueError, match="unknown"):
         create_bfl_emulator(max_active_tasks={"flux-dev": 1})
 

@@ -47,3 +47,14 @@ def test_empty_chain_means_the_requested_model() -> None:
         {"prompt": "a fox", "model": "bfl/flux-kontext-pro"}, CATALOG, max_source_bytes=MAX_SOURCE
     )
     assert required_credits(request, ()) == 5
+
+
+@pytest.mark.parametrize(("size", "price"), [("1K", 13), ("2K", 13), ("4K", 24)])
+def test_the_price_of_the_size_asked(size: str, price: int) -> None:
+    request = parse_generate_request(
+        {"prompt": "fox", "model": "google/gemini-3-pro-image", "imageSize": size, "numImages": 2},
+        CATALOG,
+        max_source_bytes=MAX_SOURCE,
+    )
+    assert request.image_size == size
+    assert required_credits(request) == price * 2

@@ -18,7 +18,7 @@ from PIL import Image
 
 from app.emulators.bfl import create_bfl_emulator
 from app.emulators.bfl_tasks import TaskBoard
-from app.emulators.bfl_wire import output_size
+from app.emulators.bfl_wire import ENDPOINTS, output_size
 from app.emulators.faults import FaultPlan
 from app.providers.base import (
     ImageRequest,
@@ -140,7 +140,7 @@ async def test_polls_until_ready_with_one_submit(adapter: BflAdapter, emulator: 
     image = await adapter.generate(ImageRequest("flux-kontext-max", "a fox", "1:1"))
     assert image.data.startswith(b"\x89PNG")
     assert emulator.faults.calls == 1
-    assert emulator.tasks.active == {"flux-kontext-max": 0, "flux-kontext-pro": 0}
+    assert emulator.tasks.active == dict.fromkeys(ENDPOINTS, 0)
 
 
 async def test_image_to_image_follows_the_source(adapter: BflAdapter) -> None:

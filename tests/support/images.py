@@ -52,15 +52,19 @@ def band_colours(
 ) -> list[tuple[int, int, int]]:
     """For each of `bands` vertical bands (the emulators put one input image in each), the
     palette colour nearest its mean: which input shows there."""
+    return [nearest(mean, palette) for mean in band_means(image, bands)]
+
+
+def band_means(image: Image.Image, bands: int) -> list[list[float]]:
+    """The mean RGB of each of `bands` vertical bands: of the middle half of each band,
+    clear of the blend at its edges, and of the rows above the caption."""
     rgb = image.convert("RGB")
     width, height = rgb.size
-    found = []
+    means = []
     for i in range(bands):
-        # The middle half of each band, clear of the blend at its edges and the caption.
         left, right = width * (4 * i + 1) // (4 * bands), width * (4 * i + 3) // (4 * bands)
-        mean = ImageStat.Stat(rgb.crop((left, height // 8, right, height * 3 // 4))).mean
-        found.append(nearest(mean, palette))
-    return found
+        means.append(ImageStat.Stat(rgb.crop((left, height // 8, right, height * 3 // 4))).mean)
+    return means
 
 
 def nearest(mean: Sequence[float], palette: Sequence[tuple[int, int, int]]) -> tuple[int, int, int]:
@@ -69,3 +73,10 @@ def nearest(mean: Sequence[float], palette: Sequence[tuple[int, int, int]]) -> t
 
 def region_mean(image: Image.Image, box: tuple[int, int, int, int]) -> list[float]:
     return list(ImageStat.Stat(image.convert("RGB").crop(box)).mean)
+
+
+def band_channels(image: Image.Image, bands: int) -> list[str]:
+    """For each of `bands` vertical bands, which of "R", "G", "B" is strongest there: a
+    reading of which solid RED/GREEN/BLUE input fills it that the emulators' random
+    shapes over it cannot flip."""
+    return ["RGB"[max(range(3), key=lambda c: mean[c])] for mean in band_means(image, bands)]

@@ -42,6 +42,10 @@ SIZE_RULE = (
     "3840x2160 pixels in all and a ratio between 1:3 and 3:1 (e.g. 1024x1024, 1536x1024, "
     "1024x1536, 256x256, 512x512, 1792x1024)"
 )
+# The longest side each imageSize draws at most (OpenAI's 1K is 1536x1024, Gemini's 21:9
+# 2K 3168x1344): a `size` longer than that is asked upstream at the model's next size up,
+# and billed at it; beyond the model's largest, the gateway upscales.
+_SIZE_REACH = {"1K": 1536, "2K": 3072, "4K": 6144}
 _FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
 _OPENAI_QUALITIES = ("low", "medium", "high", "auto")
 # Other models draw at one quality: `auto` and DALL-E's `standard` mean exactly that.
@@ -172,6 +176,7 @@ def parse(
         ),
         output=OutputSpec(output_format, width, height, compression),
         source_field="image",
+        image_size=_image_size(model, width, height),
     )
     view = View(
         response_format=response_format,
@@ -196,6 +201,13 @@ def _size(value: Any, model: CatalogModel) -> tuple[int | None, int | None, str]
         ):
             return width, height, nearest_native(f"{width}:{height}", model.native_aspect_ratios)
     raise InvalidRequest(f"size {_show(value)} is not supported; use {SIZE_RULE}", field="size")
+
+
+def _image_size(model: CatalogModel, width: int | None, height: int | None) -> str:
+    """The smallest of the model's sizes (1K up) that reaches a `size` of width x height."""
+    longest = max(width or 0, height or 0)
+    offered = [size for size in model.sizes if size in _SIZE_REACH]
+    return next((size for size in offered if longest <= _SIZE_REACH[size]), offered[-1])
 
 
 def _choice(

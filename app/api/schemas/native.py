@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from app.api.schemas.common import ApiModel
 from app.api.schemas.openai import OpenAIModel
 
@@ -185,13 +187,14 @@ class ModelSummary(ApiModel):
     id: str
     provider: str
     description: str
-    price: int
+    price: int = Field(description="credits per image at imageSize 1K (the default)")
+    sizes: list[str] = Field(description="the imageSize values this model offers")
+    prices: dict[str, int] = Field(description="credits per image at each of `sizes`")
     native_aspect_ratios: list[str]
     supported_aspect_ratios: list[str]
     image_to_image: bool
-    # Source images one request may carry (`sourceImages`); 0 without image-to-image.
-    max_reference_images: int
-    configured: bool
+    max_reference_images: int = Field(description="source images one request may carry")
+    configured: bool = Field(description="false: no credentials here, requests answer 503")
     default: bool
 
 

@@ -1,4 +1,5 @@
-// The generate form: prompt, model, aspect ratio, preset, count, source images; progress.
+// The generate form: prompt, model, image size, aspect ratio, preset, count, source images;
+// progress.
 
 import { api } from "./api.js";
 import { $, h, modelName, providerName, setShape, setText, show } from "./dom.js";
@@ -42,6 +43,10 @@ export function setupComposer(hooks) {
     describeModel();
     updateCost();
   });
+  $("image-size").addEventListener("change", () => {
+    describeSize();
+    updateCost();
+  });
   $("preset").addEventListener("change", describePreset);
   $("counts").addEventListener("change", updateCost);
   setupSources();
@@ -69,7 +74,7 @@ export function setCatalog({ models, defaultModel }, { presets, defaultPreset })
           h(
             "option",
             { value: model.id, disabled: !model.configured },
-            `${modelName(model.id)} · ${model.price} credits${model.configured ? "" : " · not configured"}`,
+            `${modelName(model.id)} · ${priceRange(model)} credits${model.configured ? "" : " · not configured"}`,
           ),
         ),
       ),
@@ -96,6 +101,22 @@ export function setBalance(balance) {
 
 function selectedModel() {
   return state.models.get($("model").value) ?? null;
+}
+
+function selectedSize() {
+  return $("image-size").value || "1K";
+}
+
+// The credits one image costs at `size` (the catalog prices each size the model offers).
+function sizePrice(model, size) {
+  return model.prices?.[size] ?? model.price;
+}
+
+function priceRange(model) {
+  const prices = Object.values(model.prices ?? { "1K": model.price });
+  const low = Math.min(...prices);
+  const high = Math.max(...prices);
+  return low === high ? `${low}` : `${low}–${high}`;
 }
 
 function selectedCount() {
@@ -158,16 +179,39 @@ function describeModel() {
   const model = selectedModel();
   if (!model) {
     setText($("model-hint"), "No model is configured on this gateway.");
+    $("image-size").replaceChildren();
     return;
   }
-  const parts = [model.description, `${model.price} credits per image`];
+  renderSizes(model);
+  describeSize(model);
+  setSourceModel(model);
+}
+
+// The hint under the model: its description and the price at the chosen size.
+function describeSize(model = selectedModel()) {
+  if (!model) return;
+  const size = selectedSize();
+  const price = `${sizePrice(model, size)} credits per image${model.sizes?.length > 1 ? ` at ${size}` : ""}`;
+  const parts = [model.description, price];
   if (model.imageToImage) {
     const limit = model.maxReferenceImages ?? 1;
     parts.push(limit > 1 ? `image-to-image, up to ${limit} source images` : "image-to-image");
   }
   $("model-hint").textContent = parts.filter(Boolean).join(" · ");
   $("dropzone").classList.toggle("unsupported", !model.imageToImage);
-  setSourceModel(model);
+}
+
+// The sizes the chosen model offers, each with its price; keeps the size chosen before
+// where the new model has it, else 1K.
+function renderSizes(model) {
+  const select = $("image-size");
+  const previous = select.value;
+  const sizes = model.sizes?.length ? model.sizes : ["1K"];
+  select.replaceChildren(
+    ...sizes.map((size) => h("option", { value: size }, `${size} · ${sizePrice(model, size)} credits`)),
+  );
+  select.value = sizes.includes(previous) ? previous : "1K";
+  select.disabled = sizes.length === 1;
 }
 
 function describePreset() {
@@ -183,11 +227,12 @@ function updateCost() {
     return;
   }
   const count = selectedCount();
-  const total = model.price * count;
+  const price = sizePrice(model, selectedSize());
+  const total = price * count;
   const short = state.balance !== null && total > state.balance;
   cost.classList.toggle("short", short);
   cost.replaceChildren(
-    h("span", {}, count > 1 ? `${count} × ${model.price} = ` : "Costs ", h("strong", {}, `${total} credits`)),
+    h("span", {}, count > 1 ? `${count} × ${price} = ` : "Costs ", h("strong", {}, `${total} credits`)),
     state.balance === null
       ? null
       : h("span", { class: "muted" }, short ? `You have ${state.balance}, not enough` : `You have ${state.balance}`),
@@ -218,6 +263,7 @@ async function generate() {
     prompt,
     model: model.id,
     aspectRatio: selectedRatio(),
+    imageSize: selectedSize(),
     numImages: selectedCount(),
     stylePreset: $("preset").value,
   };
@@ -250,7 +296,7 @@ function setBusy(busy, body) {
   clearInterval(ticker);
   if (!busy) return;
   const count = body.numImages;
-  $("progress-title").textContent = `Generating ${count} image${count === 1 ? "" : "s"} with ${modelName(body.model)} · ${body.aspectRatio}${body.stylePreset === "none" ? "" : ` · ${body.stylePreset}`}`;
+  $("progress-title").textContent = `Generating ${count} image${count === 1 ? "" : "s"} with ${modelName(body.model)} · ${body.aspectRatio} · ${body.imageSize}${body.stylePreset === "none" ? "" : ` · ${body.stylePreset}`}`;
   const started = Date.now();
   const elapsed = $("progress-elapsed");
   elapsed.textContent = "0 s";
