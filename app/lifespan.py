@@ -24,6 +24,7 @@ from app.generation.service import GenerationService
 from app.housekeeping.sweeper import run_housekeeping
 from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
+from app.observability.tracing import configure_tracing, flush_tracing
 from app.providers.catalog import Catalog
 from app.providers.registry import ADAPTERS, build_adapters, configured_upstreams
 from app.providers.retry import RetryPolicy
@@ -42,6 +43,8 @@ async def running_services(
 ) -> AsyncIterator[None]:
     """Create every long-lived object once, install them as the app's AppState (read by
     app/api/deps.py only), close them at exit."""
+    # Once per process; nothing without an endpoint (or the OTEL_* variables).
+    configure_tracing(settings.otel_exporter_otlp_endpoint)
     if settings.is_embedded_database:
         await asyncio.to_thread(upgrade, settings.resolved_database_url)
     engine = create_engine(
@@ -153,3 +156,4 @@ async def running_services(
         await image_store.aclose()
         await rate_limiter.aclose()
         await engine.dispose()
+        await asyncio.to_thread(flush_tracing)  # the batched spans of the last requests

@@ -38,6 +38,7 @@ from app.generation.request import GenerateRequest
 from app.generation.source_image import decode_source_image
 from app.imaging.decode import ImageDecodeError
 from app.observability.metrics import Metrics
+from app.observability.tracing import span
 from app.providers.base import Moderated, ProviderError, SourceImage
 from app.providers.catalog import Catalog, CatalogModel
 from app.settings import Settings
@@ -118,9 +119,9 @@ class GenerationService:
         generation_id = generation_id or new_id()
         created = utcnow()
         # Reserve for the dearest model that may serve, and capture what actually did.
-        hold = await self._reserve(
-            caller, request, generation_id, created, required_credits(request, chain)
-        )
+        amount = required_credits(request, chain)
+        with span("hold", {"imagegate.model": model.id, "imagegate.credits": amount}):
+            hold = await self._reserve(caller, request, generation_id, created, amount)
         job = Job(
             tenant_id=caller.tenant_id,
             generation_id=generation_id,
@@ -147,22 +148,26 @@ class GenerationService:
             if deliver is not None:
                 failures.extend(await self._hand_over(stored, deliver))
             charged = sum(item.model.price for item in stored)
-            async with self._sessions() as session, session.begin():
-                if not await settle(session, hold.id, charged):
-                    # The sweeper released an expired hold first: the images are free.
-                    log.warning("hold settled by sweeper before delivery", extra={"hold": hold.id})
-                    charged = 0
-                await self._record(
-                    session,
-                    caller.tenant_id,
-                    generation_id,
-                    stored,
-                    charged,
-                    failures,
-                    upstream_ms,
-                    started,
-                )
-                remaining = await get_balance(session, caller.tenant_id)
+            with span("settle", {"imagegate.images": len(stored)}) as traced:
+                async with self._sessions() as session, session.begin():
+                    if not await settle(session, hold.id, charged):
+                        # The sweeper released an expired hold first: the images are free.
+                        log.warning(
+                            "hold settled by sweeper before delivery", extra={"hold": hold.id}
+                        )
+                        charged = 0
+                    await self._record(
+                        session,
+                        caller.tenant_id,
+                        generation_id,
+                        stored,
+                        charged,
+                        failures,
+                        upstream_ms,
+                        started,
+                    )
+                    remaining = await get_balance(session, caller.tenant_id)
+                traced.set("imagegate.credits.charged", charged)
             self._metrics.credits_charged.inc(charged)
             self._metrics.credits_refunded.inc(hold.amount - charged)
         except BaseException:

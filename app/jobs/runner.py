@@ -22,6 +22,7 @@ from app.errors import GatewayError
 from app.generation.request import GenerateRequest, parse_generate_request
 from app.generation.service import GenerationService
 from app.jobs import service as jobs
+from app.observability.tracing import AttributeValue, current_span, root_span
 from app.providers.catalog import Catalog
 from app.storage.base import ImageStore, StorageUnavailable
 from app.tenants.service import Caller
@@ -86,15 +87,22 @@ class JobRunner:
             task.add_done_callback(self._tasks.discard)
 
     async def _run_job(self, job: Job) -> None:
-        try:
-            await self._attempt(job)
-        except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
-            # The lease expires and another claim retries; nothing was charged twice.
-            log.warning(
-                "job attempt interrupted", extra={"job": job.id, "error": type(exc).__name__}
-            )
-        finally:
-            self._slots.release()
+        # A trace of its own: the submitting request's trace ended with its 202.
+        attributes: dict[str, AttributeValue] = {
+            "imagegate.job_id": job.id,
+            "imagegate.job.attempt": job.attempts,
+        }
+        with root_span("job.run", attributes) as traced:
+            try:
+                await self._attempt(job)
+            except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
+                # The lease expires and another claim retries; nothing was charged twice.
+                traced.fail(type(exc).__name__)
+                log.warning(
+                    "job attempt interrupted", extra={"job": job.id, "error": type(exc).__name__}
+                )
+            finally:
+                self._slots.release()
 
     async def _attempt(self, job: Job) -> None:
         if job.generation_id is not None:
@@ -118,6 +126,7 @@ class JobRunner:
                 on_image=lambda: self._count_image(job.id),
             )
         except GatewayError as exc:
+            current_span().fail(exc.code)
             await self._finish(job, (exc.status_code, exc.code, exc.message))
             return
         await self._finish(job, None)
