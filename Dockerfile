@@ -21,8 +21,9 @@ RUN python -m venv /opt/venv
 WORKDIR /app
 
 # Dependencies first, read from pyproject.toml alone: a code change reuses this layer.
+# The `otel` extra too: traces are switched on by the environment, not by a rebuild.
 COPY pyproject.toml ./
-RUN python -c "import sys, tomllib; sys.stdout.write('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']) + '\n')" > /tmp/requirements.txt \
+RUN python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; sys.stdout.write('\n'.join(p['dependencies'] + p['optional-dependencies']['otel']) + '\n')" > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt
 
 COPY README.md alembic.ini ./

@@ -27,6 +27,7 @@ from app.housekeeping.sweeper import run_housekeeping
 from app.jobs.runner import JobRunner
 from app.jobs.webhook_dispatcher import WebhookDispatcher, webhook_client
 from app.observability.metrics import Metrics
+from app.observability.tracing import configure_tracing, flush_tracing
 from app.providers.catalog import Catalog
 from app.providers.registry import (
     ADAPTERS,
@@ -61,6 +62,8 @@ async def running_services(
 
     `serving`: run by `imagegate serve`, which has migrated already (once, before any
     worker started) and whose SIGTERM drains (app/api/drain.py)."""
+    # Once per process; nothing without an endpoint (or the OTEL_* variables).
+    configure_tracing(settings.otel_exporter_otlp_endpoint)
     if settings.is_embedded_database and not serving:
         await asyncio.to_thread(upgrade, settings.resolved_database_url)
     engine = create_engine(
@@ -209,3 +212,4 @@ async def running_services(
         await rate_limiter.aclose()
         await caps.aclose()
         await engine.dispose()
+        await asyncio.to_thread(flush_tracing)  # the batched spans of the last requests

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -58,6 +60,7 @@ def create_app(
             yield
 
     app = FastAPI(
+        **_NO_NATIVE_TELEMETRY,
         title="imagegate",
         version="0.1.0",
         summary="Self-hosted image-generation gateway",
@@ -89,6 +92,24 @@ def create_app(
 
     install_openapi(app)
     return app
+
+
+# FastAPI's own OpenTelemetry spans, metrics and logs (FastAPI 0.16x, when the otel
+# packages are installed) would double our request span and record exception messages:
+# the gateway's spans are its own (app/observability/tracing.py). Older FastAPI has none.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {
+        "telemetry": {
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        }
+    }
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def serve_app() -> FastAPI:

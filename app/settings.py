@@ -235,6 +235,10 @@ class Settings(BaseSettings):
     drain_seconds: int = Field(default=30, ge=1, le=3600)
 
     log_level: str = "INFO"
+    # OpenTelemetry traces over OTLP/HTTP to this base URL (/v1/traces is appended), e.g.
+    # http://otel-collector:4318. Unset: the standard OTEL_EXPORTER_OTLP_* variables, if
+    # any, decide (app/observability/tracing.py); needs the `otel` extra.
+    otel_exporter_otlp_endpoint: str | None = None
     # Interactive API docs at /docs (Swagger UI from the installed package, under a strict
     # CSP); off by default. /openapi.json is always served.
     docs_enabled: bool = False

@@ -73,7 +73,8 @@ def test_sigterm_drains_finishes_in_flight_and_hands_jobs_back(
     second = GatewayProcess(env, tmp_path / "second.log")
     try:
         tenant = create_tenant(env, "draining", credits=40)
-        first.set_faults({"kind": "delay", "seconds": 6})
+        # Both calls (the job's and the sync one), whichever reaches the emulator first.
+        first.set_faults({"kind": "delay", "seconds": 6, "count": 2})
         with (
             httpx.Client(base_url=first.base_url, headers=tenant.auth, timeout=60) as client,
             ThreadPoolExecutor(max_workers=1) as pool,

@@ -19,6 +19,7 @@ from app.generation.decode_budget import DecodeBudget
 from app.generation.service import GenerationService
 from app.jobs.runner import JobRunner
 from app.observability.metrics import Metrics
+from app.observability.tracing import span
 from app.providers.catalog import Catalog
 from app.ratelimit import Decision, Limit, RateLimiter
 from app.ratelimit.caps import ConcurrencyCaps
@@ -179,19 +180,22 @@ async def authenticated(
     passes them with `decided_headers`) and on any GatewayError raised after this point.
     """
     settings = state.settings
-    authorization = _credential(request)
-    auth = _cached(state, authorization)
-    if auth is None:
-        auth = await _look_up(request, state, authorization)
-    decision = await state.rate_limiter.hit(
-        [f"key:{auth.api_key_id}", f"tenant:{auth.tenant_id}"],
-        [
-            Limit(auth.key_rate_limit or settings.rate_limit_key_per_minute),
-            Limit(auth.tenant_rate_limit or settings.rate_limit_tenant_per_minute),
-        ],
-    )
-    if not decision.allowed:
-        raise _too_many(decision, f"Rate limit exceeded: {decision.limit} requests per minute.")
+    with span("auth") as traced:
+        authorization = _credential(request)
+        auth = _cached(state, authorization)
+        traced.set("imagegate.auth.cached", auth is not None)
+        if auth is None:
+            auth = await _look_up(request, state, authorization)
+        traced.set("imagegate.tenant_id", auth.tenant_id)
+        decision = await state.rate_limiter.hit(
+            [f"key:{auth.api_key_id}", f"tenant:{auth.tenant_id}"],
+            [
+                Limit(auth.key_rate_limit or settings.rate_limit_key_per_minute),
+                Limit(auth.tenant_rate_limit or settings.rate_limit_tenant_per_minute),
+            ],
+        )
+        if not decision.allowed:
+            raise _too_many(decision, f"Rate limit exceeded: {decision.limit} requests per minute.")
     headers = decision.headers()
     response.headers.update(headers)
     try:

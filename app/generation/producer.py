@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from app.generation.decode_budget import DecodeBudget, DecodeBusy
 from app.imaging.decode import ImageDecodeError, decoded_size
 from app.imaging.exact import EXACT_COST, OutputSpec, render_exact
 from app.imaging.webp import TRANSCODE_COST, EncodedImage, normalise_to_webp, passthrough
 from app.observability.metrics import Metrics
+from app.observability.tracing import AttributeValue, span
 from app.providers.base import (
     ImageOptions,
     ImageRequest,
@@ -37,6 +40,7 @@ from app.storage.keys import object_key
 # Errors that say "this upstream cannot serve right now", which a fallback model may fix.
 FALLBACK_ON = (RateLimited, Unavailable, UpstreamTimeout)
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +142,12 @@ class ImageProducer:
             )
             adapter = self._adapters[model.adapter_key]
             started = time.monotonic()
+            call = functools.partial(
+                self._observed_call, adapter, model, request, job, partials, index
+            )
             try:
                 image = await call_with_retries(
-                    functools.partial(self._observed_call, adapter, model, request, job, partials),
+                    _numbered(call),
                     self._retry,
                     deadline=job.deadline,
                     what=f"{model.id} image {index}",
@@ -153,9 +160,14 @@ class ImageProducer:
                 if time.monotonic() >= job.deadline:
                     break
                 continue
-            encoded = await self._encode(image.data, job, model)
+            with span("transcode", {"imagegate.image_index": index}) as traced:
+                encoded = await self._encode(image.data, job, model)
+                traced.set("imagegate.image.mime_type", encoded.mime_type)
             key = object_key(job.tenant_id, job.generation_id, index, job.created)
-            await self._store.put(key, encoded.data, encoded.mime_type)
+            with span(
+                "store", {"imagegate.image_index": index, "imagegate.bytes": len(encoded.data)}
+            ):
+                await self._store.put(key, encoded.data, encoded.mime_type)
             self._metrics.images_stored.labels(model.id).inc()
             self._metrics.generation_seconds.labels(model.id, model.provider).observe(
                 time.monotonic() - started
@@ -226,16 +238,35 @@ class ImageProducer:
         request: ImageRequest,
         job: Job,
         partials: PartialImages | None,
+        index: int,
+        attempt: int,
     ) -> ProviderImage:
         in_flight = self._metrics.upstream_in_flight.labels(model.provider)
         in_flight.inc()
-        try:
-            if partials is not None and isinstance(adapter, StreamsPartialImages):
-                sink = functools.partial(self._partial, job, model, partials)
-                return await adapter.generate_streaming(request, partials.count, sink)
-            return await adapter.generate(request)
-        except ProviderError as exc:
-            self._metrics.upstream_errors.labels(model.provider, type(exc).__name__).inc()
-            raise
-        finally:
-            in_flight.dec()
+        attributes: dict[str, AttributeValue] = {
+            "imagegate.model": model.id,
+            "imagegate.provider": model.provider,
+            "imagegate.image_index": index,
+            "imagegate.attempt": attempt,
+        }
+        with span("upstream.attempt", attributes) as traced:
+            try:
+                if partials is not None and isinstance(adapter, StreamsPartialImages):
+                    sink = functools.partial(self._partial, job, model, partials)
+                    image = await adapter.generate_streaming(request, partials.count, sink)
+                else:
+                    image = await adapter.generate(request)
+            except ProviderError as exc:
+                self._metrics.upstream_errors.labels(model.provider, type(exc).__name__).inc()
+                traced.set("imagegate.outcome", type(exc).__name__)
+                raise
+            finally:
+                in_flight.dec()
+            traced.set("imagegate.outcome", "ok")
+            return image
+
+
+def _numbered(call: Callable[[int], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """`call` given its attempt number (1, 2, ...) each time the retry loop calls it."""
+    attempts = itertools.count(1)
+    return lambda: call(next(attempts))

@@ -39,6 +39,7 @@ from app.generation.source_image import decode_source_image
 from app.generation.sources import check_reference_count, raise_over_total, source_field_at
 from app.imaging.decode import ImageDecodeError
 from app.observability.metrics import Metrics
+from app.observability.tracing import span
 from app.providers.base import Moderated, ProviderError, SourceImage
 from app.providers.catalog import Catalog, CatalogModel
 from app.settings import Settings
@@ -119,9 +120,9 @@ class GenerationService:
         generation_id = generation_id or new_id()
         created = utcnow()
         # Reserve for the dearest model that may serve, and capture what actually did.
-        hold = await self._reserve(
-            caller, request, generation_id, created, required_credits(request, chain)
-        )
+        amount = required_credits(request, chain)
+        with span("hold", {"imagegate.model": model.id, "imagegate.credits": amount}):
+            hold = await self._reserve(caller, request, generation_id, created, amount)
         job = Job(
             tenant_id=caller.tenant_id,
             generation_id=generation_id,
@@ -150,22 +151,26 @@ class GenerationService:
             if deliver is not None:
                 failures.extend(await self._hand_over(stored, deliver))
             charged = sum(item.model.price_for(request.image_size) for item in stored)
-            async with self._sessions() as session, session.begin():
-                if not await settle(session, hold.id, charged):
-                    # The sweeper released an expired hold first: the images are free.
-                    log.warning("hold settled by sweeper before delivery", extra={"hold": hold.id})
-                    charged = 0
-                await self._record(
-                    session,
-                    caller.tenant_id,
-                    generation_id,
-                    stored,
-                    charged,
-                    failures,
-                    upstream_ms,
-                    started,
-                )
-                remaining = await get_balance(session, caller.tenant_id)
+            with span("settle", {"imagegate.images": len(stored)}) as traced:
+                async with self._sessions() as session, session.begin():
+                    if not await settle(session, hold.id, charged):
+                        # The sweeper released an expired hold first: the images are free.
+                        log.warning(
+                            "hold settled by sweeper before delivery", extra={"hold": hold.id}
+                        )
+                        charged = 0
+                    await self._record(
+                        session,
+                        caller.tenant_id,
+                        generation_id,
+                        stored,
+                        charged,
+                        failures,
+                        upstream_ms,
+                        started,
+                    )
+                    remaining = await get_balance(session, caller.tenant_id)
+                traced.set("imagegate.credits.charged", charged)
             self._metrics.credits_charged.inc(charged)
             self._metrics.credits_refunded.inc(hold.amount - charged)
         except BaseException:

@@ -29,6 +29,7 @@ from app.generation.source_image import FIELD as SOURCE_IMAGE
 from app.generation.sources import SOURCE_IMAGES
 from app.housekeeping.sweeper import drop_objects
 from app.jobs import service as jobs
+from app.observability.tracing import AttributeValue, current_span, root_span
 from app.providers.catalog import Catalog
 from app.storage.base import ImageStore, StorageUnavailable
 from app.tenants.service import Caller
@@ -99,25 +100,33 @@ class JobRunner:
             task.add_done_callback(self._tasks.discard)
 
     async def _run_job(self, job: Job) -> None:
-        try:
-            await self._attempt(job)
-        except asyncio.CancelledError:
-            await self._hand_back(job)
-            raise
-        except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
-            # The lease expires and another claim retries; nothing was charged twice.
-            log.warning(
-                "job attempt interrupted", extra={"job": job.id, "error": type(exc).__name__}
-            )
-        except Exception as exc:  # noqa: BLE001 - the boundary: no job stays running
-            # Type only: the message or traceback may quote the request.
-            log.error(
-                "job attempt failed unexpectedly",
-                extra={"job": job.id, "attempt": job.attempts, "error": type(exc).__name__},
-            )
-            await self._after_failure(job)
-        finally:
-            self._slots.release()
+        # A trace of its own: the submitting request's trace ended with its 202.
+        attributes: dict[str, AttributeValue] = {
+            "imagegate.job_id": job.id,
+            "imagegate.job.attempt": job.attempts,
+        }
+        with root_span("job.run", attributes) as traced:
+            try:
+                await self._attempt(job)
+            except asyncio.CancelledError:
+                await self._hand_back(job)
+                raise
+            except (SQLAlchemyError, StorageUnavailable, OSError) as exc:
+                # The lease expires and another claim retries; nothing was charged twice.
+                traced.fail(type(exc).__name__)
+                log.warning(
+                    "job attempt interrupted", extra={"job": job.id, "error": type(exc).__name__}
+                )
+            except Exception as exc:  # noqa: BLE001 - the boundary: no job stays running
+                # Type only: the message or traceback may quote the request.
+                traced.fail(type(exc).__name__)
+                log.error(
+                    "job attempt failed unexpectedly",
+                    extra={"job": job.id, "attempt": job.attempts, "error": type(exc).__name__},
+                )
+                await self._after_failure(job)
+            finally:
+                self._slots.release()
 
     async def _after_failure(self, job: Job) -> None:
         """Retry a failed attempt after a pause that doubles per attempt, or give up."""
@@ -188,6 +197,7 @@ class JobRunner:
                 on_image=lambda: self._count_image(job.id),
             )
         except GatewayError as exc:
+            current_span().fail(exc.code)
             await self._finish(job, (exc.status_code, exc.code, exc.message))
             return
         await self._finish(job, None)

@@ -1,4 +1,4 @@
-"""JSON log lines carrying the request id of the request that wrote them."""
+"""JSON log lines carrying the request id (and trace id) of the request that wrote them."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from app.observability.tracing import current_trace_id
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -32,6 +34,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        trace_id = current_trace_id()
+        if trace_id:
+            entry["trace_id"] = trace_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

@@ -1,6 +1,7 @@
-"""One pure-ASGI middleware: request id, access log, HTTP metrics, and the headers every
-answer carries (the emulation marker, no-store on API answers). Rate-limit headers are
-not added here: the auth dependency puts them on the route's answer (app/api/deps.py)."""
+"""One pure-ASGI middleware: request id, the request's trace span, access log, HTTP
+metrics, and the headers every answer carries (the emulation marker, no-store on API
+answers). Rate-limit headers are not added here: the auth dependency puts them on the
+route's answer (app/api/deps.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.logging import request_id_var
 from app.observability.metrics import Metrics
+from app.observability.tracing import rename, server_span
 
 log = logging.getLogger("app.access")
 
@@ -22,6 +24,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 # no cache, shared or private, may keep them. A route that sets its own Cache-Control
 # keeps it.
 _NO_STORE_PREFIXES = ("/api/", "/v1/", "/admin/")
+# W3C trace context: a caller's span becomes the request span's parent.
+_PROPAGATION_HEADERS = (b"traceparent", b"tracestate")
 
 
 class GatewayMiddleware:
@@ -56,18 +60,32 @@ class GatewayMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.http_requests.labels(route, scope["method"], str(status)).inc()
-            log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
-            request_id_var.reset(token)
+        method = scope["method"]
+        carrier = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in _PROPAGATION_HEADERS
+        }
+        # Named by the route template once routing has found it (never the raw path).
+        attributes = {"http.request.method": method, "imagegate.request_id": request_id}
+        with server_span(method, carrier, attributes) as (span, raw):
+            try:
+                await self.app(scope, receive, send_with_headers)
+            finally:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                rename(raw, f"{method} {route}")
+                span.set("http.route", route)
+                span.set("http.response.status_code", status)
+                if status >= 500:
+                    span.fail(str(status))
+                self.metrics.http_requests.labels(route, method, str(status)).inc()
+                log.info(
+                    "request",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    },
+                )
+                request_id_var.reset(token)

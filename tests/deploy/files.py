@@ -5,6 +5,7 @@ environment-variable names of the Settings class."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pytest
 import yaml
 from pydantic import AliasChoices
 
@@ -40,6 +42,16 @@ def settings_env_names() -> dict[str, tuple[str, ...]]:
 
 def all_settings_env_names() -> set[str]:
     return {env for names in settings_env_names().values() for env in names}
+
+
+def settings_from(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings as a process with exactly this environment would see them."""
+    for name in list(os.environ):
+        if name.upper() in all_settings_env_names() or name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
 
 
 # --------------------------------------------------------------------------- Dockerfile

@@ -36,6 +36,7 @@ from tests.deploy.files import (
     replay_copies,
     service_environment,
     settings_env_names,
+    settings_from,
 )
 from tests.support.gateway import gateway_settings
 from tests.support.servers import free_port, serve_in_thread
@@ -65,16 +66,6 @@ def _example_values(compose_only: bool) -> dict[str, str]:
         for entry in ENV_EXAMPLE
         if not entry.commented_out and (entry.name not in all_settings_env_names()) == compose_only
     }
-
-
-def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings as a process with exactly this environment would see them."""
-    for name in list(os.environ):
-        if name.upper() in all_settings_env_names() or name.startswith(ENV_PREFIX):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return Settings()
 
 
 # --------------------------------------------------------------------------- compose
@@ -182,7 +173,7 @@ def test_gateway_environment_is_valid_settings_for_this_topology(
     init = service_environment(services["minio-init"], env)
     for gateway in GATEWAYS:
         environment = service_environment(services[gateway], env)
-        settings = _settings_from(environment, monkeypatch)
+        settings = settings_from(environment, monkeypatch)
         database = make_url(settings.resolved_database_url)
         assert database.drivername == "postgresql+asyncpg"
         assert database.host == "postgres" and database.port == 5432
@@ -287,7 +278,7 @@ def test_settings_are_commented_out_and_show_their_defaults(
     assert all(entry.commented_out for entry in settings_entries), "copying it changes nothing"
     shown = {entry.name: entry.value for entry in settings_entries if entry.value}
     # Uncommenting any line gives a valid configuration equal to the defaults.
-    configured = _settings_from(shown, monkeypatch)
+    configured = settings_from(shown, monkeypatch)
     defaults = Settings.model_construct()
     for field, names in settings_env_names().items():
         if names[0] in shown:
