@@ -5,6 +5,7 @@ Nothing else in the package reads os.environ; everything receives a Settings obj
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -336,7 +337,15 @@ class Settings(BaseSettings):
 
     def upstream_key(self, variable: str) -> str | None:
         """The value of the environment variable a catalog entry's `api_key_env` names
-        (None when unset or blank): read here, where all configuration is read."""
+        (None when unset or blank): read here, where all configuration is read. A
+        variable the gateway reads as a setting (the admin token, the signing secret, a
+        cloud provider's key) or an AWS credential is refused (ValueError): an entry must
+        not send the gateway's own secrets to the server its base_url names."""
+        if variable.upper().startswith("AWS_") or variable.upper() in _setting_variables():
+            raise ValueError(
+                f"{variable} is one of the gateway's own settings or credentials; give the "
+                "upstream's key a variable of its own"
+            )
         value = os.environ.get(variable, "").strip()
         return value or None
 
@@ -363,3 +372,13 @@ class Settings(BaseSettings):
     @property
     def resolved_image_dir(self) -> Path:
         return self.image_dir if self.image_dir is not None else self.data_dir / "images"
+
+
+@functools.cache
+def _setting_variables() -> frozenset[str]:
+    """Every environment variable Settings reads: IMAGEGATE_<field> and the aliases."""
+    names = {f"IMAGEGATE_{name.upper()}" for name in Settings.model_fields}
+    for field in Settings.model_fields.values():
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update(str(choice).upper() for choice in field.validation_alias.choices)
+    return frozenset(names)

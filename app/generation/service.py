@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.credits.ledger import Hold, get_balance, reserve, settle
@@ -106,9 +106,12 @@ class GenerationService:
         before the hold is settled, and only those it returns True for are charged and
         recorded (a stream whose client left: the rest are deleted and refunded)."""
         started = time.monotonic()
+        # One deadline for the whole generation: waiting for the decode budget spends it
+        # too, so a job's lease (deadline + margin) and the hold's lifetime always outlast it.
+        deadline = started + self._settings.upstream_deadline_seconds
         model = request.model
-        sources = await self.source_images(request)
-        mask = await self._mask(request)
+        sources = await self.source_images(request, deadline=deadline)
+        mask = await self._mask(request, deadline)
         if not caller.allows(model.id):  # e.g. a queued job whose key was narrowed since
             raise ModelNotAllowed(model.id, sorted(caller.models or ()))
         chain = self.usable_chain(request, caller)
@@ -131,7 +134,7 @@ class GenerationService:
             aspect_ratio=request.aspect_ratio,
             source_images=sources,
             chain=chain,
-            deadline=time.monotonic() + self._settings.upstream_deadline_seconds,
+            deadline=deadline,
             mask=mask,
             options=request.options,
             output=request.output,
@@ -250,7 +253,9 @@ class GenerationService:
         """The most bytes all of one request's source images may have together."""
         return self._settings.source_bytes_total
 
-    async def source_images(self, request: GenerateRequest) -> tuple[SourceImage, ...]:
+    async def source_images(
+        self, request: GenerateRequest, *, deadline: float | None = None
+    ) -> tuple[SourceImage, ...]:
         """The request's source images, checked against its model (takes images, and this
         many) and the bounds, and decoded; messages name each by index when there are
         several (`sourceImages[2]`)."""
@@ -260,15 +265,16 @@ class GenerationService:
         check_reference_count(request.model, count, field)
         if (total := sum(map(len, request.source_images))) > self.max_source_bytes_total:
             raise_over_total(total, self.max_source_bytes_total, field)
-        # One after another: each waits for the shared decode budget in turn.
+        # One after another: each waits for the shared decode budget in turn, all within
+        # the one deadline.
         return tuple(
             [
-                await self.decode_source(data, source_field_at(field, index, count))
+                await self.decode_source(data, source_field_at(field, index, count), deadline)
                 for index, data in enumerate(request.source_images)
             ]
         )
 
-    async def _mask(self, request: GenerateRequest) -> SourceImage | None:
+    async def _mask(self, request: GenerateRequest, deadline: float) -> SourceImage | None:
         if request.mask is None:
             return None
         if not request.model.masks:
@@ -277,20 +283,26 @@ class GenerationService:
                 f"model {request.model.id} does not take a mask; models that do: {takers}",
                 field="mask",
             )
-        mask = await self.decode_source(request.mask, "mask")
+        mask = await self.decode_source(request.mask, "mask", deadline)
         if mask.mime_type != "image/png":
             # OpenAI reads the mask's alpha channel: only a PNG carries one it accepts.
             raise InvalidRequest("mask must be a PNG", field="mask")
         return mask
 
-    async def decode_source(self, data: bytes, field: str = "sourceImage") -> SourceImage:
-        """A validated source image; its decode waits for the shared decode budget."""
+    async def decode_source(
+        self, data: bytes, field: str = "sourceImage", deadline: float | None = None
+    ) -> SourceImage:
+        """A validated source image; its decode waits for the shared decode budget, until
+        `deadline` (time.monotonic()) or for the upstream deadline from now."""
+        wait = self._settings.upstream_deadline_seconds
+        if deadline is not None:
+            wait = max(0.0, deadline - time.monotonic())
         return await decode_source_image(
             data,
             budget=self._producer.decode_budget,
             max_bytes=self._settings.max_source_image_bytes,
             max_pixels=self._settings.max_source_image_pixels,
-            wait_seconds=self._settings.upstream_deadline_seconds,
+            wait_seconds=wait,
             field=field,
         )
 
@@ -388,8 +400,9 @@ class GenerationService:
             )
 
     async def _abort(self, hold: Hold, generation_id: str, stored: list[StoredImage]) -> None:
-        """Best effort after an unexpected failure: refund, mark failed, drop objects."""
-        await self._discard(stored)
+        """Best effort after an unexpected failure (or a cancel): refund, mark failed, drop
+        objects. The objects go only once the refund is ours: a cancel that lands after
+        the capture committed must not delete images the tenant paid for."""
         try:
             async with self._sessions() as session, session.begin():
                 if await settle(session, hold.id, 0):
@@ -406,9 +419,16 @@ class GenerationService:
                         completed_at=utcnow(),
                     )
                 )
+                status = await session.scalar(
+                    select(Generation.status).where(Generation.id == generation_id)
+                )
         except Exception:
-            # The hold expires and the sweeper releases it; nothing is lost.
+            # The hold expires and the sweeper releases it; objects it cannot name are
+            # left to the orphan scan rather than risk deleting delivered ones.
             log.exception("could not release hold after a failure", extra={"hold": hold.id})
+            return
+        if status not in (GenerationStatus.SUCCEEDED, GenerationStatus.PARTIAL):
+            await self._discard(stored)
 
 
 def _failure(index: int, error: BaseException) -> ImageFailure:

@@ -272,8 +272,9 @@ async def finish(
     *,
     error: tuple[int, str, str] | None = None,
 ) -> None:
-    """Mark a job succeeded, or failed with (status, code, message); its webhook, if
-    it has one, is due from now."""
+    """Mark a job that has not ended succeeded, or failed with (status, code, message); its webhook,
+    if it has one, is due from now. A job that already ended keeps its end (a give-up
+    after a late error must not turn a charged success into a failure)."""
     values: dict[str, Any] = {"completed_at": utcnow(), "locked_until": None}
     if error is None:
         values["status"] = JobStatus.SUCCEEDED
@@ -285,8 +286,13 @@ async def finish(
             error_code=code,
             error_message=message[:500],
         )
-    await session.execute(update(Job).where(Job.id == job_id).values(**values))
-    await webhooks.mark_due(session, job_id)
+    ended = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)))
+        .values(**values)
+    )
+    if getattr(ended, "rowcount", 0):
+        await webhooks.mark_due(session, job_id)
 
 
 async def give_up(session: AsyncSession, job: Job, error: tuple[int, str, str]) -> list[Generation]:

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.db.models import WebhookDelivery
 from app.jobs import webhooks
 from app.jobs.claim_loop import ClaimLoop
-from app.jobs.webhook_target import TargetRefused, resolve
+from app.jobs.webhook_target import ResolutionFailed, TargetRefused, resolve
 from app.settings import Settings
 from app.tenants.webhook_secret import secret_key
 
@@ -124,7 +124,7 @@ class WebhookDispatcher:
 
     async def _claim(self) -> WebhookDelivery | None:
         async with self._sessions() as session, session.begin():
-            return await webhooks.claim_next(session, self._lease)
+            return await webhooks.claim_next(session, self._lease, self._max_attempts)
 
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         try:
@@ -166,6 +166,8 @@ class WebhookDispatcher:
                 return await self._post(delivery, secret, payload)
         except TargetRefused as exc:
             return webhooks.Outcome(None, str(exc), retryable=False)
+        except ResolutionFailed as exc:
+            return webhooks.Outcome(None, str(exc))  # DNS may answer next time
         except TimeoutError:
             return webhooks.Outcome(None, f"no answer within {self._timeout:g} s")
         except httpx.HTTPError as exc:

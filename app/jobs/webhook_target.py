@@ -24,6 +24,10 @@ class TargetRefused(Exception):
     """The URL's host resolves to an address webhooks may not reach (or to none)."""
 
 
+class ResolutionFailed(Exception):
+    """The host name could not be resolved now (DNS may answer on a later attempt)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A delivery's connection: the URL with the host replaced by the pinned address, and
@@ -68,8 +72,13 @@ def validate_webhook_url(value: object, *, allow_private: bool) -> str:
 
 def forbidden_reason(address: IPAddress) -> str | None:
     """Why webhooks may not reach `address` ("loopback", "private", ...), or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return forbidden_reason(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        # An IPv4 address inside an IPv6 one reaches that IPv4 address: judge it.
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is not None:
+            return forbidden_reason(embedded)
+        if address.teredo is not None:
+            return forbidden_reason(address.teredo[1])
     if address in _METADATA:
         return "cloud metadata"
     checks = (
@@ -98,8 +107,10 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, port, type=socket.SOCK_STREAM
             )
-        except (socket.gaierror, UnicodeError) as exc:
+        except UnicodeError as exc:
             raise TargetRefused(f"could not resolve {host}: {exc}") from None
+        except socket.gaierror as exc:
+            raise ResolutionFailed(f"could not resolve {host}: {exc}") from None
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
         if not addresses:
             raise TargetRefused(f"{host} has no address")

@@ -83,15 +83,25 @@ async def mark_due(session: AsyncSession, job_id: str) -> None:
     )
 
 
-async def claim_next(session: AsyncSession, lease: timedelta) -> WebhookDelivery | None:
+async def claim_next(
+    session: AsyncSession, lease: timedelta, max_attempts: int
+) -> WebhookDelivery | None:
     """Take the delivery due longest, counting its next attempt; one whose dispatcher
-    died mid-attempt (lease expired) is due again, as its next attempt."""
+    died mid-attempt (lease expired) is due again, as its next attempt. One that used
+    all its attempts without recording them (its body would not render, a dispatcher
+    died each time) is failed instead of claimed forever."""
     now = utcnow()
-    claimable = (
+    due = (
         (WebhookDelivery.status == WebhookStatus.PENDING)
         & (WebhookDelivery.next_attempt_at <= now)
         & or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now)
     )
+    await session.execute(
+        update(WebhookDelivery)
+        .where(due, WebhookDelivery.attempts >= max_attempts)
+        .values(status=WebhookStatus.FAILED, locked_until=None, updated_at=now)
+    )
+    claimable = due & (WebhookDelivery.attempts < max_attempts)
     candidate = (
         select(WebhookDelivery.id)
         .where(claimable)

@@ -38,7 +38,7 @@ class CatalogModel(BaseModel):
     upstream_model: str
     price: int = Field(ge=0, description="credits per delivered image at 1K")
     # The imageSize values the upstream honours, and the credits an image of each costs
-    # (relative to the upstream's own prices); a size without a price costs `price`.
+    # (relative to the upstream's own prices); 1K may be left out (it is `price`).
     sizes: tuple[str, ...] = (DEFAULT_IMAGE_SIZE,)
     prices: dict[str, int] = Field(default_factory=dict)
     native_aspect_ratios: tuple[str, ...] = Field(min_length=1)
@@ -86,6 +86,12 @@ class CatalogModel(BaseModel):
             raise ValueError("prices must give credits >= 0 for sizes the model offers")
         if self.prices.get(DEFAULT_IMAGE_SIZE, self.price) != self.price:
             raise ValueError("prices['1K'] must equal price")
+        # A larger size billed silently at the 1K price would be an easy, costly slip.
+        unpriced = [
+            size for size in self.sizes if size != DEFAULT_IMAGE_SIZE and size not in self.prices
+        ]
+        if unpriced:
+            raise ValueError(f"prices must give a price for every size besides 1K: {unpriced}")
         return self
 
     def price_for(self, image_size: str) -> int:

@@ -9,6 +9,7 @@ ProviderError types at a single boundary.
 from __future__ import annotations
 
 import abc
+import asyncio
 import base64
 import binascii
 import math
@@ -137,7 +138,8 @@ class ImagesAPIAdapter(_OpenAIAdapter):
 
     async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
         response = cast(ImagesResponse, await self._call(request, size))
-        return self._image(response)
+        # Decoding a 4K image's base64 takes long enough to stall the event loop.
+        return await asyncio.to_thread(self._image, response)
 
     def _image(self, response: ImagesResponse) -> ProviderImage:
         images = [item.b64_json for item in response.data or [] if item.b64_json]
@@ -256,7 +258,7 @@ class OpenAIResponsesAdapter(_OpenAIAdapter):
             tools=[tool],
             tool_choice={"type": "image_generation"},
         )
-        return _image_from_response(response)
+        return await asyncio.to_thread(_image_from_response, response)
 
 
 def _image_from_response(response: OpenAIResponse) -> ProviderImage:

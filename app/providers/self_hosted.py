@@ -101,8 +101,14 @@ class SelfHostedAdapters:
     clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     async def aclose(self) -> None:
-        for adapter in self.adapters.values():
-            await adapter.aclose()
+        for model_id, adapter in self.adapters.items():
+            try:
+                await adapter.aclose()
+            except Exception as exc:  # noqa: BLE001 - a plugin's close must not stop shutdown
+                log.warning(
+                    "self-hosted adapter failed to close",
+                    extra={"model": model_id, "error": type(exc).__name__},
+                )
         for client in self.clients:
             await client.aclose()
 
@@ -124,7 +130,11 @@ def build_self_hosted(
             continue
         api_key = None
         if model.api_key_env is not None:
-            api_key = settings.upstream_key(model.api_key_env)
+            try:
+                api_key = settings.upstream_key(model.api_key_env)
+            except ValueError as exc:
+                _not_configured(model, str(exc))
+                continue
             if api_key is None:
                 _not_configured(model, f"environment variable {model.api_key_env} is not set")
                 continue

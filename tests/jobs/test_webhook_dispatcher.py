@@ -211,13 +211,29 @@ async def test_a_delivery_left_by_a_dead_dispatcher_is_made_after_a_restart(
     made = await _finished_job(sessions, receiver.url("/ok"))
     # A dispatcher claimed it (attempt 1) and died before posting; its lease ran out.
     async with sessions() as session, session.begin():
-        claimed = await webhooks.claim_next(session, timedelta(seconds=-1))
+        claimed = await webhooks.claim_next(session, timedelta(seconds=-1), max_attempts=6)
     assert claimed is not None and claimed.id == made.delivery_id
     async with _client() as client, _running(_dispatcher(sessions, client)):
         (row,) = await _settled(sessions, made.delivery_id)
     assert len(_for(receiver, "/ok", made)) == 1
     assert row.status == WebhookStatus.DELIVERED
     assert [a.attempt for a in await _attempts(sessions, made.delivery_id)] == [2]
+
+
+async def test_a_delivery_whose_attempts_all_died_unrecorded_is_failed_not_claimed_again(
+    sessions: Sessions, receiver: Receiver
+) -> None:
+    """Every claim counts an attempt; claims that never recorded one (a body that would
+    not render, dispatchers dying) must not make a delivery claimable forever."""
+    made = await _finished_job(sessions, receiver.url("/ok"))
+    for _ in range(2):
+        async with sessions() as session, session.begin():
+            assert await webhooks.claim_next(session, timedelta(seconds=-1), max_attempts=2)
+    async with sessions() as session, session.begin():
+        assert await webhooks.claim_next(session, timedelta(seconds=-1), max_attempts=2) is None
+    (row,) = await _settled(sessions, made.delivery_id)
+    assert row.status == WebhookStatus.FAILED
+    assert _for(receiver, "/ok", made) == []
 
 
 async def test_a_private_address_is_refused_without_the_setting(

@@ -7,7 +7,13 @@ import ipaddress
 import pytest
 
 from app.errors import InvalidRequest
-from app.jobs.webhook_target import TargetRefused, forbidden_reason, resolve, validate_webhook_url
+from app.jobs.webhook_target import (
+    ResolutionFailed,
+    TargetRefused,
+    forbidden_reason,
+    resolve,
+    validate_webhook_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,6 +62,9 @@ def test_good_urls_pass_and_private_literals_pass_when_allowed() -> None:
         ("127.0.0.1", "loopback"),
         ("::1", "loopback"),
         ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped
+        ("2002:7f00:1::", "loopback"),  # 6to4 wrapping 127.0.0.1
+        ("2002:a00:1::", "private"),  # 6to4 wrapping 10.0.0.1
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "private"),  # Teredo to 10.0.0.1
         ("10.0.0.1", "private"),
         ("192.168.1.1", "private"),
         ("172.16.0.1", "private"),
@@ -91,6 +100,7 @@ async def test_https_keeps_the_name_for_sni() -> None:
     assert target.url.startswith("https://") and ":443/in" in target.url
 
 
-async def test_an_unresolvable_name_is_refused() -> None:
-    with pytest.raises(TargetRefused, match="could not resolve"):
+async def test_an_unresolvable_name_is_a_failed_lookup_not_a_refusal() -> None:
+    """A lookup that fails now may answer later: retried, unlike a forbidden address."""
+    with pytest.raises(ResolutionFailed, match="could not resolve"):
         await resolve("http://no-such-host.invalid/", allow_private=True)

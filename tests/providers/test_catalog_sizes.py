@@ -24,11 +24,11 @@ def test_without_sizes_a_model_offers_1k_at_its_price() -> None:
     assert model.price_for("1K") == 10 and model.size_prices == {"1K": 10}
 
 
-def test_sizes_come_smallest_first_and_unpriced_sizes_cost_the_price() -> None:
-    sizes = {"sizes": ["4K", "1K", "512"], "prices": {"4K": 30}}
+def test_sizes_come_smallest_first_and_1k_costs_the_price() -> None:
+    sizes = {"sizes": ["4K", "1K", "512"], "prices": {"4K": 30, "512": 6}}
     model = CatalogModel.model_validate({**BASE, **sizes})
     assert model.sizes == ("512", "1K", "4K")
-    assert model.size_prices == {"512": 10, "1K": 10, "4K": 30}
+    assert model.size_prices == {"512": 6, "1K": 10, "4K": 30}
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,7 @@ def test_sizes_come_smallest_first_and_unpriced_sizes_cost_the_price() -> None:
         {"sizes": ["1K"], "prices": {"2K": 20}},  # a price for a size not offered
         {"sizes": ["1K", "2K"], "prices": {"2K": -1}},
         {"prices": {"1K": 11}},  # disagrees with price
+        {"sizes": ["1K", "4K"]},  # 4K would be billed at the 1K price
     ],
 )
 def test_inconsistent_sizes_or_prices_are_refused(extra: dict[str, Any]) -> None:

@@ -185,6 +185,31 @@ async def test_a_plugin_cannot_replace_a_built_in_adapter(tmp_path: Path) -> Non
     await built.aclose()
 
 
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "IMAGEGATE_ADMIN_TOKEN",
+        "IMAGEGATE_URL_SIGNING_SECRET",
+        "OPENAI_API_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+    ],
+)
+async def test_an_entry_cannot_send_the_gateways_own_secrets(variable: str) -> None:
+    """api_key_env naming a setting or credential of the gateway leaves the entry
+    unconfigured: its value would go to whatever server base_url names."""
+    settings = Settings(_env_file=None)
+    entry = self_hosted_entry(
+        "local/x", "openai-compatible", base_url="http://127.0.0.1:9/v1", api_key_env=variable
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(variable, "a-secret-of-the-gateway")
+        built = build_self_hosted(
+            Catalog((CatalogModel.model_validate(entry),)), settings, upstream_limits(settings)
+        )
+    assert "local/x" not in built.adapters
+    await built.aclose()
+
+
 def test_the_registry_and_the_catalog_agree_on_first_party_adapters() -> None:
     assert frozenset(ADAPTERS) == FIRST_PARTY_ADAPTERS
 
