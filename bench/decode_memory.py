@@ -27,14 +27,24 @@ import json
 import os
 import platform
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from PIL import Image
-from run import PY, RESULTS, ROOT, Server, admin, base_env, emulator, free_port, running
+from run import (
+    PY,
+    RESULTS,
+    ROOT,
+    PeakSampler,
+    Server,
+    admin,
+    base_env,
+    emulator,
+    free_port,
+    running,
+)
 
 SIDE = 6000
 MIB = 1024 * 1024
@@ -78,28 +88,6 @@ def gateway(root: Path, work: Path, gemini: Server, name: str, env: dict[str, st
         ready_path="/healthz",
         cwd=root,
     )
-
-
-class Sampler:
-    """The gateway's RSS every 10 ms in a thread (the load runs on the main loop)."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self.server.rss())
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def burst(url: str, key: str, source: str, concurrency: int) -> tuple[dict[str, int], float]:
@@ -154,7 +142,7 @@ def measure(
         warm = "data:image/png;base64," + base64.b64encode(small.getvalue()).decode()
         asyncio.run(burst(server.url, key, warm, 1))
         idle = server.rss()
-        with Sampler(server) as sampler:
+        with PeakSampler(server.rss) as sampler:
             statuses, wall = asyncio.run(burst(server.url, key, source, args.concurrency))
         after = server.rss()
         high_water = server.peak_rss()

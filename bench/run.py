@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +158,30 @@ class Server:
             self.process.wait(timeout=15)
 
 
+class PeakSampler:
+    """The largest value of `read()` (e.g. an RSS), sampled every `interval` seconds in a
+    thread for the duration of the `with`."""
+
+    def __init__(self, read: Callable[[], int], interval: float = 0.01) -> None:
+        self.read = read
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.read())
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @contextmanager
 def running(*servers: Server) -> Iterator[None]:
     started: list[Server] = []
@@ -238,9 +262,9 @@ def provision(server: Server) -> str:
         "limits",
         "bench",
         "--per-minute",
-        "100000000",
+        "1000000",  # the CLI's largest limit
         "--key-per-minute",
-        "100000000",
+        "1000000",
     )
     return key
 

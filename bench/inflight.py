@@ -1,0 +1,346 @@
+"""In-flight capacity: thousands of slow generations held by one gateway process.
+
+    .venv/bin/python bench/inflight.py --concurrency 2000 --delay 20
+    .venv/bin/python bench/inflight.py --concurrency 2000 --delay 20 --postgres
+
+One `imagegate serve --emulate` process (embedded defaults: SQLite + local directory, or
+embedded Postgres from devtools/postgres.py with `--postgres`) whose in-process Gemini
+emulator holds every call for `--delay` seconds (a delay fault through the emulator's
+control API, the gateway's admin token). `--concurrency` generations (POST
+/api/v1/generate-image, one 1:1 image of the default model) are sent at once by
+bench/loadgen.py in its own process (httpx, a pool of `--concurrency` connections), while
+a second loadgen process probes /healthz every 100 ms. Measured: statuses, the gateway's
+peak RSS (psutil every 100 ms and the kernel's VmHWM; the emulator lives in the same
+process, so its share of memory and CPU counts too), /healthz p50/p99 throughout, and the
+latency a request adds over the upstream delay (p50/p99 of latency - delay).
+
+The limits a default gateway sets for far fewer requests are raised to let the load in
+(listed in the results as `settings`): upstream in-flight calls and connections per
+provider, uvicorn's concurrency limit, the tenant's and key's rate limits (CLI) and the
+open-file limit of this process and its children (each request is two sockets in the
+gateway: client and upstream). Results are merged by label into
+bench/results/inflight.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from run import (
+    BENCH,
+    OPENAI_BODY,
+    PY,
+    RESULTS,
+    ROOT,
+    PeakSampler,
+    Server,
+    base_env,
+    emulator,
+    ensure_litellm,
+    free_port,
+    litellm,
+    log,
+    percentile,
+    provision,
+    running,
+)
+
+MIB = 1024 * 1024
+ADMIN_TOKEN = "bench-inflight-admin-token-0123456789"
+FAULTS = "/emulators/gemini/_emulator/faults"
+BODY = {"prompt": "A lighthouse on a cliff at dusk, volumetric light, 35mm photo"}
+
+
+def settings(concurrency: int) -> dict[str, str]:
+    """What an operator raises to hold `concurrency` slow generations in one process."""
+    return {
+        # Upstream exchanges in flight per provider, below the connection pool.
+        "IMAGEGATE_UPSTREAM_MAX_IN_FLIGHT": str(concurrency + 100),
+        "IMAGEGATE_UPSTREAM_MAX_CONNECTIONS": str(concurrency + 200),
+        # uvicorn answers 503 past this many connections + requests.
+        "IMAGEGATE_SERVER_LIMIT_CONCURRENCY": str(concurrency + 500),
+        "IMAGEGATE_SERVER_BACKLOG": str(max(2048, concurrency + 500)),
+    }
+
+
+@dataclass
+class Target:
+    """What is loaded: its processes (the measured one first), where to send generations
+    and probes, and where the upstream's delay fault is set."""
+
+    servers: list[Server]
+    post_path: str
+    body: dict[str, Any]
+    health_path: str
+    faults_url: Callable[[], str]
+    faults_auth: dict[str, str]
+    headers: dict[str, str]
+
+    @property
+    def measured(self) -> Server:
+        return self.servers[-1]
+
+
+def gateway(
+    work: Path, concurrency: int, database_url: str | None, upstream: Server | None
+) -> Server:
+    port = free_port()
+    data = work / "gateway"
+    data.mkdir(parents=True, exist_ok=True)
+    env = (
+        base_env()
+        | {
+            "IMAGEGATE_DATA_DIR": str(data),
+            "IMAGEGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "IMAGEGATE_DRAIN_DELAY_SECONDS": "0",
+            "IMAGEGATE_LOG_LEVEL": "WARNING",
+        }
+        | settings(concurrency)
+    )
+    if database_url is not None:
+        env["IMAGEGATE_DATABASE_URL"] = database_url
+    argv = [PY, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if upstream is None:
+        argv.append("--emulate")
+    else:
+        env["IMAGEGATE_GEMINI_API_KEY"] = "bench"
+        env["IMAGEGATE_GEMINI_BASE_URL"] = upstream.url
+    return Server("gateway", argv, env, port, work / "gateway.log", ready_path="/healthz")
+
+
+def raise_open_files(wanted: int) -> int:
+    """The soft open-file limit up to `wanted` (at most the hard one); children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(max(soft, wanted), hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def set_delay(target: Target, seconds: float) -> None:
+    url, auth = target.faults_url(), target.faults_auth
+    httpx.delete(url, headers=auth, timeout=10).raise_for_status()
+    fault = {"kind": "delay", "seconds": seconds, "count": 10_000}  # the API's largest
+    httpx.post(url, json={"faults": [fault]}, headers=auth, timeout=10).raise_for_status()
+
+
+def target(args: argparse.Namespace, work: Path, database_url: str | None) -> Target:
+    if args.peer == "litellm":
+        openai = emulator("openai", work)
+        lite = litellm(ensure_litellm(), work, openai)
+        return Target(
+            [openai, lite], "/v1/images/generations", OPENAI_BODY, "/health/liveliness",
+            lambda: openai.url + "/_emulator/faults", {}, {},
+        )  # fmt: skip
+    if args.upstream == "process":
+        gemini = emulator("gemini", work)
+        server = gateway(work, args.concurrency, database_url, gemini)
+        return Target(
+            [gemini, server], "/api/v1/generate-image", BODY, "/healthz",
+            lambda: gemini.url + "/_emulator/faults", {}, {},
+        )  # fmt: skip
+    server = gateway(work, args.concurrency, database_url, None)
+    return Target(
+        [server], "/api/v1/generate-image", BODY, "/healthz",
+        lambda: server.url + FAULTS, {"Authorization": f"Bearer {ADMIN_TOKEN}"}, {},
+    )  # fmt: skip
+
+
+def measure(args: argparse.Namespace, work: Path, database_url: str | None) -> dict[str, Any]:
+    goal = target(args, work, database_url)
+    try:
+        return _measure(args, work, goal)
+    finally:
+        # The gateway's log outlives the work directory, for the errors behind a status.
+        for server in goal.servers:
+            if server.log_path.exists():
+                keep = Path(tempfile.gettempdir()) / f"inflight-{args.label}-{server.name}.log"
+                keep.write_bytes(server.log_path.read_bytes())
+
+
+def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, Any]:
+    server = goal.measured
+    with running(*goal.servers):
+        if args.peer == "gateway":
+            goal.headers["Authorization"] = f"Bearer {provision(server)}"
+        headers = [f"--header={name}: {value}" for name, value in goal.headers.items()]
+        body = work / "body.json"
+        body.write_text(json.dumps(goal.body))
+        # Warm-up without the delay: imports, pools, the emulator's first render.
+        warm = work / "warm.json"
+        subprocess.run(
+            [PY, str(BENCH / "loadgen.py"), "load", "--url", server.url + goal.post_path,
+             "--body", str(body), *headers,
+             "--concurrency", "4", "--requests", "8", "--out", str(warm)],
+            check=True,
+        )  # fmt: skip
+        set_delay(goal, args.delay)
+        idle = server.rss()
+        stop_file = work / "stop"
+        probe_out, load_out = work / "probe.json", work / "load.json"
+        log(f"{args.label}: {args.concurrency} generations, upstream delay {args.delay:g} s")
+        cpu_before = server.cpu_seconds()
+        # RSS just before the upstream answers: what holding the requests costs, before
+        # the answers (buffered while they wait for the image thread) add theirs.
+        waiting: list[int] = []
+        timer = threading.Timer(args.delay * 0.9, lambda: waiting.append(server.rss()))
+        timer.start()
+        with PeakSampler(server.rss, 0.1) as sampler:
+            probe = subprocess.Popen(
+                [PY, str(BENCH / "loadgen.py"), "probe", "--url", server.url + goal.health_path,
+                 "--interval", "0.1", "--stop-file", str(stop_file),
+                 "--max-seconds", str(args.delay * 10 + 300), "--out", str(probe_out)]
+            )  # fmt: skip
+            load = subprocess.run(
+                [PY, str(BENCH / "loadgen.py"), "load",
+                 "--url", server.url + goal.post_path, "--body", str(body), *headers,
+                 "--concurrency", str(args.concurrency), "--requests", str(args.concurrency),
+                 "--timeout", str(args.delay * 10 + 120), "--out", str(load_out)],
+                check=False,
+            )  # fmt: skip
+            stop_file.touch()
+            probe.wait(timeout=60)
+        cpu = server.cpu_seconds() - cpu_before
+        high_water = server.peak_rss()
+        alive = server.process is not None and server.process.poll() is None
+    result = json.loads(load_out.read_text()) if load.returncode == 0 else {}
+    health = json.loads(probe_out.read_text())
+    peak = max(sampler.peak, high_water)
+    latencies = [s * 1000 for s in result.get("latencies", [])]
+    added = [ms - args.delay * 1000 for ms in latencies]
+    health_ms = [s * 1000 for s in health["latencies"]]
+    statuses = result.get("statuses", {})
+    row = {
+        "label": args.label,
+        "server": args.peer if args.peer == "litellm" else f"gateway, upstream {args.upstream}",
+        "database": "postgres" if args.postgres else "none" if args.peer == "litellm" else "sqlite",
+        "concurrency": args.concurrency,
+        "delay_s": args.delay,
+        "statuses": statuses,
+        "ok": statuses.get("200", 0),
+        "sample_error": result.get("sample_error"),
+        "wall_s": round(result.get("wall_seconds", 0.0), 2),
+        "gateway_alive_after": alive,
+        "idle_rss_mib": round(idle / MIB, 1),
+        "peak_rss_mib": round(peak / MIB, 1),
+        "waiting_rss_mib": round(waiting[0] / MIB, 1) if waiting else None,
+        "rss_per_inflight_kib": round((peak - idle) / 1024 / args.concurrency, 1),
+        "gateway_cpu_s": round(cpu, 1),
+        "healthz_samples": len(health_ms),
+        "healthz_failures": health["failures"],
+        "healthz_p50_ms": round(percentile(health_ms, 50), 1),
+        "healthz_p99_ms": round(percentile(health_ms, 99), 1),
+        "healthz_max_ms": round(max(health_ms, default=0.0), 1),
+        "added_p50_ms": round(percentile(added, 50), 1),
+        "added_p99_ms": round(percentile(added, 99), 1),
+        "added_max_ms": round(max(added, default=0.0), 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "settings": {}
+        if args.peer == "litellm"
+        else settings(args.concurrency) | {"tenant/key per minute (CLI)": "1000000"},
+    }  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def write(row: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "inflight.json"
+    stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    row["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    row["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    stored[row["label"]] = row
+    path.write_text(json.dumps(stored, indent=2) + "\n")
+    lines = [
+        "# In-flight capacity: slow generations held by one gateway process",
+        "",
+        "`bench/inflight.py`: one gateway process, its Gemini emulator inside it (`serve",
+        "--emulate`, upstream emulate) or in its own process (upstream process, renders",
+        "memoised), or the LiteLLM proxy in front of the OpenAI emulator; every upstream call",
+        "delayed; all requests sent at once from another process; /healthz (LiteLLM:",
+        "/health/liveliness) probed every 100 ms throughout. Added = latency - upstream delay",
+        "(successes only). Load average is the machine's (1, 5, 15 min) at the end of the run:",
+        "a shared 2-core machine.",
+        "",
+        "| run | server | db | in flight | delay (s) | statuses | peak RSS (MiB) "
+        "| RSS at 0.9 x delay (MiB) | idle RSS (MiB) "
+        "| KiB per request | /healthz p50 / p99 / max (ms) | added p50 / p99 / max (ms) "
+        "| gateway CPU (s) | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in stored.items():
+        lines.append(
+            f"| {name} | {r.get('server', 'gateway, upstream emulate')} | {r['database']} "
+            f"| {r['concurrency']} | {r['delay_s']:g} | {r['statuses']} "
+            f"| {r['peak_rss_mib']} | {r.get('waiting_rss_mib') or '-'} | {r['idle_rss_mib']} "
+            f"| {r['rss_per_inflight_kib']} "
+            f"| {r['healthz_p50_ms']} / {r['healthz_p99_ms']} / {r['healthz_max_ms']} "
+            f"| {r['added_p50_ms']} / {r['added_p99_ms']} / {r['added_max_ms']} "
+            f"| {r['gateway_cpu_s']} | {r['load_average']} |"
+        )
+    (RESULTS / "inflight.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, default=2000)
+    parser.add_argument("--delay", type=float, default=20.0)
+    parser.add_argument("--postgres", action="store_true", help="embedded Postgres, not SQLite")
+    parser.add_argument(
+        "--upstream",
+        choices=["emulate", "process"],
+        default="emulate",
+        help="the Gemini emulator inside the gateway (serve --emulate) or in its own "
+        "process (bench/emulator.py, renders memoised: only the gateway is measured)",
+    )
+    parser.add_argument(
+        "--peer",
+        choices=["gateway", "litellm"],
+        default="gateway",
+        help="litellm: the same load through the LiteLLM proxy (bench/run.py's setup) in "
+        "front of the OpenAI emulator in its own process",
+    )
+    parser.add_argument("--label", help="row name (default: server-db-concurrency)")
+    args = parser.parse_args()
+    db = "postgres" if args.postgres else "sqlite"
+    server = "litellm" if args.peer == "litellm" else f"gateway-{args.upstream}-{db}"
+    args.label = args.label or f"{server}-{args.concurrency}"
+    raise_open_files(4 * args.concurrency + 1024)
+    with tempfile.TemporaryDirectory(prefix="inflight-") as tmp:
+        work = Path(tmp)
+        if args.postgres:
+            sys.path.insert(0, str(ROOT))  # devtools/ is not an installed package
+            from app.db.migrate import upgrade
+            from devtools.postgres import Postgres
+
+            postgres = Postgres(work / "postgres")
+            try:
+                url = postgres.start()
+                upgrade(url)  # `serve` migrates SQLite only; Postgres is `imagegate migrate`
+                row = measure(args, work, url)
+            finally:
+                postgres.stop()
+        else:
+            row = measure(args, work, None)
+    write(row)
+
+
+if __name__ == "__main__":
+    main()
