@@ -74,6 +74,10 @@ class OpenAICompatibleAdapter(ImagesAPIAdapter):
         # A server that takes no key still gets a placeholder: the SDK would otherwise read
         # OPENAI_API_KEY from the environment and send the OpenAI key to this server.
         super().__init__(api_key=api_key or "none", base_url=base_url, http_client=http_client)
+        # Nor may it send the OpenAI organization and project the SDK reads from
+        # OPENAI_ORG_ID / OPENAI_PROJECT_ID: they belong to the gateway's OpenAI account.
+        self._client.organization = None
+        self._client.project = None
         self._extra = dict(options)
 
     def _size(self, request: ImageRequest) -> str:

@@ -62,32 +62,26 @@ def _base_url(upstream: SelfHostedUpstream) -> str:
     return upstream.base_url
 
 
-def _openai_compatible(
-    upstream: SelfHostedUpstream, model: CatalogModel, _settings: Settings
-) -> ProviderAdapter:
-    return OpenAICompatibleAdapter(
-        base_url=_base_url(upstream),
-        api_key=upstream.api_key,
-        http_client=upstream.http_client,
-        options=model.options,
-    )
+def _over_http(adapter: type[OpenAICompatibleAdapter | Automatic1111Adapter]) -> SelfHostedFactory:
+    """A factory for a built-in adapter that takes the entry's base URL, key and options."""
 
+    def build(
+        upstream: SelfHostedUpstream, model: CatalogModel, _settings: Settings
+    ) -> ProviderAdapter:
+        return adapter(
+            base_url=_base_url(upstream),
+            api_key=upstream.api_key,
+            http_client=upstream.http_client,
+            options=model.options,
+        )
 
-def _automatic1111(
-    upstream: SelfHostedUpstream, model: CatalogModel, _settings: Settings
-) -> ProviderAdapter:
-    return Automatic1111Adapter(
-        base_url=_base_url(upstream),
-        api_key=upstream.api_key,
-        http_client=upstream.http_client,
-        options=model.options,
-    )
+    return build
 
 
 # Built-in self-hosted adapters by catalog `adapter` name. Adding one is one line here.
 BUILT_IN: dict[str, SelfHostedFactory] = {
-    "openai-compatible": _openai_compatible,
-    "automatic1111": _automatic1111,
+    "openai-compatible": _over_http(OpenAICompatibleAdapter),
+    "automatic1111": _over_http(Automatic1111Adapter),
 }
 
 

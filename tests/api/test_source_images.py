@@ -18,7 +18,15 @@ from app.storage.base import ObjectNotFound
 from app.storage.factory import create_image_store
 from app.storage.keys import job_source_key
 from tests.support.gateway import Stack, TenantHandle
-from tests.support.images import BLUE, GREEN, RED, band_colours, png_header_only, solid_png
+from tests.support.images import (
+    BLUE,
+    GREEN,
+    RED,
+    band_channels,
+    band_colours,
+    png_header_only,
+    solid_png,
+)
 
 PATH = "/api/v1/generate-image"
 PRICE = 4  # google/gemini-2.5-flash-image, which takes at most 3 references
@@ -80,6 +88,25 @@ async def test_three_references_reach_openai_edits_and_responses(stack: Stack, m
     assert response.status_code == 200, response.text
     picture = await _picture(response.json()["images"][0]["url"])
     assert band_colours(picture, 3) == [RED, GREEN, BLUE]
+
+
+@pytest.mark.parametrize(("size", "price"), [("1K", 3), ("2K", 8)])
+async def test_three_references_on_flux_2_are_one_exact_webp_at_the_sizes_price(
+    stack: Stack, size: str, price: int
+) -> None:
+    """FLUX.2 takes up to 8 references (input_image, input_image_2, ...): the emulator
+    fills one band per reference it received, in order."""
+    tenant = await stack.new_tenant(credits=100)
+    response = await _post(
+        stack, tenant, model="bfl/flux-2-pro", sourceImages=RGB, aspectRatio="16:9", imageSize=size
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["creditsCharged"] == price
+    picture = await _picture(response.json()["images"][0]["url"])
+    assert picture.format == "WEBP" and picture.width * 9 == picture.height * 16
+    assert band_channels(picture, 3) == ["R", "G", "B"]
+    assert await stack.balance(tenant) == 100 - price
+    assert (await stack.audit(tenant)).ok
 
 
 async def test_a_single_reference_model_names_its_limit(stack: Stack) -> None:

@@ -216,10 +216,12 @@ async def test_a_url_result_is_refused_not_fetched(monkeypatch: pytest.MonkeyPat
     assert sent["model"] == "gpt-image-1"
 
 
-async def test_an_entry_without_a_key_never_sends_the_openai_key(
+async def test_an_entry_without_a_key_never_sends_the_openai_key_or_account_ids(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-the-real-openai-key")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-the-gateways")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-the-gateways")
     upstream = _Recorder({"created": 1, "data": []})
     async with httpx.AsyncClient(transport=httpx.MockTransport(upstream)) as client:
         subject = OpenAICompatibleAdapter(
@@ -229,6 +231,8 @@ async def test_an_entry_without_a_key_never_sends_the_openai_key(
             await subject.generate(request())
     headers = upstream.requests[0].headers
     assert "sk-the-real-openai-key" not in headers.get("authorization", "")
+    # Nor the gateway's OpenAI organization and project.
+    assert "openai-organization" not in headers and "openai-project" not in headers
 
 
 async def test_an_unset_key_variable_leaves_the_model_unconfigured_and_says_so(
