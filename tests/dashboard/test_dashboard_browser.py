@@ -313,7 +313,9 @@ async def test_several_source_images_up_to_the_models_limit(
         for colour in ("red", "lime", "blue", "yellow")
     ]
     await picker.set_input_files(files)
-    await page.wait_for_function("document.querySelectorAll('#source-preview img').length === 3")
+    await page.wait_for_function(
+        "() => document.querySelectorAll('#source-preview img').length === 3"
+    )
     names = preview.locator(".source-name")
     assert await names.all_text_contents() == ["red.png", "lime.png", "blue.png"]
     assert "at most 3" in (await page.locator("#source-error").text_content() or "")
