@@ -11,7 +11,6 @@ failed for good: its last attempt's hold released, its source object removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -29,6 +28,7 @@ from app.generation.source_image import FIELD as SOURCE_IMAGE
 from app.generation.sources import SOURCE_IMAGES
 from app.housekeeping.sweeper import drop_objects
 from app.jobs import service as jobs
+from app.jobs.claim_loop import ClaimLoop
 from app.observability.tracing import AttributeValue, current_span, root_span
 from app.providers.catalog import Catalog
 from app.storage.base import ImageStore, StorageUnavailable
@@ -58,46 +58,26 @@ class JobRunner:
         self._generation = generation
         self._catalog = catalog
         self._store = store
-        self._slots = asyncio.Semaphore(concurrency)
         self._lease = lease
         self._max_attempts = max_attempts
-        self._poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = ClaimLoop(
+            claim=self._claim,
+            handle=self._run_job,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            what="a job",
+        )
 
     def wake(self) -> None:
         """A job was submitted: look now rather than at the next poll."""
-        self._wake.set()
+        self._loop.wake()
 
     async def run(self) -> None:
-        try:
-            while True:
-                await self._claim_while_free()
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval):
-                        await self._wake.wait()
-        finally:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._loop.run()
 
-    async def _claim_while_free(self) -> None:
-        while True:
-            await self._slots.acquire()
-            try:
-                async with self._sessions() as session, session.begin():
-                    job = await jobs.claim_next(session, self._lease)
-            except SQLAlchemyError as exc:
-                self._slots.release()
-                log.warning("could not claim a job", extra={"error": type(exc).__name__})
-                return
-            if job is None:
-                self._slots.release()
-                return
-            task = asyncio.create_task(self._run_job(job))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    async def _claim(self) -> Job | None:
+        async with self._sessions() as session, session.begin():
+            return await jobs.claim_next(session, self._lease)
 
     async def _run_job(self, job: Job) -> None:
         # A trace of its own: the submitting request's trace ended with its 202.
@@ -125,8 +105,6 @@ class JobRunner:
                     extra={"job": job.id, "attempt": job.attempts, "error": type(exc).__name__},
                 )
                 await self._after_failure(job)
-            finally:
-                self._slots.release()
 
     async def _after_failure(self, job: Job) -> None:
         """Retry a failed attempt after a pause that doubles per attempt, or give up."""
