@@ -47,15 +47,27 @@ CATEGORIES = (
 )
 
 
+def stacks(collapsed: Path) -> list[tuple[str, int]]:
+    """(stack, samples) per line of py-spy's raw output. A frame's name may itself hold a
+    newline (a decoded string shown as a frame), which leaves a line without a count:
+    such pieces are joined to the next line."""
+    result: list[tuple[str, int]] = []
+    pending = ""
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = (pending + line).rpartition(" ")
+        if not stack or not count_text.isdigit():
+            pending += line
+            continue
+        pending = ""
+        result.append((stack, int(count_text)))
+    return result
+
+
 def categories(collapsed: Path) -> str:
     """Share of samples per library, by the innermost frame we can attribute."""
     counts: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
+    for stack, count in stacks(collapsed):
         total += count
         label = "other (event loop internals, interpreter)"
         for frame in reversed(stack.split(";")):
@@ -73,11 +85,7 @@ def summarise(collapsed: Path, top: int) -> str:
     own: collections.Counter[str] = collections.Counter()
     cumulative: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in collapsed.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
+    for stack, count in stacks(collapsed):
         total += count
         frames = [f.split(" (")[0] + " (" + f.split(" (")[-1] for f in stack.split(";")]
         if frames:
