@@ -238,8 +238,9 @@ def _topology_markdown(results: dict[str, Any]) -> list[str]:
         out += [
             "",
             "One worker is bound by its own CPU (1/g requests/s); every process of a request "
-            "shares the cores (cores/(g+o)), so more workers gain at most cores*g/(g+o), less "
-            "what other processes on the machine take. g and o from the one-worker row.",
+            "shares the cores (cores/(g+o)), so more workers gain at most cores*g/(g+o) "
+            "(between 1x and the number of workers), less what other processes on the machine "
+            "take. g and o from the one-worker row.",
         ]
     return out
 

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,12 +145,16 @@ class Server:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
+        children = self.processes()[1:]  # e.g. `--workers N`'s worker processes
         self.process.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=15)
+        for child in children:  # a supervisor killed before it stopped its workers
+            with suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def cpu_of(processes: list[psutil.Process]) -> float:
@@ -195,7 +199,9 @@ def running(*servers: Server) -> Iterator[None]:
     try:
         for server in servers:
             log(f"starting {server.name} on :{server.port}")
-            started.append(server.start())
+            # Listed before it answers: one interrupted while starting is stopped too.
+            started.append(server)
+            server.start()
         yield
     finally:
         for server in reversed(started):

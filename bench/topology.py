@@ -81,10 +81,11 @@ def loadgen_start_ms(work: Path, target: Target) -> float:
 def worker_cap(one: dict[str, Any], workers: int, cores: int) -> dict[str, float]:
     """The most `workers` processes can gain over one, from one worker's CPU per request.
 
-    One worker is bound by its own CPU: at most 1/g requests per second. Every process of
-    the request (gateway g, plus emulator, services and load generator o) shares the
-    cores: at most cores/(g+o). So workers/one <= min(workers, cores*g/(g+o)); with the
-    other jobs on the machine (x per request) too, cores*g/(g+o+x).
+    One worker is bound by its own CPU, at most 1/g requests per second (g: the gateway's
+    CPU per request). All processes of a request (g, plus o: emulator, services, load
+    generator) share the cores, at most cores/(g+o). So workers/one is at most
+    cores*g/(g+o) (never below 1, never above `workers`); with the other jobs on the
+    machine (x per request) counted in, cores*g/(g+o+x).
     """
     cpu = one["cpu_ms_per_request"]
     g = cpu["gateway"]
@@ -94,9 +95,13 @@ def worker_cap(one: dict[str, Any], workers: int, cores: int) -> dict[str, float
         "gateway_ms": round(g, 2),
         "rest_ms": round(o, 2),
         "others_ms": round(x, 2),
-        "cap": round(min(workers, cores * g / (g + o)), 2) if g + o else 0.0,
-        "cap_with_others": round(min(workers, cores * g / (g + o + x)), 2) if g + o + x else 0.0,
+        "cap": _bounded(cores * g / (g + o), workers) if g else 0.0,
+        "cap_with_others": _bounded(cores * g / (g + o + x), workers) if g else 0.0,
     }
+
+
+def _bounded(gain: float, workers: int) -> float:
+    return round(min(float(workers), max(1.0, gain)), 2)
 
 
 def production(
