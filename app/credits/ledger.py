@@ -65,6 +65,15 @@ _SETTLE = (
 )
 _INSERT_HOLD = insert(_HOLDS)
 _INSERT_ENTRY = insert(_ENTRIES)
+_CHANGE_BALANCE = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.tenant_id == bindparam("b_tenant"))
+    .values(
+        balance=_ACCOUNTS.c.balance + bindparam("b_delta"),
+        updated_at=bindparam("b_now", type_=_ACCOUNTS.c.updated_at.type),
+    )
+    .returning(_ACCOUNTS.c.balance)
+)
 _BALANCE = select(_ACCOUNTS.c.balance).where(_ACCOUNTS.c.tenant_id == bindparam("b_tenant"))
 
 # The largest single grant, for every way in (admin API, CLI): far above any real top-up,
@@ -165,6 +174,20 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
     Returns False if the hold was already settled (e.g. the sweeper released it after
     expiry); then nothing changes and the caller was not charged.
     """
+    return await _settle(session, hold_id, captured, with_balance=False) is not None
+
+
+async def settle_with_balance(session: AsyncSession, hold_id: str, captured: int) -> int | None:
+    """`settle`, returning the tenant's balance after it, or None if the hold was already
+    settled (nothing changed). The balance comes from the UPDATE's RETURNING, not a
+    SELECT: on SQLite a read is a thread hop, a write inside the transaction is not."""
+    return await _settle(session, hold_id, captured, with_balance=True)
+
+
+async def _settle(
+    session: AsyncSession, hold_id: str, captured: int, *, with_balance: bool
+) -> int | None:
+    """None if the hold was already settled; else the balance after (with_balance) or 0."""
     now = utcnow()
     status = HoldStatus.CAPTURED if captured > 0 else HoldStatus.RELEASED
     result = await session.execute(
@@ -172,15 +195,14 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
     )
     row = result.one_or_none()
     if row is None:
-        return False
+        return None
     tenant_id, amount, generation_id, spend_key_id, spend_period = row
     returned = int(amount) - captured
-    if returned:
-        await _change_balance(session, tenant_id, returned)
-        if spend_key_id is not None:  # to the period it was taken from
-            await key_spend.give_back(
-                session, key_spend.SpendRow(spend_key_id, spend_period), returned
-            )
+    balance = 0
+    if returned or with_balance:  # a zero change still answers the balance
+        balance = await _return_to_balance(session, tenant_id, returned)
+    if returned and spend_key_id is not None:  # to the period it was taken from
+        await key_spend.give_back(session, key_spend.SpendRow(spend_key_id, spend_period), returned)
     kind = LedgerKind.CAPTURE if captured > 0 else LedgerKind.RELEASE
     note = f"captured {captured} of {amount}" if captured else f"released {amount}"
     await session.execute(
@@ -195,7 +217,7 @@ async def settle(session: AsyncSession, hold_id: str, captured: int) -> bool:
             "created_at": now,
         },
     )
-    return True
+    return balance
 
 
 async def expired_hold_ids(session: AsyncSession, now: datetime, limit: int = 100) -> list[str]:
@@ -236,6 +258,15 @@ async def _change_balance(session: AsyncSession, tenant_id: str, delta: int) -> 
         .where(CreditAccount.tenant_id == tenant_id)
         .values(balance=CreditAccount.balance + delta, updated_at=utcnow())
         .returning(CreditAccount.balance)
+    )
+    return int(result.scalar_one())
+
+
+async def _return_to_balance(session: AsyncSession, tenant_id: str, delta: int) -> int:
+    """`_change_balance` as a prebuilt Core statement, for the per-request settle (whose
+    session holds no account object to keep in sync)."""
+    result = await session.execute(
+        _CHANGE_BALANCE, {"b_tenant": tenant_id, "b_delta": delta, "b_now": utcnow()}
     )
     return int(result.scalar_one())
 

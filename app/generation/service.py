@@ -18,7 +18,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.credits.ledger import Hold, get_balance, reserve, settle
+from app.credits.ledger import Hold, get_balance, reserve, settle, settle_with_balance
 from app.db.models import Generation, Image, new_id, utcnow
 from app.db.statuses import GenerationStatus
 from app.errors import (
@@ -156,12 +156,15 @@ class GenerationService:
             charged = sum(item.model.price_for(request.image_size) for item in stored)
             with span("settle", {"imagegate.images": len(stored)}) as traced:
                 async with self._sessions() as session, session.begin():
-                    if not await settle(session, hold.id, charged):
+                    # The balance comes back from the settle's own UPDATE (no read).
+                    balance = await settle_with_balance(session, hold.id, charged)
+                    if balance is None:
                         # The sweeper released an expired hold first: the images are free.
                         log.warning(
                             "hold settled by sweeper before delivery", extra={"hold": hold.id}
                         )
                         charged = 0
+                        balance = await get_balance(session, caller.tenant_id)
                     await self._record(
                         session,
                         caller.tenant_id,
@@ -172,7 +175,7 @@ class GenerationService:
                         upstream_ms,
                         started,
                     )
-                    remaining = await get_balance(session, caller.tenant_id)
+                    remaining = balance
                 traced.set("imagegate.credits.charged", charged)
             self._metrics.credits_charged.inc(charged)
             self._metrics.credits_refunded.inc(hold.amount - charged)
