@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aiosqlite
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -12,6 +11,7 @@ from app.credits import ledger
 from app.db.engine import create_engine
 from app.db.models import Base
 from tests.support.ledger import Sessions, new_tenant, reserve
+from tests.support.sqlite_hops import count_hops
 
 
 async def _tenant_with_hold(sessions: Sessions, amount: int) -> tuple[str, str]:
@@ -44,14 +44,7 @@ async def test_a_settle_on_sqlite_sends_only_the_commit_to_the_thread(
             await connection.run_sync(Base.metadata.create_all)
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         _, hold_id = await _tenant_with_hold(sessions, 4)
-        sent: list[str] = []
-        original = aiosqlite.Connection._execute
-
-        async def counting(self: aiosqlite.Connection, fn: object, *args: object) -> object:
-            sent.append(getattr(fn, "__name__", repr(fn)))
-            return await original(self, fn, *args)  # type: ignore[no-untyped-call]
-
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+        sent = count_hops(monkeypatch)
         async with sessions() as session, session.begin():
             assert await ledger.settle_with_balance(session, hold_id, 4) == 6
         # The settle's writes run inside the write lock on the loop; a balance SELECT

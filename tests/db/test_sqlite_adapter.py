@@ -7,7 +7,6 @@ import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiosqlite
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
@@ -15,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import create_engine
+from tests.support.sqlite_hops import count_hops
 
 
 @pytest_asyncio.fixture
@@ -29,15 +29,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the functions sent to a connection's thread."""
-    sent: list[str] = []
-    original = aiosqlite.Connection._execute
-
-    async def counting(self: aiosqlite.Connection, fn: object, *args: object) -> object:
-        sent.append(getattr(fn, "__name__", repr(fn)))
-        return await original(self, fn, *args)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
-    return sent
+    return count_hops(monkeypatch)
 
 
 async def test_writes_in_a_transaction_take_no_hop_reads_and_commit_do(
