@@ -13,7 +13,8 @@ says no transaction is open. Two kinds of statement take no hop at all, because 
 cannot wait: BEGIN IMMEDIATE tried with a zero busy timeout (if another process holds
 the write lock, it goes to the thread and waits there), and data changes inside a
 transaction, which already holds the write lock. Reads and COMMIT (fsync) always go to
-the thread. A generation makes 2 hops (its two COMMITs) where it made ~45.
+the thread. A generation makes its two COMMITs and, with an API key, the read of its
+spend limit: 2-3 hops where it made ~45.
 
 It plugs in through create_async_engine's `module=` argument, so the dialect, the SQL
 and the semantics are SQLAlchemy's own.
