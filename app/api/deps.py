@@ -71,62 +71,62 @@ def installed_state(app: FastAPI) -> AppState:
     return state
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     return installed_state(request.app)
 
 
 StateDep = Annotated[AppState, Depends(app_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_engine(state: StateDep) -> AsyncEngine:
+async def get_engine(state: StateDep) -> AsyncEngine:
     return state.engine
 
 
-def get_sessions(state: StateDep) -> async_sessionmaker[AsyncSession]:
+async def get_sessions(state: StateDep) -> async_sessionmaker[AsyncSession]:
     return state.sessions
 
 
-def get_catalog(state: StateDep) -> Catalog:
+async def get_catalog(state: StateDep) -> Catalog:
     return state.catalog
 
 
-def get_image_store(state: StateDep) -> ImageStore:
+async def get_image_store(state: StateDep) -> ImageStore:
     return state.image_store
 
 
-def get_url_signer(state: StateDep) -> UrlSigner:
+async def get_url_signer(state: StateDep) -> UrlSigner:
     return state.url_signer
 
 
-def get_generation(state: StateDep) -> GenerationService:
+async def get_generation(state: StateDep) -> GenerationService:
     return state.generation
 
 
-def get_rate_limiter(state: StateDep) -> RateLimiter:
+async def get_rate_limiter(state: StateDep) -> RateLimiter:
     return state.rate_limiter
 
 
-def get_concurrency(state: StateDep) -> ConcurrencyCaps:
+async def get_concurrency(state: StateDep) -> ConcurrencyCaps:
     return state.concurrency
 
 
-def get_job_runner(state: StateDep) -> JobRunner:
+async def get_job_runner(state: StateDep) -> JobRunner:
     return state.job_runner
 
 
-def get_metrics(state: StateDep) -> Metrics:
+async def get_metrics(state: StateDep) -> Metrics:
     return state.metrics
 
 
-def get_auth_cache(state: StateDep) -> AuthCache:
+async def get_auth_cache(state: StateDep) -> AuthCache:
     return state.auth_cache
 
 
-def get_request_budget(state: StateDep) -> DecodeBudget:
+async def get_request_budget(state: StateDep) -> DecodeBudget:
     return state.request_budget
 
 
@@ -284,7 +284,7 @@ def decided_headers(rendered: R, response: Response) -> R:
     return rendered
 
 
-def external_base_url(request: Request) -> str:
+async def external_base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 

@@ -272,7 +272,7 @@ def control_guard(token: str | None) -> Sequence[DependsParam]:
     if token is None:
         return ()
 
-    def require_token(request: Request) -> None:
+    async def require_token(request: Request) -> None:
         if not bearer_matches(request.headers.get("authorization", ""), token):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,

@@ -100,7 +100,7 @@ class _Use:
     base_url: str
 
 
-def _use(
+async def _use(
     settings: SettingsDep,
     generation: GenerationDep,
     image_store: ImageStoreDep,
