@@ -36,11 +36,17 @@ def _loopback_only(url: str) -> None:
         sys.exit(f"refusing to send load to a non-loopback address: {host}")
 
 
-async def load(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+def _headers(items: list[str]) -> dict[str, str]:
+    """The JSON content type plus every `--header 'Name: value'`."""
     headers = {"content-type": "application/json"}
-    for item in args.header:
+    for item in items:
         name, _, value = item.partition(":")
         headers[name.strip()] = value.strip()
+    return headers
+
+
+async def load(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
+    headers = _headers(args.header)
     limits = httpx.Limits(
         max_connections=args.concurrency, max_keepalive_connections=args.concurrency
     )
@@ -117,10 +123,7 @@ async def probe(args: argparse.Namespace) -> dict[str, Any]:
 async def open_loop(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
     """Every request is started at its arrival time, never waiting for an earlier one, so
     a slow server shows as latency, not as a lower offered rate (unlike `load`)."""
-    headers = {"content-type": "application/json"}
-    for item in args.header:
-        name, _, value = item.partition(":")
-        headers[name.strip()] = value.strip()
+    headers = _headers(args.header)
     results: list[tuple[float, float, str]] = []  # (offset sent, latency, status)
     health: list[float] = []
     health_failures = 0

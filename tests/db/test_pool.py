@@ -8,14 +8,11 @@ time answers 503 dependency_unavailable and charges nothing.
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
@@ -24,10 +21,16 @@ from app.db.models import CreditAccount
 from app.main import create_app
 from app.settings import Settings
 from tests.support.gateway import Stack
+from tests.support.locks import rows_locked
 from tests.support.servers import serve_in_thread
 
 GENERATE = "/api/v1/generate-image"
 BODY = {"prompt": "a red bicycle leaning on a wall"}
+
+
+def _account(tenant_id: str) -> Select[str]:
+    # Locked, the tenant's next request waits on it holding the gateway's connection.
+    return select(CreditAccount.tenant_id).where(CreditAccount.tenant_id == tenant_id)
 
 
 def _pool(engine: AsyncEngine) -> QueuePool:
@@ -76,36 +79,6 @@ async def test_sqlite_keeps_one_connection_and_waits_60_s_by_default(tmp_path: P
         await short.dispose()
 
 
-@contextmanager
-def _balance_locked(database_url: str, tenant_id: str) -> Iterator[None]:
-    """The tenant's credit account locked FOR UPDATE by another transaction within the
-    block, so the gateway's request for that tenant waits on it holding its connection."""
-    locked, release = threading.Event(), threading.Event()
-
-    async def lock() -> None:
-        engine = create_engine(database_url, pool_size=1)
-        try:
-            async with engine.connect() as connection, connection.begin():
-                await connection.execute(
-                    select(CreditAccount.tenant_id)
-                    .where(CreditAccount.tenant_id == tenant_id)
-                    .with_for_update()
-                )
-                locked.set()
-                await asyncio.to_thread(release.wait, 60)
-        finally:
-            await engine.dispose()
-
-    thread = threading.Thread(target=asyncio.run, args=(lock(),), daemon=True)
-    thread.start()
-    assert locked.wait(30), "could not lock the account"
-    try:
-        yield
-    finally:
-        release.set()
-        thread.join(30)
-
-
 async def test_an_exhausted_pool_is_503_and_charges_nothing(
     postgres_stack: Stack,
 ) -> None:
@@ -118,7 +91,7 @@ async def test_an_exhausted_pool_is_503_and_charges_nothing(
     other = await postgres_stack.new_tenant(credits=20)
     with serve_in_thread(create_app(settings)) as base_url:
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-            with _balance_locked(settings.resolved_database_url, holder.id):
+            with rows_locked(settings.resolved_database_url, _account(holder.id)):
                 blocked = asyncio.create_task(client.post(GENERATE, headers=holder.auth, json=BODY))
                 await asyncio.sleep(1.0)  # the holder waits on the lock, connection held
                 assert not blocked.done()
