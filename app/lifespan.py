@@ -68,6 +68,9 @@ async def running_services(
         await asyncio.to_thread(upgrade, settings.resolved_database_url)
     engine = create_engine(
         settings.resolved_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
         connect_timeout=settings.database_connect_timeout_seconds,
         statement_timeout=settings.db_statement_timeout_seconds,
     )

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     # client gives up 1 s later on a server that does not answer at all). Our slowest
     # statements take well under a second; migrations are not bounded.
     db_statement_timeout_seconds: float = Field(default=10, gt=0, le=3600)
+    # The Postgres connection pool: connections kept open, extra ones opened under load,
+    # and how long a request waits for a free one before it answers 503. The timeout's
+    # default is per backend (10 s Postgres, 60 s SQLite, whose single connection is
+    # queued on by design: app/db/engine.py); SQLite ignores size and overflow.
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
+    db_pool_overflow: int = Field(default=20, ge=0, le=1000)
+    db_pool_timeout_seconds: float | None = Field(default=None, gt=0, le=600)
     image_dir: Path | None = None
 
     # S3-compatible storage; credentials come the standard AWS way (env, profile, role).

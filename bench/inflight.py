@@ -8,7 +8,7 @@ embedded Postgres from devtools/postgres.py with `--postgres`) whose in-process 
 emulator holds every call for `--delay` seconds (a delay fault through the emulator's
 control API, the gateway's admin token). `--concurrency` generations (POST
 /api/v1/generate-image, one 1:1 image of the default model) are sent at once by
-bench/loadgen.py in its own process (httpx, a pool of `--concurrency` connections), while
+bench/loadgen.py `open` in its own process (aiohttp open loop; `--arrivals ramp`: `--rate`/s), while
 a second loadgen process probes /healthz every 100 ms. Measured: statuses, the gateway's
 peak RSS (psutil every 100 ms and the kernel's VmHWM; the emulator lives in the same
 process, so its share of memory and CPU counts too), /healthz p50/p99 throughout, and the
@@ -204,10 +204,13 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
                  "--interval", "0.1", "--stop-file", str(stop_file),
                  "--max-seconds", str(args.delay * 10 + 300), "--out", str(probe_out)]
             )  # fmt: skip
+            # Open loop (aiohttp): each request timed from its own arrival, so the
+            # generator adds milliseconds, not the httpx pool's queueing (~96 s p50).
+            rate = 0.0 if args.arrivals == "burst" else args.rate
             load = subprocess.run(
-                [PY, str(BENCH / "loadgen.py"), "load",
+                [PY, str(BENCH / "loadgen.py"), "open",
                  "--url", server.url + goal.post_path, "--body", str(body), *headers,
-                 "--concurrency", str(args.concurrency), "--requests", str(args.concurrency),
+                 "--requests", str(args.concurrency), "--rate", str(rate),
                  "--timeout", str(args.delay * 10 + 120), "--out", str(load_out)],
                 check=False,
             )  # fmt: skip
@@ -302,6 +305,13 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=2000)
     parser.add_argument("--delay", type=float, default=20.0)
+    parser.add_argument(
+        "--arrivals",
+        choices=["burst", "ramp"],
+        default="burst",
+        help="all requests at once, or --rate per second (all in flight when N/rate < delay)",
+    )
+    parser.add_argument("--rate", type=float, default=100.0, help="arrivals/s with --arrivals ramp")
     parser.add_argument("--postgres", action="store_true", help="embedded Postgres, not SQLite")
     parser.add_argument(
         "--upstream",

@@ -7,12 +7,9 @@ itself once the dependency is back.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +25,7 @@ from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import CreditHold, Generation, utcnow
 from app.main import create_app
 from tests.support.gateway import Stack, gateway_settings
+from tests.support.locks import rows_locked
 from tests.support.process import (
     EMULATOR_STATE_PATH,
     GatewayProcess,
@@ -222,34 +220,6 @@ def _expire_the_open_hold(direct: str, env: dict[str, str], tenant: ProcessTenan
     assert (scan["_exit"], scan["orphans"]) == (0, [])
 
 
-@contextmanager
-def _row_locked(database_url: str, hold_id: str) -> Iterator[None]:
-    """The hold's row locked FOR UPDATE by another transaction within the block, so the
-    gateway's settlement waits on the server, mid-statement."""
-    locked, release = threading.Event(), threading.Event()
-
-    async def lock() -> None:
-        engine = create_engine(database_url, pool_size=1)
-        try:
-            async with engine.connect() as connection, connection.begin():
-                await connection.execute(
-                    select(CreditHold.id).where(CreditHold.id == hold_id).with_for_update()
-                )
-                locked.set()
-                await asyncio.to_thread(release.wait, 60)
-        finally:
-            await engine.dispose()
-
-    thread = threading.Thread(target=asyncio.run, args=(lock(),), daemon=True)
-    thread.start()
-    assert locked.wait(30), "could not lock the hold"
-    try:
-        yield
-    finally:
-        release.set()
-        thread.join(30)
-
-
 def _waiting_on_a_lock(database_url: str) -> bool:
     async def work(session: AsyncSession) -> bool:
         waiting = await session.scalar(
@@ -292,7 +262,7 @@ def test_a_database_that_stalls_mid_statement_is_503_and_charges_nothing(
                 "the reservation",
                 lambda: next((h for h in _holds(direct, tenant) if h.status == "open"), None),
             )
-            with _row_locked(direct, hold.id):
+            with rows_locked(direct, select(CreditHold.id).where(CreditHold.id == hold.id)):
                 _wait_for("the settlement to wait", lambda: _waiting_on_a_lock(direct))
                 with proxy.stall():
                     response = pending.result(timeout=60)

@@ -22,12 +22,18 @@ from app.settings import asyncpg_database_url
 # a live server cancels first (a clean error, the connection stays usable); only one
 # that does not answer at all is given up on by the client.
 CLIENT_TIMEOUT_MARGIN = 1.0
+# Default pool-checkout waits: SQLite's one connection is a FIFO queue for the write
+# lock, so its waiters wait longer than Postgres ones (see _create_sqlite_engine).
+POSTGRES_POOL_TIMEOUT = 10.0
+SQLITE_POOL_TIMEOUT = 60.0
 
 
 def create_engine(
     database_url: str,
     *,
     pool_size: int = 20,
+    max_overflow: int | None = None,
+    pool_timeout: float | None = None,
     connect_timeout: float = 10.0,
     statement_timeout: float | None = None,
 ) -> AsyncEngine:
@@ -36,9 +42,11 @@ def create_engine(
     With `statement_timeout` (seconds), every Postgres connection has that server-side
     statement_timeout and a client-side command timeout just above it (see
     app/db/asyncpg_bounded.py); None (migrations) leaves statements unbounded.
+    `max_overflow` defaults to `pool_size`; `pool_timeout` (how long a checkout waits
+    for a free connection) to POSTGRES_POOL_TIMEOUT or SQLITE_POOL_TIMEOUT.
     """
     if database_url.startswith("sqlite"):
-        return _create_sqlite_engine(database_url)
+        return _create_sqlite_engine(database_url, pool_timeout=pool_timeout or SQLITE_POOL_TIMEOUT)
     database_url = asyncpg_database_url(database_url)
     asyncpg_driver = _is_asyncpg(database_url)
     connect_args: dict[str, Any] = {}
@@ -55,9 +63,9 @@ def create_engine(
         connect_args=connect_args,
         **({"module": bounded_dbapi()} if asyncpg_driver else {}),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=True,
-        pool_timeout=10,
+        pool_timeout=pool_timeout or POSTGRES_POOL_TIMEOUT,
     )
     _connect_failures_are_operational(engine)
     _disconnects_are_operational(engine)
@@ -126,7 +134,7 @@ def _disconnects_are_operational(engine: AsyncEngine) -> None:
         )
 
 
-def _create_sqlite_engine(database_url: str) -> AsyncEngine:
+def _create_sqlite_engine(database_url: str, *, pool_timeout: float) -> AsyncEngine:
     # Take the write lock at BEGIN: a deferred transaction that upgrades to a writer later
     # fails with SQLITE_BUSY instead of waiting, which concurrent requests would hit.
     # One connection: every transaction takes SQLite's write lock at BEGIN (below), so more
@@ -139,7 +147,7 @@ def _create_sqlite_engine(database_url: str) -> AsyncEngine:
         connect_args={"timeout": 30, "isolation_level": None, **CONNECT_ARGS},
         pool_size=1,
         max_overflow=0,
-        pool_timeout=60,
+        pool_timeout=pool_timeout,
     )
 
     @event.listens_for(engine.sync_engine, "connect")
