@@ -1,25 +1,31 @@
 """In-flight capacity: thousands of slow generations held by one gateway process.
 
-    .venv/bin/python bench/inflight.py --concurrency 2000 --delay 20
-    .venv/bin/python bench/inflight.py --concurrency 2000 --delay 20 --postgres
+    .venv/bin/python bench/inflight.py --inflight 2000 --delay 20
+    .venv/bin/python bench/inflight.py --inflight 2000 --delay 20 --db postgres
+    .venv/bin/python bench/inflight.py --inflight 2000 --delay 20 --peer litellm
 
-One `imagegate serve --emulate` process (embedded defaults: SQLite + local directory, or
-embedded Postgres from devtools/postgres.py with `--postgres`) whose in-process Gemini
-emulator holds every call for `--delay` seconds (a delay fault through the emulator's
-control API, the gateway's admin token). `--concurrency` generations (POST
-/api/v1/generate-image, one 1:1 image of the default model) are sent at once by
-bench/loadgen.py `open` in its own process (aiohttp open loop; `--arrivals ramp`: `--rate`/s), while
-a second loadgen process probes /healthz every 100 ms. Measured: statuses, the gateway's
-peak RSS (psutil every 100 ms and the kernel's VmHWM; the emulator lives in the same
-process, so its share of memory and CPU counts too), /healthz p50/p99 throughout, and the
-latency a request adds over the upstream delay (p50/p99 of latency - delay).
+Default upstream: the OpenAI emulator in its own process (its b64 JSON path), the gateway
+configured for it (`--provider gemini`: the Gemini emulator, in the gateway with
+`--upstream emulate` or its own process). Requests arrive open-loop from bench/loadgen.py
+`open` (aiohttp): `--arrivals ramp` at `--rate` per second, `burst` all at once; the
+same process polls /healthz every 100 ms. (loadgen `serve` measures the loadgen itself.)
+
+One gateway process (embedded defaults: SQLite + local directory, or embedded Postgres
+from devtools/postgres.py with `--db postgres`) whose upstream emulator holds every call
+for `--delay` seconds (a delay fault through the emulator's control API). `--inflight`
+generations (POST /api/v1/generate-image, one 1:1 image) come from bench/loadgen.py
+`open` in its own process. Measured: statuses, the gateway's peak RSS (psutil every
+100 ms and the kernel's VmHWM; with `--upstream emulate` the emulator shares the
+process), /healthz p50/p99 throughout, and the latency a request adds over the upstream
+delay (p50/p99 of latency - delay). `--peer litellm` measures the LiteLLM proxy instead,
+in front of the OpenAI emulator (bench/run.py's setup).
 
 The limits a default gateway sets for far fewer requests are raised to let the load in
-(listed in the results as `settings`): upstream in-flight calls and connections per
-provider, uvicorn's concurrency limit, the tenant's and key's rate limits (CLI) and the
-open-file limit of this process and its children (each request is two sockets in the
-gateway: client and upstream). Results are merged by label into
-bench/results/inflight.json and .md.
+(listed in the results as `settings`): upstream attempt timeout and deadline (above the
+delay), upstream in-flight calls and connections per provider, uvicorn's concurrency
+limit, the tenant's and key's rate limits (CLI) and the open-file limit of this process
+and its children (each request is two sockets in the gateway: client and upstream).
+Results are merged by label into bench/results/inflight.json and .md.
 """
 
 from __future__ import annotations
@@ -63,11 +69,15 @@ MIB = 1024 * 1024
 ADMIN_TOKEN = "bench-inflight-admin-token-0123456789"
 FAULTS = "/emulators/gemini/_emulator/faults"
 BODY = {"prompt": "A lighthouse on a cliff at dusk, volumetric light, 35mm photo"}
+OPENAI_CONTRACT = BODY | {"model": "openai/gpt-image-1", "aspectRatio": "1:1", "numImages": 1}
 
 
-def settings(concurrency: int) -> dict[str, str]:
+def settings(concurrency: int, delay: float) -> dict[str, str]:
     """What an operator raises to hold `concurrency` slow generations in one process."""
     return {
+        # Above the delay (and the queueing on top), or every call times out: a void run.
+        "IMAGEGATE_UPSTREAM_ATTEMPT_TIMEOUT_SECONDS": str(delay * 3 + 60),
+        "IMAGEGATE_UPSTREAM_DEADLINE_SECONDS": str(delay * 6 + 120),
         # Upstream exchanges in flight per provider, below the connection pool.
         "IMAGEGATE_UPSTREAM_MAX_IN_FLIGHT": str(concurrency + 100),
         "IMAGEGATE_UPSTREAM_MAX_CONNECTIONS": str(concurrency + 200),
@@ -96,7 +106,10 @@ class Target:
 
 
 def gateway(
-    work: Path, concurrency: int, database_url: str | None, upstream: Server | None
+    work: Path,
+    args: argparse.Namespace,
+    database_url: str | None,
+    upstream: Server | None,
 ) -> Server:
     port = free_port()
     data = work / "gateway"
@@ -109,17 +122,24 @@ def gateway(
             "IMAGEGATE_DRAIN_DELAY_SECONDS": "0",
             "IMAGEGATE_LOG_LEVEL": "WARNING",
         }
-        | settings(concurrency)
+        | settings(args.concurrency, args.delay)
     )
     if database_url is not None:
         env["IMAGEGATE_DATABASE_URL"] = database_url
     argv = [PY, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if upstream is None:
         argv.append("--emulate")
+    elif args.provider == "openai":
+        env["IMAGEGATE_OPENAI_API_KEY"] = "sk-bench"
+        env["IMAGEGATE_OPENAI_BASE_URL"] = f"{upstream.url}/v1"
     else:
         env["IMAGEGATE_GEMINI_API_KEY"] = "bench"
         env["IMAGEGATE_GEMINI_BASE_URL"] = upstream.url
     return Server("gateway", argv, env, port, work / "gateway.log", ready_path="/healthz")
+
+
+def upstream_name(args: argparse.Namespace) -> str:
+    return "openai" if args.provider == "openai" else f"gemini-{args.upstream}"
 
 
 def raise_open_files(wanted: int) -> int:
@@ -145,14 +165,21 @@ def target(args: argparse.Namespace, work: Path, database_url: str | None) -> Ta
             [openai, lite], "/v1/images/generations", OPENAI_BODY, "/health/liveliness",
             lambda: openai.url + "/_emulator/faults", {}, {},
         )  # fmt: skip
+    if args.provider == "openai":
+        openai = emulator("openai", work)
+        server = gateway(work, args, database_url, openai)
+        return Target(
+            [openai, server], "/api/v1/generate-image", OPENAI_CONTRACT, "/healthz",
+            lambda: openai.url + "/_emulator/faults", {}, {},
+        )  # fmt: skip
     if args.upstream == "process":
         gemini = emulator("gemini", work)
-        server = gateway(work, args.concurrency, database_url, gemini)
+        server = gateway(work, args, database_url, gemini)
         return Target(
             [gemini, server], "/api/v1/generate-image", BODY, "/healthz",
             lambda: gemini.url + "/_emulator/faults", {}, {},
         )  # fmt: skip
-    server = gateway(work, args.concurrency, database_url, None)
+    server = gateway(work, args, database_url, None)
     return Target(
         [server], "/api/v1/generate-image", BODY, "/healthz",
         lambda: server.url + FAULTS, {"Authorization": f"Bearer {ADMIN_TOKEN}"}, {},
@@ -174,7 +201,7 @@ def measure(args: argparse.Namespace, work: Path, database_url: str | None) -> d
 def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, Any]:
     server = goal.measured
     with running(*goal.servers):
-        if args.peer == "gateway":
+        if args.peer == "null":
             goal.headers["Authorization"] = f"Bearer {provision(server)}"
         headers = [f"--header={name}: {value}" for name, value in goal.headers.items()]
         body = work / "body.json"
@@ -189,8 +216,7 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
         )  # fmt: skip
         set_delay(goal, args.delay)
         idle = server.rss()
-        stop_file = work / "stop"
-        probe_out, load_out = work / "probe.json", work / "load.json"
+        load_out = work / "load.json"
         log(f"{args.label}: {args.concurrency} generations, upstream delay {args.delay:g} s")
         cpu_before = server.cpu_seconds()
         # RSS just before the upstream answers: what holding the requests costs, before
@@ -198,29 +224,24 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
         waiting: list[int] = []
         timer = threading.Timer(args.delay * 0.9, lambda: waiting.append(server.rss()))
         timer.start()
+        rate = args.rate if args.arrivals == "ramp" else 0.0
         with PeakSampler(server.rss, 0.1) as sampler:
-            probe = subprocess.Popen(
-                [PY, str(BENCH / "loadgen.py"), "probe", "--url", server.url + goal.health_path,
-                 "--interval", "0.1", "--stop-file", str(stop_file),
-                 "--max-seconds", str(args.delay * 10 + 300), "--out", str(probe_out)]
-            )  # fmt: skip
-            # Open loop (aiohttp): each request timed from its own arrival, so the
-            # generator adds milliseconds, not the httpx pool's queueing (~96 s p50).
-            rate = 0.0 if args.arrivals == "burst" else args.rate
             load = subprocess.run(
                 [PY, str(BENCH / "loadgen.py"), "open",
                  "--url", server.url + goal.post_path, "--body", str(body), *headers,
                  "--requests", str(args.concurrency), "--rate", str(rate),
+                 "--health-url", server.url + goal.health_path, "--health-interval", "0.1",
                  "--timeout", str(args.delay * 10 + 120), "--out", str(load_out)],
                 check=False,
             )  # fmt: skip
-            stop_file.touch()
-            probe.wait(timeout=60)
         cpu = server.cpu_seconds() - cpu_before
         high_water = server.peak_rss()
         alive = server.process is not None and server.process.poll() is None
     result = json.loads(load_out.read_text()) if load.returncode == 0 else {}
-    health = json.loads(probe_out.read_text())
+    health = {
+        "latencies": result.get("health_latencies", []),
+        "failures": result.get("health_failures", 0),
+    }
     peak = max(sampler.peak, high_water)
     latencies = [s * 1000 for s in result.get("latencies", [])]
     added = [ms - args.delay * 1000 for ms in latencies]
@@ -228,8 +249,11 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
     statuses = result.get("statuses", {})
     row = {
         "label": args.label,
-        "server": args.peer if args.peer == "litellm" else f"gateway, upstream {args.upstream}",
-        "database": "postgres" if args.postgres else "none" if args.peer == "litellm" else "sqlite",
+        "arrivals": f"ramp {args.rate:g}/s" if args.arrivals == "ramp" else "burst",
+        "provider": "openai" if args.peer == "litellm" else args.provider,
+        "send_lateness_max_s": round(result.get("send_lateness_max_s", 0.0), 3),
+        "server": "litellm" if args.peer == "litellm" else f"gateway, {upstream_name(args)}",
+        "database": args.db if args.peer != "litellm" else "none",
         "concurrency": args.concurrency,
         "delay_s": args.delay,
         "statuses": statuses,
@@ -253,7 +277,7 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "settings": {}
         if args.peer == "litellm"
-        else settings(args.concurrency) | {"tenant/key per minute (CLI)": "1000000"},
+        else settings(args.concurrency, args.delay) | {"tenant/key per minute (CLI)": "1000000"},
     }  # fmt: skip
     print(json.dumps(row), flush=True)
     return row
@@ -303,16 +327,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--concurrency", type=int, default=2000)
+    parser.add_argument("--inflight", "--concurrency", dest="concurrency", type=int, default=2000)
     parser.add_argument("--delay", type=float, default=20.0)
-    parser.add_argument(
-        "--arrivals",
-        choices=["burst", "ramp"],
-        default="burst",
-        help="all requests at once, or --rate per second (all in flight when N/rate < delay)",
-    )
-    parser.add_argument("--rate", type=float, default=100.0, help="arrivals/s with --arrivals ramp")
-    parser.add_argument("--postgres", action="store_true", help="embedded Postgres, not SQLite")
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--provider", choices=["openai", "gemini"], default="openai")
+    parser.add_argument("--arrivals", choices=["ramp", "burst"], default="ramp")
+    parser.add_argument("--rate", type=float, default=100.0, help="ramp arrivals per second")
     parser.add_argument(
         "--upstream",
         choices=["emulate", "process"],
@@ -322,15 +342,16 @@ def main() -> None:
     )
     parser.add_argument(
         "--peer",
-        choices=["gateway", "litellm"],
-        default="gateway",
+        choices=["null", "litellm"],
+        default="null",
         help="litellm: the same load through the LiteLLM proxy (bench/run.py's setup) in "
         "front of the OpenAI emulator in its own process",
     )
     parser.add_argument("--label", help="row name (default: server-db-concurrency)")
     args = parser.parse_args()
-    db = "postgres" if args.postgres else "sqlite"
-    server = "litellm" if args.peer == "litellm" else f"gateway-{args.upstream}-{db}"
+    args.postgres = args.db == "postgres" and args.peer != "litellm"
+    db = args.db
+    server = "litellm" if args.peer == "litellm" else f"gateway-{upstream_name(args)}-{db}"
     args.label = args.label or f"{server}-{args.concurrency}"
     raise_open_files(4 * args.concurrency + 1024)
     with tempfile.TemporaryDirectory(prefix="inflight-") as tmp:

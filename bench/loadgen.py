@@ -2,13 +2,14 @@
 
 `load`: send `--requests` copies of one POST with at most `--concurrency` in flight and
 write latencies (seconds), status counts and the wall time as JSON.
-`open`: an open-loop aiohttp generator: `--requests` POSTs arriving at `--rate` per
-second (0: all at once), each timed on its own, whatever the server's pace; /healthz (or
-`--probe-url`) is polled every `--probe-interval` s alongside in the same loop.
-`serve`: a trivial aiohttp server answering every POST after `--delay` s, to measure what
-the `open` generator itself adds (its latency over the delay).
 `probe`: GET one URL back to back (one in flight, `--interval` apart) until `--stop-file`
 exists or `--max-seconds` pass, and write the latencies. Used for /healthz during load.
+
+`open`: open-loop (aiohttp, light enough for thousands in flight): `--requests` POSTs
+arriving `--rate` per second (0: all at once), each recording its latency and status,
+while /healthz (`--health-url`) is polled every `--health-interval`; writes both.
+`serve`: a trivial aiohttp server answering every POST after `--delay` seconds, so the
+load generator's own added latency can be measured (`open` against `serve`).
 
 Every loop is bounded in count and time; only loopback addresses are targets.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -25,9 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpx
-from aiohttp import web
 
 
 def _loopback_only(url: str) -> None:
@@ -36,17 +36,11 @@ def _loopback_only(url: str) -> None:
         sys.exit(f"refusing to send load to a non-loopback address: {host}")
 
 
-def _headers(items: list[str]) -> dict[str, str]:
-    """The JSON content type plus every `--header 'Name: value'`."""
+async def load(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
     headers = {"content-type": "application/json"}
-    for item in items:
+    for item in args.header:
         name, _, value = item.partition(":")
         headers[name.strip()] = value.strip()
-    return headers
-
-
-async def load(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
-    headers = _headers(args.header)
     limits = httpx.Limits(
         max_connections=args.concurrency, max_keepalive_connections=args.concurrency
     )
@@ -121,44 +115,48 @@ async def probe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def open_loop(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
-    """Every request is started at its arrival time, never waiting for an earlier one, so
-    a slow server shows as latency, not as a lower offered rate (unlike `load`)."""
-    headers = _headers(args.header)
-    results: list[tuple[float, float, str]] = []  # (offset sent, latency, status)
+    """Arrivals on a schedule independent of the answers (open loop): a slow server
+    cannot slow the offered load, so latency is the server's, not queueing in here."""
+    import aiohttp
+
+    headers = {"content-type": "application/json"}
+    for item in args.header:
+        name, _, value = item.partition(":")
+        headers[name.strip()] = value.strip()
+    latencies: list[float] = []
+    lateness: list[float] = []  # how late each request left against its schedule
+    statuses: dict[str, int] = {}
+    samples: dict[str, str] = {}
     health: list[float] = []
     health_failures = 0
-    sample_error: str | None = None
     done = asyncio.Event()
-    # One connection per request in flight: no pool queueing inside the generator.
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        origin = time.perf_counter()
 
-        async def one(at: float) -> None:
-            nonlocal sample_error
-            delay = at - (time.perf_counter() - origin)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent = time.perf_counter()
+        async def one(due: float) -> None:
+            started = time.perf_counter()
+            lateness.append(started - due)
             try:
                 async with session.post(args.url, data=body, headers=headers) as response:
                     content = await response.read()
                     status = str(response.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status, content = type(exc).__name__, b""
-            results.append((sent - origin, time.perf_counter() - sent, status))
-            if status != "200" and sample_error is None:
-                sample_error = f"{status}: {content[:300].decode('utf-8', 'replace')}"
+            elapsed = time.perf_counter() - started
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == "200":
+                latencies.append(elapsed)
+            samples.setdefault(status, content[:300].decode("utf-8", "replace"))
 
         async def poll_health() -> None:
             nonlocal health_failures
-            probe_timeout = aiohttp.ClientTimeout(total=10)
-            async with aiohttp.ClientSession(timeout=probe_timeout) as probes:
+            # Its own session: a probe never waits behind the load's connections.
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as probe:
                 while not done.is_set():
                     started = time.perf_counter()
                     try:
-                        async with probes.get(args.probe_url) as response:
+                        async with probe.get(args.health_url) as response:
                             await response.read()
                             ok = response.status == 200
                     except (aiohttp.ClientError, TimeoutError):
@@ -167,45 +165,52 @@ async def open_loop(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
                         health.append(time.perf_counter() - started)
                     else:
                         health_failures += 1
-                    await asyncio.sleep(args.probe_interval)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(done.wait(), args.health_interval)
 
-        prober = asyncio.create_task(poll_health()) if args.probe_url else None
-        gap = 1.0 / args.rate if args.rate > 0 else 0.0
-        await asyncio.gather(*(one(i * gap) for i in range(args.requests)))
-        wall = time.perf_counter() - origin
+        poller = asyncio.create_task(poll_health()) if args.health_url else None
+        started = time.perf_counter()
+        tasks: list[asyncio.Task[None]] = []
+        for index in range(args.requests):
+            due = started + (index / args.rate if args.rate > 0 else 0.0)
+            pause = due - time.perf_counter()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            tasks.append(asyncio.create_task(one(due)))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - started
         done.set()
-        if prober is not None:
-            await prober
-    statuses: dict[str, int] = {}
-    for _, _, status in results:
-        statuses[status] = statuses.get(status, 0) + 1
+        if poller is not None:
+            await poller
     return {
-        "latencies": [latency for _, latency, status in results if status == "200"],
-        "requests": [list(row) for row in sorted(results)],
+        "latencies": latencies,
         "statuses": statuses,
         "wall_seconds": wall,
-        "sample_error": sample_error,
+        "samples": samples,
+        "sample_error": next((v for k, v in samples.items() if k != "200"), None),
+        "send_lateness_max_s": max(lateness, default=0.0),
         "health_latencies": health,
         "health_failures": health_failures,
     }
 
 
 def serve(args: argparse.Namespace) -> None:
-    """Answers every POST after --delay s with a small JSON body; GET /healthz at once."""
-    payload = b'{"ok": true}'
+    """Answer every POST after `--delay` seconds with a small JSON body (and GET
+    /healthz at once): the reference upstream for measuring the load generator."""
+    from aiohttp import web
 
-    async def slow(_request: web.Request) -> web.Response:
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
         await asyncio.sleep(args.delay)
-        return web.Response(body=payload, content_type="application/json")
+        return web.json_response({"ok": True})
 
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.Response(body=payload, content_type="application/json")
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
 
     app = web.Application()
-    app.router.add_post("/{tail:.*}", slow)
     app.router.add_get("/healthz", healthz)
-    # A backlog for a burst of thousands of connects at once.
-    web.run_app(app, host="127.0.0.1", port=args.port, backlog=8192, print=None)
+    app.router.add_post("/{tail:.*}", answer)
+    web.run_app(app, host="127.0.0.1", port=args.port, backlog=4096, print=None)
 
 
 def main() -> None:
@@ -226,29 +231,29 @@ def main() -> None:
     check.add_argument("--stop-file", required=True)
     check.add_argument("--max-seconds", type=float, default=600.0)
     check.add_argument("--out", required=True)
-    arrivals = modes.add_parser("open")
-    arrivals.add_argument("--url", required=True)
-    arrivals.add_argument("--body", required=True, help="file holding the JSON body")
-    arrivals.add_argument("--header", action="append", default=[], help="'Name: value'")
-    arrivals.add_argument("--requests", type=int, required=True)
-    arrivals.add_argument("--rate", type=float, default=0.0, help="arrivals/s; 0 = burst")
-    arrivals.add_argument("--timeout", type=float, default=300.0)
-    arrivals.add_argument("--probe-url", help="polled with GET alongside, e.g. /healthz")
-    arrivals.add_argument("--probe-interval", type=float, default=0.1)
-    arrivals.add_argument("--out", required=True)
-    server = modes.add_parser("serve")
-    server.add_argument("--port", type=int, required=True)
-    server.add_argument("--delay", type=float, required=True)
+    burst = modes.add_parser("open")
+    burst.add_argument("--url", required=True)
+    burst.add_argument("--body", required=True, help="file holding the JSON body")
+    burst.add_argument("--header", action="append", default=[], help="'Name: value'")
+    burst.add_argument("--requests", type=int, required=True)
+    burst.add_argument("--rate", type=float, default=0.0, help="arrivals/s; 0: all at once")
+    burst.add_argument("--health-url", default="")
+    burst.add_argument("--health-interval", type=float, default=0.1)
+    burst.add_argument("--timeout", type=float, default=300.0)
+    burst.add_argument("--out", required=True)
+    upstream = modes.add_parser("serve")
+    upstream.add_argument("--port", type=int, required=True)
+    upstream.add_argument("--delay", type=float, required=True)
     args = parser.parse_args()
     if args.mode == "serve":
         serve(args)
         return
     _loopback_only(args.url)
     if args.mode == "open":
-        if args.probe_url:
-            _loopback_only(args.probe_url)
         if args.requests < 1 or args.requests > 100_000 or args.rate < 0:
             sys.exit("requests must be 1..100000 and rate >= 0")
+        if args.health_url:
+            _loopback_only(args.health_url)
         result = asyncio.run(open_loop(args, Path(args.body).read_bytes()))
     elif args.mode == "load":
         if args.requests < 1 or args.requests > 100_000 or args.concurrency < 1:
