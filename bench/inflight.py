@@ -165,19 +165,13 @@ def target(args: argparse.Namespace, work: Path, database_url: str | None) -> Ta
             [openai, lite], "/v1/images/generations", OPENAI_BODY, "/health/liveliness",
             lambda: openai.url + "/_emulator/faults", {}, {},
         )  # fmt: skip
-    if args.provider == "openai":
-        openai = emulator("openai", work)
-        server = gateway(work, args, database_url, openai)
+    if args.provider == "openai" or args.upstream == "process":
+        name, body = ("openai", OPENAI_CONTRACT) if args.provider == "openai" else ("gemini", BODY)
+        upstream = emulator(name, work)
+        server = gateway(work, args, database_url, upstream)
         return Target(
-            [openai, server], "/api/v1/generate-image", OPENAI_CONTRACT, "/healthz",
-            lambda: openai.url + "/_emulator/faults", {}, {},
-        )  # fmt: skip
-    if args.upstream == "process":
-        gemini = emulator("gemini", work)
-        server = gateway(work, args, database_url, gemini)
-        return Target(
-            [gemini, server], "/api/v1/generate-image", BODY, "/healthz",
-            lambda: gemini.url + "/_emulator/faults", {}, {},
+            [upstream, server], "/api/v1/generate-image", body, "/healthz",
+            lambda: upstream.url + "/_emulator/faults", {}, {},
         )  # fmt: skip
     server = gateway(work, args, database_url, None)
     return Target(
