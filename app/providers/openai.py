@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import httpx
 import openai
@@ -29,11 +29,9 @@ from openai.types import (
     ImageGenCompletedEvent,
     ImageGenPartialImageEvent,
     ImageGenStreamEvent,
-    ImagesResponse,
 )
 from openai.types.image_edit_completed_event import Usage as EditUsage
 from openai.types.image_gen_completed_event import Usage as GenUsage
-from openai.types.images_response import Usage as ImagesUsage
 from openai.types.responses import Response as OpenAIResponse
 from openai.types.responses import ResponseInputMessageContentListParam
 from openai.types.responses.response_output_item import ImageGenerationCall
@@ -53,6 +51,7 @@ from app.providers.base import (
     UpstreamBadRequest,
     UpstreamTimeout,
 )
+from app.providers.images_answer import ImagesAnswer, read_images_answer
 from app.providers.transport import too_large_cause, translate_http_error
 
 if TYPE_CHECKING:
@@ -85,6 +84,18 @@ _FILE_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp
 _SECRETS = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_*.-]{4,}")
 _BLOBS = re.compile(r"[A-Za-z0-9+/=_-]{80,}")
 _MAX_MESSAGE = 300
+
+
+class _Body(Protocol):
+    @property
+    def content(self) -> bytes: ...
+
+
+class _RawResponse(Protocol):
+    """What `with_raw_response` returns, as far as it is read here."""
+
+    @property
+    def http_response(self) -> _Body: ...
 
 
 class _OpenAIAdapter(abc.ABC):
@@ -137,18 +148,19 @@ class ImagesAPIAdapter(_OpenAIAdapter):
     Subclasses choose the parameters (`_params`) and read the answer (`_image`)."""
 
     async def _generate(self, request: ImageRequest, size: str) -> ProviderImage:
-        response = cast(ImagesResponse, await self._call(request, size))
-        # Decoding a 4K image's base64 takes long enough to stall the event loop.
-        return await asyncio.to_thread(self._image, response)
+        # The raw body, parsed once (app/providers/images_answer.py), not the SDK's models.
+        raw = cast(_RawResponse, await self._call(request, size, raw=True))
+        # Parsing and decoding a 4K image's base64 takes long enough to stall the loop.
+        return await read_images_answer(raw.http_response.content, self.label, self._image)
 
-    def _image(self, response: ImagesResponse) -> ProviderImage:
-        images = [item.b64_json for item in response.data or [] if item.b64_json]
+    def _image(self, response: ImagesAnswer) -> ProviderImage:
+        images = [item.b64_json for item in response.data if item.b64_json]
         if not images:
             # GPT Image always answers 200 with b64_json; a refusal is a 400
             # moderation_blocked. An empty 200 is an upstream fault worth retrying, not a
             # verdict on the prompt.
             raise Unavailable(f"{self.label} returned no image")
-        return _provider_image(images[0], None, _usage(response.usage), self.label)
+        return _provider_image(images[0], None, response.usage, self.label)
 
     def _params(self, request: ImageRequest, size: str) -> dict[str, Any]:
         """The parameters `images.generate` and `images.edit` share (GPT Image's)."""
@@ -164,21 +176,23 @@ class ImagesAPIAdapter(_OpenAIAdapter):
             "output_compression": OUTPUT_COMPRESSION,
         }
 
-    async def _call(self, request: ImageRequest, size: str, **stream: Any) -> object:
+    async def _call(
+        self, request: ImageRequest, size: str, *, raw: bool = False, **stream: Any
+    ) -> object:
         """`images.generate`, or `images.edit` with sources: the one place both calls'
-        parameters are built, streamed or not (`stream`: stream=True, partial_images)."""
+        parameters are built, streamed or not (`stream`: stream=True, partial_images);
+        `raw`: the SDK's raw response (its body not parsed into models)."""
         options = request.options
         common: dict[str, Any] = {**self._params(request, size), **stream}
+        images = self._client.images.with_raw_response if raw else self._client.images
         if not request.source_images:
-            return await self._client.images.generate(
-                moderation=_given(options.moderation), **common
-            )
+            return await images.generate(moderation=_given(options.moderation), **common)
         files = [
             (f"image{i}.{_FILE_EXTENSIONS.get(s.mime_type, 'png')}", s.data, s.mime_type)
             for i, s in enumerate(request.source_images)
         ]
         mask = request.mask
-        return await self._client.images.edit(
+        return await images.edit(
             # One file is sent as `image`, several as `image[]` (as the SDK does).
             image=files[0] if len(files) == 1 else files,
             mask=("mask.png", mask.data, mask.mime_type) if mask is not None else omit,
@@ -319,7 +333,7 @@ def _decoded(b64: str, label: str = "OpenAI") -> bytes:
         raise Unavailable(f"{label} returned an image that is not valid base64") from None
 
 
-def _usage(usage: ImagesUsage | GenUsage | EditUsage | None) -> TokenUsage | None:
+def _usage(usage: GenUsage | EditUsage | None) -> TokenUsage | None:
     """OpenAI's usage object, from a response or a stream's completed event."""
     if usage is None:
         return None

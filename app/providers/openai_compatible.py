@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from openai.types import ImagesResponse
 
 from app.imaging.aspect import parse_ratio
 from app.providers.base import ImageRequest, ProviderImage, UpstreamBadRequest
+from app.providers.images_answer import ImagesAnswer
 from app.providers.openai import NATIVE_SIZES, ImagesAPIAdapter
 
 # The area each imageSize asks for (the square's side); 1K at OpenAI's three ratios is
@@ -96,8 +96,8 @@ class OpenAICompatibleAdapter(ImagesAPIAdapter):
             "extra_body": self._extra or None,
         }
 
-    def _image(self, response: ImagesResponse) -> ProviderImage:
-        data = response.data or []
+    def _image(self, response: ImagesAnswer) -> ProviderImage:
+        data = response.data
         if data and not any(item.b64_json for item in data) and any(item.url for item in data):
             raise UpstreamBadRequest(
                 f"{LABEL} answered with an image URL, not b64_json; this adapter takes base64 "
