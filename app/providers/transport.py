@@ -23,7 +23,9 @@ cancelling.
 On top of that, per provider:
 - in-flight exchanges are bounded by a semaphore below the pool size, so the pool is never
   contended (contention is both the leak's precondition and, with hundreds of waiters, a
-  quadratic reassignment loop on the event loop);
+  quadratic reassignment loop on the event loop); the connections are split into shards
+  of a few dozen (app.providers.pool_shards), so the pool's walk over its connections on
+  every request stays short with thousands in flight;
 - a pool timeout while we hold fewer exchanges than the pool has connections means the pool
   lost slots: the pool is replaced (the SDK clients keep working, they hold this transport)
   and the request, which was never sent, goes out once on the new pool;
@@ -45,6 +47,7 @@ import httpcore
 import httpx
 
 from app.providers.base import ProviderError, Unavailable, UpstreamBadRequest, UpstreamTimeout
+from app.providers.pool_shards import ShardedTransport, shard_count
 from app.providers.sockets import DeadlineBackend, current_deadline
 
 log = logging.getLogger(__name__)
@@ -371,22 +374,28 @@ async def _close_quietly(transport: httpx.AsyncBaseTransport) -> None:
         log.info("closing a retired upstream pool failed", extra={"error": type(exc).__name__})
 
 
-def pooled_transport(limits: UpstreamLimits) -> httpx.AsyncHTTPTransport:
-    """httpx's transport on a pool whose sockets honour the attempt deadline.
+def pooled_transport(limits: UpstreamLimits, shards: int | None = None) -> ShardedTransport:
+    """httpx's transport on pools whose sockets honour the attempt deadline, in `shards`
+    (default: `shard_count`) shards of `max_connections // shards` connections.
 
     httpx.AsyncHTTPTransport takes no network backend, so its pool is replaced by one built
     as its __init__ builds it (HTTP/1.1 only, no connect retries), plus the backend.
     """
     ssl_context = httpx.create_ssl_context()
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context,
-        max_connections=limits.max_connections,
-        max_keepalive_connections=min(20, limits.max_connections),
-        keepalive_expiry=5.0,
-        http1=True,
-        http2=False,
-        retries=0,
-        network_backend=DeadlineBackend(),
-    )
-    return transport
+
+    def one_pool(size: int) -> httpx.AsyncHTTPTransport:
+        transport = httpx.AsyncHTTPTransport(verify=ssl_context)
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=size,
+            max_keepalive_connections=min(20, size),
+            keepalive_expiry=5.0,
+            http1=True,
+            http2=False,
+            retries=0,
+            network_backend=DeadlineBackend(),
+        )
+        return transport
+
+    count = shards or shard_count(limits.max_connections, limits.max_in_flight)
+    return ShardedTransport(one_pool, limits.max_connections, count)
