@@ -133,19 +133,20 @@ def inflight_markdown(results: dict[str, Any]) -> list[str]:
     out = [
         "",
         f"## (h) In flight: generations whose upstream takes {first['delay_s']:g} s, one "
-        "process, arrivals ramped at 100/s",
+        "process, arrivals ramped so that all are in flight as the ramp ends",
         "",
-        "| server | db | in flight | ok | errors | peak RSS MiB (idle) | KiB per generation "
+        "| server | db | in flight | arrivals | ok | errors | peak RSS MiB (idle) "
+        "| KiB per generation "
         "| /healthz p50 / p99 / max ms | added p50 / p99 / max ms | server CPU s |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         errors = {k: v for k, v in r["statuses"].items() if k != "200"}
         shown = ", ".join(f"{v} x {k}" for k, v in errors.items()) or "none"
         out.append(
             f"| {'LiteLLM proxy' if r['server'] == 'litellm' else 'imagegate'} | {r['database']} "
-            f"| {r['concurrency']} | {r['ok']} | {shown} | {r['peak_rss_mib']:.0f} "
-            f"({r['idle_rss_mib']:.0f}) | {r['rss_per_inflight_kib']} "
+            f"| {r['concurrency']} | {r['arrivals']} | {r['ok']} | {shown} "
+            f"| {r['peak_rss_mib']:.0f} ({r['idle_rss_mib']:.0f}) | {r['rss_per_inflight_kib']} "
             f"| {r['healthz_p50_ms']} / {r['healthz_p99_ms']} / {r['healthz_max_ms']} "
             f"| {r['added_p50_ms']:.0f} / {r['added_p99_ms']:.0f} / {r['added_max_ms']:.0f} "
             f"| {r['gateway_cpu_s']} |"

@@ -672,7 +672,8 @@ def large(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def inflight(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """(h) each count in flight on SQLite, on Postgres and through LiteLLM."""
+    """(h) each count in flight on SQLite, on Postgres and through LiteLLM: arrivals
+    ramped at count / delay per second, so all of them are in flight as the ramp ends."""
     import inflight as held
 
     peers = [{"db": "sqlite"}, {"db": "postgres"}]
@@ -681,7 +682,9 @@ def inflight(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for count in args.inflight:
         for peer in peers:
-            row = held.run(held.options(concurrency=count, delay=args.inflight_delay, **peer))
+            rate = count / args.inflight_delay
+            given = {"concurrency": count, "delay": args.inflight_delay, "rate": rate}
+            row = held.run(held.options(**given, **peer))
             held.write(row)
             rows.append(row)
     return rows
