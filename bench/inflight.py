@@ -129,6 +129,9 @@ def gateway(
     )
     if database_url is not None:
         env["IMAGEGATE_DATABASE_URL"] = database_url
+    if args.gc:  # bench/gcprobe/sitecustomize.py, in the gateway process only
+        env |= {"BENCH_GC": args.gc, "BENCH_GC_OUT": str(work / "gc.json")}
+        env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{BENCH / 'gcprobe'}"
     argv = [PY, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     if upstream is None:
         argv.append("--emulate")
@@ -235,6 +238,8 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
         high_water = server.peak_rss()
         alive = server.process is not None and server.process.poll() is None
     result = json.loads(load_out.read_text()) if load.returncode == 0 else {}
+    collector = work / "gc.json"
+    pauses = json.loads(collector.read_text()) if args.gc and collector.exists() else None
     health = {
         "latencies": result.get("health_latencies", []),
         "failures": result.get("health_failures", 0),
@@ -272,6 +277,7 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
         "added_p99_ms": round(percentile(added, 99), 1),
         "added_max_ms": round(max(added, default=0.0), 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "gc": {"mode": args.gc, "pauses": pauses} if args.gc else None,
         "settings": {}
         if args.peer == "litellm"
         else settings(args.concurrency, args.delay) | {"tenant/key per minute (CLI)": "1000000"},
@@ -293,19 +299,21 @@ def write(row: dict[str, Any]) -> None:
     lines = [
         "# In-flight capacity: slow generations held by one gateway process",
         "",
-        "`bench/inflight.py`: one gateway process, its Gemini emulator inside it (`serve",
-        "--emulate`, upstream emulate) or in its own process (upstream process, renders",
-        "memoised), or the LiteLLM proxy in front of the OpenAI emulator; every upstream call",
-        "delayed; all requests sent at once from another process; /healthz (LiteLLM:",
+        "`bench/inflight.py` (bench/run.py section (h) runs the first six): one gateway",
+        "process in front of the OpenAI emulator in its own process (or the Gemini emulator,",
+        "inside it or apart), or the LiteLLM proxy in front of the OpenAI emulator; every",
+        "upstream call delayed; generations sent open-loop by bench/loadgen.py `open`",
+        "(arrivals in the results: ramped or all at once); /healthz (LiteLLM:",
         "/health/liveliness) probed every 100 ms throughout. Added = latency - upstream delay",
-        "(successes only). Load average is the machine's (1, 5, 15 min) at the end of the run:",
-        "a shared 2-core machine.",
+        "(successes only). Load average is the machine's (1, 5, 15 min) at the end of the run.",
+        "`gc` rows: full (generation 2) collections in the gateway, their count, longest and",
+        "total pause (`--gc probe`), or the automatic collector disabled (`--gc off`).",
         "",
         "| run | server | db | in flight | delay (s) | statuses | peak RSS (MiB) "
         "| RSS at 0.9 x delay (MiB) | idle RSS (MiB) "
         "| KiB per request | /healthz p50 / p99 / max (ms) | added p50 / p99 / max (ms) "
-        "| gateway CPU (s) | load average |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| gateway CPU (s) | load average | gc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in stored.items():
         lines.append(
@@ -315,9 +323,19 @@ def write(row: dict[str, Any]) -> None:
             f"| {r['rss_per_inflight_kib']} "
             f"| {r['healthz_p50_ms']} / {r['healthz_p99_ms']} / {r['healthz_max_ms']} "
             f"| {r['added_p50_ms']} / {r['added_p99_ms']} / {r['added_max_ms']} "
-            f"| {r['gateway_cpu_s']} | {r['load_average']} |"
+            f"| {r['gateway_cpu_s']} | {r['load_average']} | {_collector(r.get('gc'))} |"
         )
     (RESULTS / "inflight.md").write_text("\n".join(lines) + "\n")
+
+
+def _collector(gc: dict[str, Any] | None) -> str:
+    if not gc:
+        return "-"
+    full = (gc.get("pauses") or {}).get("2", {})
+    return (
+        f"{gc['mode']}: {full.get('collections', 0)} full, longest {full.get('max_ms', 0)} ms, "
+        f"{full.get('total_ms', 0)} ms in all"
+    )
 
 
 def command_line() -> argparse.ArgumentParser:
@@ -344,6 +362,13 @@ def command_line() -> argparse.ArgumentParser:
         help="litellm: the same load through the LiteLLM proxy (bench/run.py's setup) in "
         "front of the OpenAI emulator in its own process",
     )
+    parser.add_argument(
+        "--gc",
+        choices=["", "probe", "off"],
+        default="",
+        help="probe: time the gateway's garbage collections (bench/gcprobe); off: the same "
+        "with the automatic collector disabled, to measure what its pauses cost",
+    )
     parser.add_argument("--label", help="row name (default: server-db-concurrency)")
     return parser
 
@@ -362,7 +387,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     in a scratch directory and stopped after."""
     args.postgres = args.db == "postgres" and args.peer != "litellm"
     server = "litellm" if args.peer == "litellm" else f"gateway-{upstream_name(args)}-{args.db}"
-    args.label = args.label or f"{server}-{args.concurrency}"
+    gc_mode = f"-gc-{args.gc}" if args.gc else ""
+    args.label = args.label or f"{server}-{args.concurrency}{gc_mode}"
     raise_open_files(4 * args.concurrency + 1024)
     with tempfile.TemporaryDirectory(prefix="inflight-") as tmp:
         work = Path(tmp)
