@@ -179,6 +179,10 @@ async def running_services(
     # only what requests made (milliseconds, not the ~150 ms of a full heap).
     gc.collect()
     gc.freeze()
+    # Full collections stop the loop for a walk of everything in flight: made rare
+    # (IMAGEGATE_GC_THRESHOLDS; bench/inflight.py --gc probe measures them).
+    default_thresholds = gc.get_threshold()
+    gc.set_threshold(*settings.gc_thresholds)
     caps.start()
     background = [
         asyncio.create_task(
@@ -201,6 +205,7 @@ async def running_services(
         if undo_sigterm is not None:
             undo_sigterm()
         gc.unfreeze()  # what this app built may be collected once it is gone (tests)
+        gc.set_threshold(*default_thresholds)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)

@@ -129,6 +129,8 @@ def gateway(
     )
     if database_url is not None:
         env["IMAGEGATE_DATABASE_URL"] = database_url
+    if args.gc_thresholds:
+        env["IMAGEGATE_GC_THRESHOLDS"] = args.gc_thresholds
     if args.gc:  # bench/gcprobe/sitecustomize.py, in the gateway process only
         env |= {"BENCH_GC": args.gc, "BENCH_GC_OUT": str(work / "gc.json")}
         env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{BENCH / 'gcprobe'}"
@@ -215,6 +217,7 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
             check=True,
         )  # fmt: skip
         set_delay(goal, args.delay)
+        collections_so_far(work, args, reset=True)
         idle = server.rss()
         load_out = work / "load.json"
         log(f"{args.label}: {args.concurrency} generations, upstream delay {args.delay:g} s")
@@ -235,11 +238,10 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
                 check=False,
             )  # fmt: skip
         cpu = server.cpu_seconds() - cpu_before
+        pauses = collections_so_far(work, args, reset=False)  # before the shutdown's
         high_water = server.peak_rss()
         alive = server.process is not None and server.process.poll() is None
     result = json.loads(load_out.read_text()) if load.returncode == 0 else {}
-    collector = work / "gc.json"
-    pauses = json.loads(collector.read_text()) if args.gc and collector.exists() else None
     health = {
         "latencies": result.get("health_latencies", []),
         "failures": result.get("health_failures", 0),
@@ -277,7 +279,9 @@ def _measure(args: argparse.Namespace, work: Path, goal: Target) -> dict[str, An
         "added_p99_ms": round(percentile(added, 99), 1),
         "added_max_ms": round(max(added, default=0.0), 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "gc": {"mode": args.gc, "pauses": pauses} if args.gc else None,
+        "gc": {"mode": args.gc, "thresholds": args.gc_thresholds or "default", "pauses": pauses}
+        if args.gc
+        else None,
         "settings": {}
         if args.peer == "litellm"
         else settings(args.concurrency, args.delay) | {"tenant/key per minute (CLI)": "1000000"},
@@ -328,12 +332,26 @@ def write(row: dict[str, Any]) -> None:
     (RESULTS / "inflight.md").write_text("\n".join(lines) + "\n")
 
 
+def collections_so_far(work: Path, args: argparse.Namespace, *, reset: bool) -> Any:
+    """The gateway's collections (bench/gcprobe) since the last reset, None without --gc;
+    `reset` starts the count afresh (after start-up and warm-up: the imports run on
+    CPython's thresholds, before the lifespan sets the gateway's)."""
+    if not args.gc:
+        return None
+    report = work / "gc.json"
+    if reset:
+        report.with_suffix(".reset").touch()
+    time.sleep(1.5)  # the probe reports (and takes a reset) every second
+    return json.loads(report.read_text()) if report.exists() else None
+
+
 def _collector(gc: dict[str, Any] | None) -> str:
     if not gc:
         return "-"
     full = (gc.get("pauses") or {}).get("2", {})
     return (
-        f"{gc['mode']}: {full.get('collections', 0)} full, longest {full.get('max_ms', 0)} ms, "
+        f"{gc['mode']} {gc.get('thresholds', '')}: {full.get('collections', 0)} full, "
+        f"longest {full.get('max_ms', 0)} ms, "
         f"{full.get('total_ms', 0)} ms in all"
     )
 
@@ -369,6 +387,11 @@ def command_line() -> argparse.ArgumentParser:
         help="probe: time the gateway's garbage collections (bench/gcprobe); off: the same "
         "with the automatic collector disabled, to measure what its pauses cost",
     )
+    parser.add_argument(
+        "--gc-thresholds",
+        default="",
+        help="IMAGEGATE_GC_THRESHOLDS for the gateway, e.g. '[700, 10, 10]' (CPython's own)",
+    )
     parser.add_argument("--label", help="row name (default: server-db-concurrency)")
     return parser
 
@@ -388,6 +411,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.postgres = args.db == "postgres" and args.peer != "litellm"
     server = "litellm" if args.peer == "litellm" else f"gateway-{upstream_name(args)}-{args.db}"
     gc_mode = f"-gc-{args.gc}" if args.gc else ""
+    if args.gc_thresholds:
+        gc_mode += "-" + "-".join(str(n) for n in json.loads(args.gc_thresholds))
     args.label = args.label or f"{server}-{args.concurrency}{gc_mode}"
     raise_open_files(4 * args.concurrency + 1024)
     with tempfile.TemporaryDirectory(prefix="inflight-") as tmp:

@@ -2,9 +2,10 @@
 
 On PYTHONPATH only for the gateway process of that bench. `probe` times every collection
 (gc.callbacks) and writes counts, total and longest pause per generation to $BENCH_GC_OUT
-every second; `off` also disables the automatic collector from the start (the gateway's
-own gc.collect() + gc.freeze() after start-up still run): the measurement of what the
-pauses cost. Without it cyclic garbage is never freed, so this is no setting to run with.
+every second, counted from when the bench creates the .reset file beside it. `off` also
+disables the automatic collector from the start (the gateway's own gc.collect() +
+gc.freeze() after start-up still run): the measurement of what the pauses cost. Without
+it cyclic garbage is never freed, so this is no setting to run with.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 MODE = os.environ.get("BENCH_GC", "")
 OUT = os.environ.get("BENCH_GC_OUT", "")
+RESET = os.path.splitext(OUT)[0] + ".reset"  # created by the bench to start counting
 
 if MODE in ("probe", "off") and OUT:
     pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
@@ -32,6 +34,10 @@ if MODE in ("probe", "off") and OUT:
     def _report() -> None:
         while True:
             time.sleep(1)
+            if os.path.exists(RESET):  # the bench counts from here
+                os.remove(RESET)
+                for ms in pauses.values():
+                    ms.clear()
             summary = {
                 str(generation): {
                     "collections": len(ms),
