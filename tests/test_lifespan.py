@@ -17,6 +17,16 @@ from app.settings import Settings
 def test_the_collector_thresholds_apply_while_serving_and_the_defaults_come_back(
     tmp_path: Path, configured: list[int] | None
 ) -> None:
+    original = gc.get_threshold()
+    # CPython's own thresholds, whatever another app of this test process has set.
+    gc.set_threshold(700, 10, 10)
+    try:
+        _serve_and_check(tmp_path, configured)
+    finally:
+        gc.set_threshold(*original)
+
+
+def _serve_and_check(tmp_path: Path, configured: list[int] | None) -> None:
     before = gc.get_threshold()
     settings = Settings(_env_file=None, data_dir=tmp_path, emulate=True)
     if configured is not None:
