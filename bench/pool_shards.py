@@ -17,14 +17,14 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
-import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from run import PY, RESULTS, free_port, log
+from inflight import raise_open_files
+from run import PY, RESULTS, Server, base_env, free_port, log, running
 
 from app.providers.pool_shards import shard_count
 from app.providers.transport import GuardedTransport, UpstreamLimits, pooled_transport
@@ -47,14 +47,28 @@ async def one_round(url: str, limits: UpstreamLimits, shards: int, inflight: int
     return spent * 1000 / inflight
 
 
+def rounds(
+    url: str, limits: UpstreamLimits, sharded: int, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """CPU ms per exchange of each variant per round, alternating which goes first."""
+    variants = {"one pool": 1, f"{sharded} shards": sharded}
+    per_round: dict[str, list[float]] = {name: [] for name in variants}
+    for number in range(args.rounds):
+        order = list(variants.items())
+        for name, shards in order if number % 2 == 0 else reversed(order):
+            ms = asyncio.run(one_round(url, limits, shards, args.inflight))
+            per_round[name].append(ms)
+            log(f"round {number + 1}: {name}: {ms:.2f} ms CPU per exchange")
+    return per_round
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inflight", type=int, default=2000)
     parser.add_argument("--delay", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.inflight)), hard))
+    raise_open_files(4 * args.inflight)
     limits = UpstreamLimits(
         max_connections=args.inflight + 200,
         max_in_flight=args.inflight + 100,
@@ -62,28 +76,12 @@ def main() -> None:
     )
     sharded = shard_count(limits.max_connections, limits.max_in_flight)
     port = free_port()
-    server = subprocess.Popen(
-        [PY, str(HERE / "loadgen.py"), "serve", "--port", str(port), "--delay", str(args.delay)]
-    )
-    url = f"http://127.0.0.1:{port}/v1/images/generations"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        variants = {"one pool": 1, f"{sharded} shards": sharded}
-        per_round: dict[str, list[float]] = {name: [] for name in variants}
-        for number in range(args.rounds):
-            order = list(variants.items())
-            for name, shards in order if number % 2 == 0 else reversed(order):
-                ms = asyncio.run(one_round(url, limits, shards, args.inflight))
-                per_round[name].append(ms)
-                log(f"round {number + 1}: {name}: {ms:.2f} ms CPU per exchange")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    argv = [PY, str(HERE / "loadgen.py"), "serve", "--port", str(port), "--delay", str(args.delay)]
+    with tempfile.TemporaryDirectory(prefix="pool-shards-") as tmp:
+        log_path = Path(tmp) / "upstream.log"
+        upstream = Server("upstream", argv, base_env(), port, log_path, ready_path="/healthz")
+        with running(upstream):
+            per_round = rounds(upstream.url + "/v1/images/generations", limits, sharded, args)
     medians = {name: statistics.median(values) for name, values in per_round.items()}
     one, many = medians.values()
     report = {

@@ -334,7 +334,8 @@ def _decoded(b64: str, label: str = "OpenAI") -> bytes:
 
 
 def _usage(usage: GenUsage | EditUsage | None) -> TokenUsage | None:
-    """OpenAI's usage object, from a response or a stream's completed event."""
+    """OpenAI's usage object, from a stream's completed event (a whole answer's is
+    read by app/providers/images_answer.py)."""
     if usage is None:
         return None
     details = usage.input_tokens_details
